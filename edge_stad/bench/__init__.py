@@ -1,0 +1,1 @@
+"""Benchmarking: model complexity (``complexity``, needs torch) and, later, the speed/power harness."""

@@ -1,0 +1,93 @@
+"""The ``edge-stad`` command line.
+
+Each subcommand lives in ``edge_stad/commands/<name>.py`` and exposes ``HELP`` (one
+line), ``add_arguments(parser)`` and ``run(args) -> int``; the module docstring is
+the long description shown by ``edge-stad <name> --help``. Command modules import
+heavy libraries (torch, onnx) inside ``run`` so that ``--help`` stays instant and
+works on a runtime-only install.
+"""
+import argparse
+import importlib
+import sys
+
+from edge_stad import __version__
+from edge_stad.errors import EdgeStadError
+
+# Subcommands in pipeline order. Those still marked as planned print what they will
+# do and which issue delivers them.
+COMMANDS = ["synth", "train", "export", "build", "run", "eval", "bench", "profile"]
+
+PLANNED = {
+    "synth": ("generate the built-in synthetic action benchmark (ACT layout)",
+              "Procedural videos of actors whose classes differ only by how they move, written in the "
+              "ACT layout (rgb-images/<label>/<video>/00001.jpg + *-GT.pkl). Arrives with the data and "
+              "training issue (#3)."),
+    "train": ("train an AMMA model on an ACT-layout dataset or the synthetic set",
+              "Trainer with focal + L1 losses, presets per backbone, atomic checkpoints and --resume. "
+              "Arrives with the data and training issue (#3)."),
+    "export": ("export a checkpoint to the two streaming ONNX graphs (encoder, head)",
+               "Arrives with the export and build issue (#5)."),
+    "build": ("checkpoint -> ONNX -> FP16/INT8 -> engine folder (ONNX Runtime or TensorRT)",
+              "e.g. `edge-stad build --backbone shufflenetv2 --int8`. Arrives with the export and build "
+              "issue (#5)."),
+    "run": ("stream a video, folder, camera or RTSP URL through an engine",
+            "Arrives with the runtime issue (#6)."),
+    "eval": ("frame-mAP / video-mAP of a detections file against an ACT-layout dataset",
+             "Arrives with the evaluation and linking issue (#4)."),
+    "bench": ("benchmark params, MACs, FPS, latency and power of engines",
+              "Arrives with the benchmark issue (#8); `edge-stad profile` already reports params and MACs."),
+}
+
+
+def _load(name):
+    if name in PLANNED:
+        return None
+    return importlib.import_module("edge_stad.commands." + name)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="edge-stad",
+        description="Real-time spatio-temporal action detection on embedded GPUs and CPUs: train AMMA/MENet "
+                    "detectors, build ONNX Runtime or TensorRT engines, stream cameras, evaluate and benchmark.",
+        epilog="Run `edge-stad <command> --help` for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version="edge_stad " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMANDS:
+        module = _load(name)
+        if module is None:
+            summary, description = PLANNED[name]
+            p = sub.add_parser(name, help=summary + " [planned]", description=summary + ". " + description)
+            p.set_defaults(_run=_planned(name))
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _planned(name):
+    def run(args):
+        print(f"edge-stad {name}: not available in this version yet. {PLANNED[name][1]}",
+              file=sys.stderr)
+        return 2
+    return run
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except EdgeStadError as e:
+        print(f"edge-stad {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Typed errors: every bad input the SDK detects raises one of these.
+
+Each also derives from the builtin a caller would naturally catch
+(``ValueError`` for bad data, ``RuntimeError`` for an unusable environment),
+so code that does not know edge_stad still handles them sensibly.
+"""
+
+
+class EdgeStadError(Exception):
+    """Base class of every error edge_stad raises on purpose."""
+
+
+class ConfigError(EdgeStadError, ValueError):
+    """A model or command configuration that cannot work (unknown backbone, K < 1, ...)."""
+
+
+class CheckpointError(EdgeStadError, ValueError):
+    """A checkpoint that is corrupt, untrusted, or does not match the model asked for."""
+
+
+class MissingDependencyError(EdgeStadError, RuntimeError):
+    """An optional dependency (torch, tensorrt, ...) needed for this call is not installed."""
+
+
+class AnnotationError(EdgeStadError, ValueError):
+    """A ground-truth annotation file that is unreadable or inconsistent (names the video and frame)."""
+
+
+class UnsafePickleError(AnnotationError):
+    """A pickle that asks to load something other than plain data and NumPy arrays; nothing was executed."""
+
+
+class DetectionsFormatError(EdgeStadError, ValueError):
+    """A detections file that does not follow docs/detections_format.md (names the line and field)."""
+
+
+class TubeletError(EdgeStadError, ValueError):
+    """Tubelets handed to the linker with a wrong shape, non-finite values or out-of-order frames."""
+
+
+class EvaluationError(EdgeStadError, ValueError):
+    """Detections and ground truth that cannot be evaluated together (labels, K, videos disagree)."""

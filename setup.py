@@ -1,0 +1,57 @@
+"""Packaging for edge_stad.
+
+setup.py (not only pyproject.toml) on purpose: JetPack 5 ships a pip/setuptools
+that needs it for editable installs.
+"""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    with open(os.path.join(HERE, "edge_stad", "__init__.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+# The runtime core (engines, runtime, eval, bench without training) needs only these.
+CORE = [
+    "numpy>=1.19",
+    "opencv-python-headless>=4.5",
+    "onnxruntime>=1.14",
+    "tqdm>=4.60",
+]
+# torch is not pinned: `pip install torch==2.13.0` first on a CPU machine, or use
+# the JetPack wheel on Jetson; an unpinned request would pull CUDA builds.
+TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3"]
+GPU = ["cuda-python>=12.0", "nvidia-ml-py>=11.0"]
+JETSON = ["jetson-stats>=4.2"]
+DEV = TRAIN + ["pytest>=7", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5"]
+
+setup(
+    name="edge_stad",
+    version=read_version(),
+    description="Real-time spatio-temporal action detection (AMMA, MENet) on embedded GPUs and CPUs",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["edge_stad", "edge_stad.*"]),
+    package_data={"edge_stad": ["kernels/*.cu"]},
+    python_requires=">=3.8",
+    install_requires=CORE,
+    extras_require={
+        "train": TRAIN,
+        "gpu": GPU,
+        "jetson": JETSON,
+        "dev": DEV,
+        "all": sorted(set(TRAIN + GPU + JETSON + DEV)),
+    },
+    entry_points={"console_scripts": ["edge-stad=edge_stad.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

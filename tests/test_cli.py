@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge_stad import cli
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", cli.COMMANDS)
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([name, "--help"])
+    assert e.value.code == 0
+    assert len(capsys.readouterr().out) > 150
+
+
+@pytest.mark.parametrize("name", sorted(cli.PLANNED))
+def test_planned_commands_say_so(name, capsys):
+    assert cli.main([name]) == 2
+    assert "not available in this version yet" in capsys.readouterr().err
+
+
+def test_profile_json(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "p.json"
+    assert cli.main(["profile", "--backbone", "shufflenetv2", "--K", "3", "--decoder", "dcn", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "total" in text and "paper GMAC" in text
+    (result,) = json.loads(out.read_text())
+    assert result["config"]["K"] == 3 and result["params"]["total"] == 5354299
+    assert result["macs"]["paper"]["total"] == pytest.approx(0.974e9, rel=0.001)
+
+
+def test_profile_bad_backbone(capsys):
+    pytest.importorskip("torch")
+    assert cli.main(["profile", "--backbone", "vgg"]) == 1
+    assert "unknown backbone 'vgg'" in capsys.readouterr().err
+
+
+def test_core_imports_without_torch():
+    code = ("import sys, edge_stad, edge_stad.cli, edge_stad.atomic, edge_stad.errors; "
+            "edge_stad.cli.build_parser(); assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
