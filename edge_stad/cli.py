@@ -32,8 +32,6 @@ PLANNED = {
               "issue (#5)."),
     "run": ("stream a video, folder, camera or RTSP URL through an engine",
             "Arrives with the runtime issue (#6)."),
-    "eval": ("frame-mAP / video-mAP of a detections file against an ACT-layout dataset",
-             "Arrives with the evaluation and linking issue (#4)."),
     "bench": ("benchmark params, MACs, FPS, latency and power of engines",
               "Arrives with the benchmark issue (#8); `edge-stad profile` already reports params and MACs."),
 }

@@ -40,3 +40,7 @@ class TubeletError(EdgeStadError, ValueError):
 
 class EvaluationError(EdgeStadError, ValueError):
     """Detections and ground truth that cannot be evaluated together (labels, K, videos disagree)."""
+
+
+class DataError(EdgeStadError, ValueError):
+    """A dataset on disk that does not match its annotations (missing/corrupt frame, wrong size, bad split)."""

@@ -1,0 +1,61 @@
+"""Score a detections file against an ACT-layout dataset with the ACT protocol.
+
+Reports, per class and as the mean:
+  frame-mAP at --iou (default 0.5), trimmed or untrimmed;
+  the frame-mAP error breakdown (localization, classification, time, other, missed);
+  video-mAP at 0.2, 0.5 and 0.75, and the mean over 0.5:0.05:0.95.
+
+--data is a dataset root holding one *-GT.pkl (or *-GT.json) file, or that file. The
+pickle is read with a data-only unpickler: a file that asks to run code is refused.
+--detections is a file written by `edge-stad run` (docs/detections_format.md):
+frame-level detections are built from its tubelet windows (or taken from its frame
+records), tubes are linked from the windows (or taken from its tube records).
+
+--mode auto (default) picks `trimmed` when every ground-truth tube of the split spans
+its whole video (JHMDB-21; there both modes give the same numbers) and `untrimmed`
+otherwise (UCF101-24, whose actions cover part of each video).
+
+Example:
+  edge-stad eval --data data/JHMDB --detections runs/jhmdb_k5.jsonl.gz --split 1 \\
+      --json runs/jhmdb_k5_eval.json --plot runs/jhmdb_k5_eval.png
+"""
+import os
+
+HELP = "frame-mAP / video-mAP of a detections file against an ACT-layout dataset"
+
+
+def add_arguments(parser):
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="dataset root with one *-GT.pkl / *-GT.json, or the GT file itself")
+    parser.add_argument("--detections", required=True, metavar="FILE", help="detections .jsonl or .jsonl.gz")
+    parser.add_argument("--split", type=int, default=1, metavar="N", help="test split (JHMDB: 1-3; default 1)")
+    parser.add_argument("--mode", choices=("auto", "trimmed", "untrimmed"), default="auto",
+                        help="frame-mAP handling of frames without ground truth (default: auto, see above)")
+    parser.add_argument("--iou", type=float, default=0.5, metavar="TH",
+                        help="IoU threshold of frame-mAP and its error breakdown (default 0.5)")
+    parser.add_argument("--json", metavar="OUT", help="also write the results (percent) as JSON")
+    parser.add_argument("--plot", metavar="OUT.png", help="also plot PR curves and the error breakdown")
+
+
+def run(args):
+    from edge_stad.atomic import write_json
+    from edge_stad.data.act import find_gt
+    from edge_stad.data.annotations import load_gt
+    from edge_stad.errors import ConfigError
+    from edge_stad.eval.detections import read_detections
+    from edge_stad.eval.evaluate import evaluate
+    from edge_stad.eval.report import format_tables, plot
+
+    if not 0 < args.iou <= 1:
+        raise ConfigError(f"--iou must be in (0, 1], got {args.iou}")
+    gt = load_gt(args.data if os.path.isfile(args.data) else find_gt(args.data))
+    detections = read_detections(args.detections)
+    result = evaluate(gt, detections, split=args.split, mode=args.mode, iou_threshold=args.iou)
+    print(format_tables(result))
+    if args.json:
+        write_json(args.json, dict(result.to_json(), detections=os.path.abspath(args.detections)))
+        print("wrote", args.json)
+    if args.plot:
+        plot(result, args.plot)
+        print("wrote", args.plot)
+    return 0

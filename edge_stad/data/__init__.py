@@ -1,0 +1,1 @@
+"""Datasets: ACT-layout annotations (ground-truth tubes), readers and clip sampling."""

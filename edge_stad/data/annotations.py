@@ -1,0 +1,208 @@
+"""Ground-truth tubes in the ACT layout: ``*-GT.pkl`` (safely) and a JSON twin.
+
+The ACT pickle (``JHMDB-GT.pkl``, ``UCF101v2-GT.pkl``; often written by Python 2) is a
+dict with ``labels``, ``gttubes``, ``nframes``, ``train_videos``, ``test_videos`` and
+``resolution`` (reference §5). It is read with a restricted unpickler that builds only
+plain data (lists, dicts, tuples, sets, numbers, strings, bytes) and NumPy arrays, so a
+tampered file is refused before anything in it runs. The JSON file holds the same keys,
+arrays as nested lists and label keys as strings.
+
+Tube arrays are validated and converted to float64 ``(n, 5)``: ``frame, x1, y1, x2, y2``,
+frames consecutive within ``[1, nframes]``, boxes finite.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import codecs
+import collections
+import json
+import os
+import pickle
+from typing import Dict, List, NamedTuple, Tuple
+
+import numpy as np
+
+from edge_stad.atomic import write_json
+from edge_stad.errors import AnnotationError, UnsafePickleError
+
+KEYS = ("labels", "gttubes", "nframes", "train_videos", "test_videos", "resolution")
+
+
+class GroundTruth(NamedTuple):
+    """A validated ACT annotation file."""
+
+    labels: List[str]
+    gttubes: Dict[str, Dict[int, List[np.ndarray]]]
+    nframes: Dict[str, int]
+    train_videos: List[List[str]]
+    test_videos: List[List[str]]
+    resolution: Dict[str, Tuple[int, int]]
+
+
+def _numpy_globals():
+    try:  # NumPy >= 2 moved the array internals to numpy._core
+        from numpy._core import multiarray, numeric
+    except ImportError:
+        from numpy.core import multiarray, numeric
+    safe = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        safe[(package + ".multiarray", "_reconstruct")] = multiarray._reconstruct
+        safe[(package + ".multiarray", "scalar")] = multiarray.scalar
+        safe[(package + ".numeric", "_frombuffer")] = numeric._frombuffer
+    return safe
+
+
+_SAFE_GLOBALS = _numpy_globals()
+_SAFE_GLOBALS.update({
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "complex"): complex,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes objects
+})
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Resolves only the globals NumPy arrays and plain containers need."""
+
+    def find_class(self, module, name):
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refusing to load {module}.{name}: an annotation pickle may only hold lists, dicts, tuples, sets, "
+                "numbers, strings, bytes and NumPy arrays") from None
+
+
+def load_gt(path):
+    """Read and validate an ACT ground-truth file (``.pkl`` or ``.json``)."""
+    path = os.fspath(path)
+    try:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                raw = _from_json(json.load(f), path)
+        else:
+            with open(path, "rb") as f:
+                raw = _DataOnlyUnpickler(f, encoding="iso-8859-1").load()
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{path}: {e}") from None
+    except AnnotationError:
+        raise
+    except Exception as e:  # a damaged file can make the unpickler or JSON parser raise anything
+        raise AnnotationError(f"{path}: cannot read ground truth: {type(e).__name__}: {e}") from e
+    return validate_gt(raw, path)
+
+
+def write_gt_json(path, gt):
+    """Write ``gt`` as JSON (atomically): same keys as the pickle, arrays as lists."""
+    write_json(path, {
+        "labels": list(gt.labels),
+        "gttubes": {v: {str(label): [t.tolist() for t in tubes] for label, tubes in per.items()}
+                    for v, per in gt.gttubes.items()},
+        "nframes": dict(gt.nframes),
+        "train_videos": [list(s) for s in gt.train_videos],
+        "test_videos": [list(s) for s in gt.test_videos],
+        "resolution": {v: list(hw) for v, hw in gt.resolution.items()},
+    }, indent=None)
+
+
+def _from_json(raw, path):
+    if not isinstance(raw, dict) or not isinstance(raw.get("gttubes"), dict):
+        raise AnnotationError(f"{path}: expected an object with 'gttubes'")
+    tubes = {}
+    for v, per in raw["gttubes"].items():
+        if not isinstance(per, dict):
+            raise AnnotationError(f"{path}: gttubes[{v!r}] must map labels to tube lists")
+        try:
+            tubes[v] = {int(label): [np.array(t, dtype=np.float64) for t in lst] for label, lst in per.items()}
+        except (ValueError, TypeError) as e:
+            raise AnnotationError(f"{path}: video {v!r}: bad label key or tube: {e}") from None
+    return dict(raw, gttubes=tubes)
+
+
+def _fail(source, message, *args):
+    raise AnnotationError(f"{source}: {message.format(*args)}")
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def validate_gt(raw, source="ground truth"):
+    """Check an ACT annotation dict and return it as a :class:`GroundTruth`."""
+    if not isinstance(raw, dict):
+        _fail(source, "expected a dict with keys {}, got {}", list(KEYS), type(raw).__name__)
+    missing = [k for k in KEYS if k not in raw]
+    if missing:
+        _fail(source, "missing keys {} (expected {})", missing, list(KEYS))
+    for key in ("gttubes", "nframes", "resolution"):
+        if not isinstance(raw[key], dict):
+            _fail(source, "'{}' must be a dict keyed by video, got {}", key, type(raw[key]).__name__)
+    labels = raw["labels"]
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+        _fail(source, "'labels' must be a list of class names")
+    nframes = {}
+    for v, n in raw["nframes"].items():
+        if not _is_int(n) or n < 1:
+            _fail(source, "nframes[{!r}] must be a positive int, got {!r}", v, n)
+        nframes[v] = int(n)
+    splits = {}
+    for key in ("train_videos", "test_videos"):
+        value = raw[key]
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(s, (list, tuple)) and all(isinstance(v, str) for v in s) for s in value):
+            _fail(source, "'{}' must be a list of splits, each a list of video names", key)
+        splits[key] = [list(s) for s in value]
+    gttubes = {v: _validate_video(source, v, per, nframes, len(labels)) for v, per in raw["gttubes"].items()}
+    for key, lists in splits.items():
+        for s, videos in enumerate(lists):
+            for v in videos:
+                if v not in nframes or v not in gttubes:
+                    _fail(source, "{} split {}: video {!r} has no nframes or gttubes entry", key, s + 1, v)
+    resolution = {}
+    for v, hw in raw["resolution"].items():
+        if not isinstance(hw, (list, tuple)) or len(hw) != 2 or not all(_is_int(x) and x > 0 for x in hw):
+            _fail(source, "resolution[{!r}] must be (height, width) positive ints, got {!r}", v, hw)
+        resolution[v] = (int(hw[0]), int(hw[1]))
+    return GroundTruth(list(labels), gttubes, nframes, splits["train_videos"], splits["test_videos"], resolution)
+
+
+def _validate_video(source, video, per_label, nframes, num_labels):
+    if video not in nframes:
+        _fail(source, "video {!r} has tubes but no nframes entry", video)
+    if not isinstance(per_label, dict):
+        _fail(source, "gttubes[{!r}] must map label indices to lists of tubes", video)
+    out = {}
+    last = nframes[video]
+    for label, tubes in per_label.items():
+        if not _is_int(label) or not 0 <= label < num_labels:
+            _fail(source, "video {!r}: label {!r} is not an index into the {} labels", video, label, num_labels)
+        if not isinstance(tubes, (list, tuple)):
+            _fail(source, "video {!r} label {}: expected a list of tubes, got {}", video, label, type(tubes).__name__)
+        checked = []
+        for i, tube in enumerate(tubes):
+            where = f"video {video!r} label {label} tube {i}"
+            try:
+                tube = np.array(tube, dtype=np.float64)
+            except (TypeError, ValueError):
+                _fail(source, "{}: not a numeric array", where)
+            if tube.ndim != 2 or tube.shape[1] != 5 or not len(tube):
+                _fail(source, "{}: expected (n, 5) rows frame, x1, y1, x2, y2, got shape {}", where, tube.shape)
+            frames = tube[:, 0]
+            bad = np.flatnonzero(~np.isfinite(tube).all(axis=1))
+            if bad.size:
+                _fail(source, "{}: non-finite value in row {} (frame {:g})", where, bad[0], tube[bad[0], 0])
+            if not (frames == np.round(frames)).all() or frames[0] < 1 or frames[-1] > last:
+                _fail(source, "{}: frames {:g}..{:g} must be integers within [1, {}] (nframes)",
+                      where, frames[0], frames[-1], last)
+            step = np.flatnonzero(np.diff(frames) != 1)
+            if step.size:
+                _fail(source, "{}: frames must be consecutive, frame {:g} is followed by {:g}",
+                      where, frames[step[0]], frames[step[0] + 1])
+            checked.append(tube)
+        out[int(label)] = checked
+    return out
