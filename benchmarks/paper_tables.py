@@ -24,7 +24,8 @@ def profile(**cfg):
 
 
 def table3():
-    rows = ["| backbone | params (M) | paper | paper-convention GMAC/clip | paper | normal GMAC/clip | stream GMAC/clip |",
+    rows = ["| backbone | params (M) | paper | paper-convention GMAC/clip | paper | normal GMAC/clip | "
+            "stream GMAC/clip |",
             "|---|---|---|---|---|---|---|"]
     for backbone, (p_params, p_macs) in TABLE3.items():
         r = profile(backbone=backbone)
@@ -42,8 +43,8 @@ def table2():
         pooled, full = profile(backbone="resnet18", fusion_stages=stages), \
             profile(backbone="resnet18", fusion_stages=stages, mm_pool=False)
         g = full["macs"]["paper"]["total"] / 1e9
-        step = "" if prev is None else "{:+.3f}".format(g - prev[0])
-        p_step = "" if prev is None else "{:+.2f}".format(p_macs - prev[1])
+        step = "" if prev is None else f"{g - prev[0]:+.3f}"
+        p_step = "" if prev is None else f"{p_macs - prev[1]:+.2f}"
         rows.append("| {} | {:.3f} | {} | {:.3f} | {:.3f} | {} | {} | {} |".format(
             name, pooled["params"]["total"] / 1e6, p_params, pooled["macs"]["paper"]["total"] / 1e9, g, p_macs,
             step, p_step))

@@ -15,21 +15,9 @@ from edge_stad.errors import EdgeStadError
 
 # Subcommands in pipeline order. Those still marked as planned print what they will
 # do and which issue delivers them.
-COMMANDS = ["synth", "train", "export", "build", "run", "eval", "bench", "profile"]
+COMMANDS = ["demo", "synth", "convert", "train", "export", "build", "run", "eval", "bench", "profile"]
 
 PLANNED = {
-    "synth": ("generate the built-in synthetic action benchmark (ACT layout)",
-              "Procedural videos of actors whose classes differ only by how they move, written in the "
-              "ACT layout (rgb-images/<label>/<video>/00001.jpg + *-GT.pkl). Arrives with the data and "
-              "training issue (#3)."),
-    "train": ("train an AMMA model on an ACT-layout dataset or the synthetic set",
-              "Trainer with focal + L1 losses, presets per backbone, atomic checkpoints and --resume. "
-              "Arrives with the data and training issue (#3)."),
-    "export": ("export a checkpoint to the two streaming ONNX graphs (encoder, head)",
-               "Arrives with the export and build issue (#5)."),
-    "build": ("checkpoint -> ONNX -> FP16/INT8 -> engine folder (ONNX Runtime or TensorRT)",
-              "e.g. `edge-stad build --backbone shufflenetv2 --int8`. Arrives with the export and build "
-              "issue (#5)."),
     "run": ("stream a video, folder, camera or RTSP URL through an engine",
             "Arrives with the runtime issue (#6)."),
     "bench": ("benchmark params, MACs, FPS, latency and power of engines",

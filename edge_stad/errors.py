@@ -44,3 +44,11 @@ class EvaluationError(EdgeStadError, ValueError):
 
 class DataError(EdgeStadError, ValueError):
     """A dataset on disk that does not match its annotations (missing/corrupt frame, wrong size, bad split)."""
+
+
+class EngineError(EdgeStadError, ValueError):
+    """An engine folder whose manifest, files or versions do not match what it claims or what runs it."""
+
+
+class ExportError(EdgeStadError, RuntimeError):
+    """An export, quantization or build that failed a check (ONNX validity, parity, accuracy gate)."""

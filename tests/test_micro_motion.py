@@ -62,6 +62,17 @@ def test_only_paired_frames_matter():
         assert (mm(clip) - mm(changed)).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("clip_len", [4, 5])
+def test_skipping_unused_frames_is_bit_exact(clip_len):
+    torch.manual_seed(2)
+    mm = MicroMotion(clip_len)
+    clip = torch.randn(3, 3 * clip_len, 16, 16)
+    with torch.no_grad():
+        full = mm(clip)
+        mm.convolve_unused = False
+        torch.testing.assert_close(mm(clip), full, rtol=0, atol=0)
+
+
 def test_unpooled_variant_and_custom_pairs():
     mm = MicroMotion(3, pairs=[(0, 1), (1, 2)], kernel_size=3, pool=False)
     assert mm.out_channels == 2 and mm.shallow_conv.kernel_size == (3, 3)

@@ -1,1 +1,2 @@
-"""Benchmarking: model complexity (``complexity``, needs torch) and, later, the speed/power harness."""
+"""Benchmarking: model complexity (``complexity``, needs torch), interleaved latency measurement
+(``latency``) and result files (``results``); the full speed/power harness comes later."""

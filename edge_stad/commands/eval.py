@@ -10,6 +10,8 @@ pickle is read with a data-only unpickler: a file that asks to run code is refus
 --detections is a file written by `edge-stad run` (docs/detections_format.md):
 frame-level detections are built from its tubelet windows (or taken from its frame
 records), tubes are linked from the windows (or taken from its tube records).
+--engine runs an engine folder (from `edge-stad build`; ONNX Runtime, CPU) over the
+test videos in stream mode instead, exactly as the runtime will, and scores that.
 
 --mode auto (default) picks `trimmed` when every ground-truth tube of the split spans
 its whole video (JHMDB-21; there both modes give the same numbers) and `untrimmed`
@@ -18,6 +20,7 @@ otherwise (UCF101-24, whose actions cover part of each video).
 Example:
   edge-stad eval --data data/JHMDB --detections runs/jhmdb_k5.jsonl.gz --split 1 \\
       --json runs/jhmdb_k5_eval.json --plot runs/jhmdb_k5_eval.png
+  edge-stad eval --data data/synth_bench --engine engines/amma_shufflenetv2_k3_int8
 """
 import os
 
@@ -27,7 +30,10 @@ HELP = "frame-mAP / video-mAP of a detections file against an ACT-layout dataset
 def add_arguments(parser):
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="dataset root with one *-GT.pkl / *-GT.json, or the GT file itself")
-    parser.add_argument("--detections", required=True, metavar="FILE", help="detections .jsonl or .jsonl.gz")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--detections", metavar="FILE", help="detections .jsonl or .jsonl.gz")
+    source.add_argument("--engine", metavar="DIR", help="engine folder to run over the test videos")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads with --engine (default: all cores)")
     parser.add_argument("--split", type=int, default=1, metavar="N", help="test split (JHMDB: 1-3; default 1)")
     parser.add_argument("--mode", choices=("auto", "trimmed", "untrimmed"), default="auto",
                         help="frame-mAP handling of frames without ground truth (default: auto, see above)")
@@ -49,13 +55,42 @@ def run(args):
     if not 0 < args.iou <= 1:
         raise ConfigError(f"--iou must be in (0, 1], got {args.iou}")
     gt = load_gt(args.data if os.path.isfile(args.data) else find_gt(args.data))
-    detections = read_detections(args.detections)
+    if args.engine:
+        detections = _run_engine(args)
+    else:
+        detections = read_detections(args.detections)
     result = evaluate(gt, detections, split=args.split, mode=args.mode, iou_threshold=args.iou)
     print(format_tables(result))
     if args.json:
-        write_json(args.json, dict(result.to_json(), detections=os.path.abspath(args.detections)))
+        write_json(args.json, dict(result.to_json(), source=os.path.abspath(args.engine or args.detections)))
         print("wrote", args.json)
     if args.plot:
         plot(result, args.plot)
         print("wrote", args.plot)
     return 0
+
+
+def _run_engine(args):
+    import sys
+
+    from tqdm import tqdm
+
+    from edge_stad.data.act import ActDataset
+    from edge_stad.engines.onnxruntime_backend import open_engine
+    from edge_stad.eval.evaluate import split_videos
+    from edge_stad.eval.predict import predict
+
+    if os.path.isfile(args.data):
+        from edge_stad.errors import ConfigError
+
+        raise ConfigError("--engine needs the dataset folder (its frames), not only the GT file")
+    dataset = ActDataset(args.data, split=args.split)
+    backend = open_engine(args.engine, threads=args.threads)
+    if backend.manifest["labels"] != list(dataset.labels):
+        from edge_stad.errors import EvaluationError
+
+        raise EvaluationError(f"engine {args.engine} detects {backend.manifest['labels']}, but {args.data} labels "
+                              f"{list(dataset.labels)}: an engine built for another dataset")
+    videos = split_videos(dataset.gt, args.split)
+    with tqdm(total=len(videos), desc="engine", unit="video", file=sys.stderr) as bar:
+        return predict(backend, dataset, videos, progress=bar)

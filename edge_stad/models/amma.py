@@ -7,8 +7,8 @@ Two ways to run the same weights, with the same results:
 * stream mode, ``model.encode(clip)`` once per new clip, a FIFO of the last K
   ``(feature, size map)`` pairs, and ``model.head(feats, whs)`` per window.
 
-Inputs are BGR frames resized to ``input_size`` and normalised with
-:data:`MEAN_BGR` / :data:`STD_BGR`; frames are stacked on channels, oldest first,
+Inputs are BGR frames resized to ``input_size`` and normalised as
+:mod:`edge_stad.preprocess` does; frames are stacked on channels, oldest first,
 the last frame of a clip being its key frame.
 """
 import torch
@@ -20,11 +20,7 @@ from edge_stad.models.decoder import Decoder
 from edge_stad.models.fused_backbones import FUSED_BACKBONES, LateralFusion
 from edge_stad.models.head import TubeletHead
 from edge_stad.models.micro_motion import MicroMotion
-
-# CenterNet's COCO statistics in BGR order, as the reference normalises: (x/255 - mean) / std.
-MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
-STD_BGR = (0.28863828, 0.27408164, 0.27809835)
-DOWN_RATIO = 8  # input size / head grid size
+from edge_stad.preprocess import grid_size
 
 
 def canonical_backbone(name):
@@ -73,17 +69,24 @@ class AMMA(nn.Module):
 
     @property
     def grid_size(self):
-        h, w = self.config["input_size"]
-        return h // DOWN_RATIO, w // DOWN_RATIO
+        return grid_size(self.config["input_size"])
 
-    def encode(self, clips):
-        """Clips ``(N, 3n, H, W)`` -> per-clip feature ``(N, 64, H/8, W/8)`` and size map ``(N, 2, H/8, W/8)``."""
+    def encode(self, clips, body_dtype=None):
+        """Clips ``(N, 3n, H, W)`` -> per-clip feature ``(N, 64, H/8, W/8)`` and size map ``(N, 2, H/8, W/8)``.
+
+        ``body_dtype`` (e.g. ``torch.float16``, with the backbone, decoder and head converted
+        to it) runs everything after the micro-motion module in that type; the micro-motion
+        norm stays in the input's type.
+        """
         if clips.dim() != 4 or clips.shape[1] != 3 * self.clip_len:
             raise ValueError(f"encode expects clips of shape (N, {3 * self.clip_len}, H, W), got {tuple(clips.shape)}")
         if clips.shape[2] % 32 or clips.shape[3] % 32:
             raise ValueError("clip height and width must be multiples of 32, got {}x{}".format(*clips.shape[2:]))
         motion = self.mm(clips) if self.mm is not None else None
-        x = self.backbone(clips[:, -3:], motion)
+        rgb = clips[:, -3:]
+        if body_dtype is not None:
+            rgb, motion = rgb.to(body_dtype), None if motion is None else motion.to(body_dtype)
+        x = self.backbone(rgb, motion)
         return self.branch.encode(self.deconv_layer(x))
 
     def head(self, feats, whs):

@@ -53,6 +53,9 @@ class MicroMotion(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if pool else None
         self.shallow_conv = nn.Conv2d(3, channels, kernel_size, 1, (kernel_size - 1) // 2)
         nn.init.kaiming_normal_(self.shallow_conv.weight, mode="fan_out", nonlinearity="relu")
+        #: convolve every frame, as the reference does (and its MAC count assumes), even one no
+        #: pair uses (frame 3 for n=5); exported graphs set it False: same result, less work
+        self.convolve_unused = True
 
     @property
     def out_channels(self):
@@ -65,16 +68,21 @@ class MicroMotion(nn.Module):
                              f"got {channels}")
         if self.pool and (h % 2 or w % 2):
             raise ValueError(f"micro-motion pools by 2: height and width must be even, got {h}x{w}")
-        # Every frame is convolved, as in the reference, even one no pair uses (frame 3 for n=5):
-        # the model stays faithful; exported graphs and kernels drop it (bit-exact).
-        x = clip.reshape(n_clips * self.clip_len, 3, h, w)
+        used = list(range(self.clip_len))
+        if not self.convolve_unused:
+            used = sorted({f for pair in self.pairs for f in pair})
+        slot = {f: i for i, f in enumerate(used)}
+        x = clip.reshape(n_clips, self.clip_len, 3, h, w)
+        if len(used) < self.clip_len:
+            x = x[:, used]
+        x = x.reshape(n_clips * len(used), 3, h, w)
         if self.pool:
             x = self.maxpool(x)
         feats = self.shallow_conv(x)
-        feats = feats.reshape(n_clips, self.clip_len, feats.shape[1], feats.shape[2], feats.shape[3])
+        feats = feats.reshape(n_clips, len(used), feats.shape[1], feats.shape[2], feats.shape[3])
         maps = []
         for a, b in self.pairs:
-            diff = feats[:, a] - feats[:, b] + self.eps
+            diff = feats[:, slot[a]] - feats[:, slot[b]] + self.eps
             maps.append(torch.sqrt(torch.sum(diff * diff, dim=1)))
         motion = torch.stack(maps, dim=1)
         if self.pool:

@@ -33,6 +33,11 @@ def regular_window(frame, K, clip_len):
     return tuple(max(1, frame - (K - 1 - k) * clip_len) for k in range(K))
 
 
+def clip_ending_at(end, clip_len):
+    """Frame numbers of the clip whose key (last) frame is ``end``; frame 1 repeats before the start."""
+    return tuple(max(1, end - clip_len + 1 + j) for j in range(clip_len))
+
+
 def first_frame(K, clip_len, nframes):
     """First processed frame of a video of ``nframes`` frames: ``min(K*n, F) - n + 1``."""
     if nframes < clip_len:

@@ -1,0 +1,118 @@
+"""Build an engine folder from a checkpoint: export, FP16/INT8, accuracy gate, TensorRT, manifest.
+
+  edge-stad build --backbone shufflenetv2 --int8      # the demo checkpoint, INT8, calibrated
+                                                      # and gated on data/synth_bench
+  edge-stad build --checkpoint runs/amma/best.pt --fp16 --backend tensorrt
+
+Stages (each reports progress): export the encoder and head graphs to ONNX and check them
+against PyTorch (max abs error < 1e-4); FP16 conversion, or INT8 explicit quantization
+(QDQ: symmetric int8, per-channel weights) calibrated on real windows of --calib-data,
+then the accuracy gate against FP32 on held-out windows: output agreement and, on a
+labelled dataset, frame-mAP; if the drop exceeds --max-map-drop, the layers with the worst
+measured quantization noise are kept in float and the gate rerun; if it still fails the
+build is refused. TensorRT plans are built when TensorRT is importable (--backend auto) or
+required (--backend tensorrt). The folder (default engines/<model>_<backbone>_k<K>_<precision>)
+appears only when every stage passed: encoder.onnx, head.onnx, [*.plan], reference_io.npz,
+manifest.json (config, versions, calibration summary, sha256 of every file). The INT8
+report goes to calibration/<engine>/report.json.
+
+Without --checkpoint the demo checkpoint (runs/demo/best.pt, from `edge-stad demo`) is
+used; --random-weights builds an untrained model, for speed benchmarks only.
+"""
+import os
+import shlex
+import sys
+
+HELP = "checkpoint -> ONNX -> FP16/INT8 (calibrated, gated) -> engine folder (ONNX Runtime or TensorRT)"
+DEMO_CHECKPOINTS = (os.path.join("runs", "demo", "best.pt"), os.path.join("runs", "demo", "last.pt"))
+
+
+def add_model_arguments(p):
+    src = p.add_argument_group("model")
+    src.add_argument("--checkpoint", help="edge_stad or authors' AMMA checkpoint (default: the demo's)")
+    src.add_argument("--random-weights", action="store_true",
+                     help="build an untrained model (speed benchmarks only; never for detection)")
+    src.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2"),
+                     help="must match the checkpoint; with --random-weights default shufflenetv2")
+    src.add_argument("--K", type=int, help="clips per tubelet (must match the checkpoint; random default 3)")
+    src.add_argument("--input-size", type=int, help="square input size for --random-weights (default 128)")
+    src.add_argument("--num-classes", type=int, default=8, help="classes for --random-weights (default 8)")
+
+
+def add_arguments(p):
+    add_model_arguments(p)
+    prec = p.add_argument_group("precision").add_mutually_exclusive_group()
+    prec.add_argument("--fp16", action="store_const", const="fp16", dest="precision")
+    prec.add_argument("--int8", action="store_const", const="int8", dest="precision")
+    p.set_defaults(precision="fp32")
+    cal = p.add_argument_group("INT8 calibration and accuracy gate")
+    cal.add_argument("--calib-data", default=os.path.join("data", "synth_bench"),
+                     help="ACT dataset, video file/folder or .npy windows (default data/synth_bench)")
+    cal.add_argument("--calib-clips", type=int, default=64, help="calibration windows (default 64)")
+    cal.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    cal.add_argument("--max-map-drop", type=float, default=1.0,
+                     help="refuse INT8 if frame-mAP drops more than this many points (default 1.0)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", help="engine folder (default engines/<name>)")
+    out.add_argument("--force", action="store_true", help="replace an existing engine folder")
+    out.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+                     help="auto: TensorRT plans too when TensorRT is importable (default)")
+    out.add_argument("--decode-in-graph", action="store_true", help="peak filter + TopK decode inside head.onnx")
+    out.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (multi-camera batching)")
+    trt = p.add_argument_group("TensorRT")
+    trt.add_argument("--workspace-mb", type=int, default=1024)
+    trt.add_argument("--dla-core", type=int, help="Jetson DLA core (FP16/INT8, GPU fallback)")
+    trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated")
+    trt.add_argument("--trt-calib-cache", action="store_true",
+                     help="also write TensorRT's implicit INT8 calibration cache (TensorRT <= 10, for DLA)")
+
+
+def load_model(args):
+    """The model to build and its class names, or a CheckpointError/ConfigError saying what to do."""
+    from edge_stad.errors import CheckpointError
+
+    if args.random_weights:
+        if args.checkpoint:
+            raise CheckpointError("--random-weights and --checkpoint exclude each other")
+        import torch
+
+        from edge_stad.models import create_model
+
+        torch.manual_seed(0)
+        model = create_model("amma", backbone=args.backbone or "shufflenetv2", K=args.K or 3,
+                             num_classes=args.num_classes, input_size=args.input_size or 128)
+        return model.eval(), ()
+    path = args.checkpoint
+    if path is None:
+        path = next((p for p in DEMO_CHECKPOINTS if os.path.isfile(p)), None)
+        if path is None:
+            raise CheckpointError("no checkpoint given and no demo checkpoint in runs/demo/: run `edge-stad demo` "
+                                  "first (trains one in a few minutes on CPU), pass --checkpoint PATH, or pass "
+                                  "--random-weights for a speed-only build")
+        print(f"using the demo checkpoint {path}")
+    from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
+
+    overrides = {k: v for k, v in (("backbone", args.backbone), ("K", args.K)) if v is not None}
+    model = load_checkpoint(path, **overrides)
+    labels = read_checkpoint(path)["meta"].get("labels") or ()
+    return model, tuple(labels)
+
+
+def run(args):
+    return build_from_args(args)
+
+
+def build_from_args(args):
+    """Build from parsed arguments; options the parser lacks (``edge-stad export``) keep their defaults."""
+    from edge_stad.engines.build import BuildOptions, build_engine, engine_name
+
+    model, labels = load_model(args)
+    names = [f for f in BuildOptions.__dataclass_fields__ if f != "calibration_dir"]
+    opts = BuildOptions(**{f: getattr(args, f) for f in names if getattr(args, f, None) is not None})
+    out = args.out or os.path.join("engines", engine_name(model.config, args.precision))
+    command = "edge-stad " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    manifest = build_engine(model, out, opts, labels=labels, command=command)
+    print(f"\nengine: {os.path.abspath(out)} ({manifest['precision']}, {manifest['backend']})")
+    print(f"evaluate it: edge-stad eval --data DATASET --engine {out}")
+    print(f"python: edge_stad.engines.onnxruntime_backend.open_engine({out!r})")
+    return 0

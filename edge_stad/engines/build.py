@@ -1,0 +1,272 @@
+"""Checkpoint -> engine folder: export, reduce precision, gate, (TensorRT), verify, manifest.
+
+The folder is assembled under a temporary sibling and renamed into place only when every
+stage passed, so a failed or interrupted build leaves no engine behind (the INT8 report
+in ``calibration/<engine>/`` stays, to show why). Stages:
+
+1. export the FP32 encoder/head ONNX and check them against PyTorch;
+2. FP16: convert (I/O and sensitive ops FP32); INT8: calibrate on real windows, quantize
+   to QDQ, run the accuracy gate against FP32 on held-out windows (output agreement and,
+   on a labelled dataset, frame-mAP); when the frame-mAP drop exceeds ``max_map_drop``,
+   keep the layers with the worst measured quantization noise in float and retry, then
+   refuse if it still fails;
+3. TensorRT plans when TensorRT is importable (``backend`` auto/tensorrt);
+4. reference inputs/outputs (``reference_io.npz``, from ONNX Runtime on the final graphs)
+   for checking a TensorRT build on the device against this machine;
+5. ``manifest.json`` with config, versions, calibration summary and sha256 of every file.
+"""
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+
+from edge_stad import __version__
+from edge_stad.atomic import atomic_write, write_json
+from edge_stad.data.staging import staged_dir
+from edge_stad.engines import tensorrt_build
+from edge_stad.engines.manifest import write_manifest
+from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend
+from edge_stad.errors import ConfigError, ExportError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+EXCLUDE_STEPS = (1, 2, 4, 8, 16)  # layers kept in float on successive gate retries
+
+
+@dataclass
+class BuildOptions:
+    precision: str = "fp32"
+    backend: str = "auto"
+    calib_data: Optional[str] = None        # ACT folder, video(s) or .npy windows; INT8 only
+    calib_clips: int = 64                    # calibration windows
+    calib_method: str = "minmax"
+    gate_windows: int = 32
+    max_map_drop: float = 1.0                # frame-mAP points
+    decode_in_graph: bool = False
+    dynamic_batch: bool = False
+    workspace_mb: int = 1024
+    dla_core: Optional[int] = None
+    timing_cache: Optional[str] = None
+    trt_calib_cache: bool = False            # implicit INT8 cache for TensorRT <= 10
+    calibration_dir: str = "calibration"
+    force: bool = False
+
+
+def engine_name(config, precision):
+    return f"{config['name']}_{config['backbone']}_k{config['K']}_{precision}"
+
+
+def _say(log, stage, text):
+    log(f"[{stage}] {text}")
+
+
+def _errors(record):
+    return ", ".join(f"{k} {v:.2e}" for k, v in record["parity_max_abs_error"].items())
+
+
+def _is_act(path):
+    from edge_stad.data.act import find_gt
+    from edge_stad.errors import DataError
+
+    try:
+        find_gt(path)
+        return True
+    except DataError:
+        return False
+
+
+def _quantize(work, fp32, feeds, opts, exclude):
+    from edge_stad.quant.int8 import quantize_int8
+
+    paths = {}
+    for graph in ("encoder", "head"):
+        paths[graph] = os.path.join(work, f"{graph}.int8.onnx")
+        quantize_int8(fp32[graph], paths[graph], feeds[graph], opts.calib_method, exclude.get(graph, ()),
+                      ranges_path=os.path.join(work, f"{graph}.ranges.json"))
+    return paths
+
+
+def _gate(model_config, fp32_backend, int8_paths, gate_windows, eval_dataset):
+    from edge_stad.eval.predict import evaluate_backend
+    from edge_stad.quant.gate import output_agreement
+
+    int8_backend = OnnxRuntimeBackend(int8_paths["encoder"], int8_paths["head"], model_config)
+    result = {"agreement": output_agreement(fp32_backend, int8_backend, gate_windows)}
+    if eval_dataset is not None:
+        result["frame_mAP_int8"] = float(evaluate_backend(int8_backend, eval_dataset).frame.mean * 100)
+    return result
+
+
+def calibration_sets(model_config, opts, log):
+    """Calibration and gate windows (read before any export, so bad data fails fast)."""
+    from edge_stad.quant.calibration import calibration_windows
+
+    if opts.calib_data is None:
+        raise ConfigError("INT8 needs calibration data: --calib-data DIR (an ACT dataset such as the synthetic "
+                          "set, a folder of videos, or a .npy of windows)")
+    labelled = _is_act(opts.calib_data)
+    windows = calibration_windows(opts.calib_data, model_config, opts.calib_clips, part="train")
+    gate_windows = (calibration_windows(opts.calib_data, model_config, opts.gate_windows, part="test")
+                    if labelled else windows[:opts.gate_windows])
+    _say(log, "int8", f"calibrating on {len(windows)} windows of {opts.calib_data} ({opts.calib_method}); gate on "
+                      f"{len(gate_windows)} {'held-out test' if labelled else 'calibration (no test split)'} windows")
+    return windows, gate_windows, labelled
+
+
+def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, labelled):
+    """Quantize and gate; returns ``(int8 paths, report, calibration feeds)``."""
+    from edge_stad.data.act import ActDataset
+    from edge_stad.eval.predict import evaluate_backend
+    from edge_stad.quant.int8 import encoder_feeds, head_feeds
+    from edge_stad.quant.sensitivity import layer_errors
+
+    fp32_backend = OnnxRuntimeBackend(fp32["encoder"], fp32["head"], model_config)
+    feeds = {"encoder": encoder_feeds(windows), "head": head_feeds(windows, fp32_backend.encode)}
+    eval_dataset = ActDataset(opts.calib_data) if labelled else None
+    report = {"calibration": {"source": os.path.abspath(opts.calib_data), "windows": len(windows),
+                              "method": opts.calib_method, "gate_windows": len(gate_windows)},
+              "max_map_drop": opts.max_map_drop, "attempts": []}
+    if eval_dataset is not None:
+        report["frame_mAP_fp32"] = float(evaluate_backend(fp32_backend, eval_dataset).frame.mean * 100)
+    ranking = paths = None
+    for kept in (0,) + EXCLUDE_STEPS:
+        exclude = {}
+        if kept:
+            if ranking is None:
+                ranking = {g: layer_errors(fp32[g], paths[g], feeds[g][:4]) for g in ("encoder", "head")}
+                report["sensitivity"] = {g: [r._asdict() for r in rows[:16]] for g, rows in ranking.items()}
+            worst = sorted(((r.local_db, g, r.node) for g, rows in ranking.items() for r in rows))[:kept]
+            for _, g, node in worst:
+                exclude.setdefault(g, []).append(node)
+        paths = _quantize(work, fp32, feeds, opts, exclude)
+        gate = _gate(model_config, fp32_backend, paths, gate_windows, eval_dataset)
+        gate["kept_float"] = exclude
+        report["attempts"].append(gate)
+        agree = gate["agreement"]
+        msg = f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
+        if eval_dataset is None:
+            _say(log, "int8", msg + " (no labelled test split: frame-mAP gate skipped)")
+            break
+        drop = report["frame_mAP_fp32"] - gate["frame_mAP_int8"]
+        gate["frame_mAP_drop"] = drop
+        _say(log, "int8", f"{msg}; frame-mAP FP32 {report['frame_mAP_fp32']:.2f} INT8 {gate['frame_mAP_int8']:.2f} "
+                          f"(drop {drop:.2f}, limit {opts.max_map_drop:g})"
+                          + (f", {kept} layer(s) kept in float" if kept else ""))
+        if drop <= opts.max_map_drop:
+            break
+    else:
+        report["passed"] = False
+        return paths, report, feeds
+    report["passed"] = True
+    return paths, report, feeds
+
+
+def save_reference_io(folder, backend, config, seed=0):
+    """``reference_io.npz``: one clip, the encoder outputs, one window and the head outputs (ONNX Runtime)."""
+    from edge_stad.export.onnx_export import example_inputs
+
+    frames = example_inputs(config, batch=config["K"], seed=seed)
+    feat, wh = backend.encode(frames)
+    arrays = {"encoder.frames": frames[:1], "encoder.feat": feat[:1], "encoder.wh": wh[:1],
+              "head.feats": feat[None], "head.whs": wh[None]}
+    outputs = backend.head_session.run(None, {"feats": feat[None], "whs": wh[None]})
+    for output, value in zip(backend.head_session.get_outputs(), outputs):
+        arrays["head." + output.name] = value
+    with atomic_write(os.path.join(folder, "reference_io.npz"), "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _versions():
+    import onnx
+    import onnxruntime
+    import torch
+
+    versions = {"edge_stad": __version__, "python": platform.python_version(), "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "numpy": np.__version__}
+    if tensorrt_build.available():
+        versions["tensorrt"] = tensorrt_build.tensorrt().__version__
+    return versions
+
+
+def build_engine(model, out, opts, labels=(), command=None, log=print):
+    """Build the engine folder ``out`` for ``model`` (an AMMA in eval mode); returns its manifest.
+
+    ``labels`` names the classes (from the checkpoint); ``command`` is recorded in the manifest.
+    """
+    from edge_stad.export.onnx_export import export_onnx
+
+    if opts.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {opts.precision!r}")
+    if opts.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {opts.backend!r}")
+    use_trt = opts.backend == "tensorrt" or (opts.backend == "auto" and tensorrt_build.available())
+    if opts.backend == "tensorrt":
+        tensorrt_build.tensorrt()  # fail before any work when it is missing
+    config = dict(model.config)
+    name = engine_name(config, opts.precision)
+    report = None
+    calibration = calibration_sets(config, opts, log) if opts.precision == "int8" else None
+    with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
+        _say(log, "export", f"{name}: FP32 ONNX (opset 17), checking against PyTorch")
+        fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in ("encoder", "head")}
+        export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=opts.decode_in_graph)
+        for g in fp32:
+            os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
+        _say(log, "export", "error vs PyTorch (max abs): " + _errors(export))
+        final = fp32
+        if opts.precision == "fp16":
+            os.mkdir(os.path.join(work, "fp16"))
+            export["fp16"] = export_onnx(model, os.path.join(work, "fp16"), dynamic_batch=opts.dynamic_batch,
+                                         decode=opts.decode_in_graph, half=True)
+            final = {g: os.path.join(work, "fp16", f"{g}.onnx") for g in fp32}
+            _say(log, "fp16", "FP16 graphs (FP32 I/O, normalisation, micro-motion and decode); error vs FP32 "
+                              "PyTorch: " + _errors(export["fp16"]))
+        elif opts.precision == "int8":
+            final, report, feeds = build_int8(config, fp32, work, opts, log, *calibration)
+            report_dir = os.path.join(opts.calibration_dir, name)
+            write_json(os.path.join(report_dir, "report.json"), report)
+            for g in ("encoder", "head"):
+                shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(report_dir, f"{g}.ranges.json"))
+            if not report["passed"]:
+                last = report["attempts"][-1]
+                kept = sum(map(len, last["kept_float"].values()))
+                raise ExportError(f"INT8 accuracy gate failed: frame-mAP drops {last['frame_mAP_drop']:.2f} points "
+                                  f"(limit {opts.max_map_drop:g}) even with {kept} layers kept in float; see "
+                                  f"{report_dir}/report.json. No engine was written; "
+                                  "try --calib-method entropy/percentile, more --calib-clips, or --fp16")
+            _say(log, "int8", f"report: {report_dir}/report.json")
+        for g in ("encoder", "head"):
+            shutil.copyfile(final[g], os.path.join(folder, f"{g}.onnx"))
+        backend = OnnxRuntimeBackend(os.path.join(folder, "encoder.onnx"), os.path.join(folder, "head.onnx"), config)
+        save_reference_io(folder, backend, config)
+        graphs = {"encoder": "encoder.onnx", "head": "head.onnx"}
+        plans = {}
+        if use_trt:
+            for g in ("encoder", "head"):
+                _say(log, "tensorrt", f"building {g}.plan")
+                plans[g] = f"{g}.plan"
+                info = tensorrt_build.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
+                                                 opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core)
+                if opts.trt_calib_cache and opts.precision == "int8":
+                    cache = os.path.join(opts.calibration_dir, name, f"{g}.trt-calibration.cache")
+                    _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
+                    tensorrt_build.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
+                                              opts.workspace_mb, None, opts.dla_core, feeds[g], cache)
+        manifest = {
+            "name": name, "model": config, "precision": opts.precision,
+            "backend": "tensorrt" if use_trt else "onnxruntime", "graphs": graphs, "plans": plans,
+            "export": export, "normalization": {"order": "BGR", "input": "uint8, resized with cv2.INTER_LINEAR",
+                                                "in_graph": "(x / 255 - mean) / std"},
+            "labels": list(labels) or [f"class_{i}" for i in range(config["num_classes"])], "versions": _versions(),
+            "calibration": None if report is None else {k: report[k] for k in report if k != "sensitivity"},
+            "command": command or " ".join(sys.argv), "options": asdict(opts),
+        }
+        if use_trt:
+            manifest["tensorrt"] = info
+        manifest = write_manifest(folder, manifest)
+    return manifest

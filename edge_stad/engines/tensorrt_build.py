@@ -1,0 +1,170 @@
+"""TensorRT engine (``.plan``) builds from the exported ONNX, for TensorRT 8.5 (JetPack 5,
+Xavier), 10.x (JetPack 6, Orin) and 11.x.
+
+Written against TensorRT's documented Python API; imported lazily so that this module
+loads anywhere. What differs by version:
+
+* network flags: explicit batch must be requested before 10 (it is the only mode after);
+  11 builds *strongly typed* networks only, so precision comes from the ONNX itself
+  (an FP16 ONNX, or the QDQ ONNX for INT8) instead of builder flags;
+* before 11, FP16 and INT8 are builder flags; INT8 with a QDQ ONNX is explicit
+  quantization (the scales are in the graph);
+* ``--calib-cache`` (implicit INT8, TensorRT <= 10 only, for DLA users): TensorRT runs its
+  entropy calibrator over the calibration windows on the GPU and writes its cache;
+* DLA (Jetson): default device DLA with GPU fallback, on the chosen core.
+
+A timing cache is read and updated when given, so rebuilding on the same device is fast.
+Plans are not portable between TensorRT versions or GPUs: build them on the target.
+"""
+import os
+
+import numpy as np
+
+from edge_stad.atomic import atomic_write
+from edge_stad.errors import ConfigError, EngineError, MissingDependencyError
+
+
+def tensorrt():
+    """The ``tensorrt`` module, or a :class:`MissingDependencyError` saying how to get it."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise MissingDependencyError(
+            "TensorRT is not importable here: it ships with JetPack on Jetson and with NVIDIA's "
+            "TensorRT packages on desktop GPUs (the PyPI bindings alone do not carry its libraries); "
+            "use --backend onnxruntime, or build on the target device") from e
+    return trt
+
+
+def available():
+    try:
+        tensorrt()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+def major_version(trt):
+    return int(trt.__version__.split(".")[0])
+
+
+def _network_flags(trt):
+    major = major_version(trt)
+    flags = 0
+    if major < 10:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if major >= 11:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return flags
+
+
+class _EntropyCalibrator:
+    """Factory for a ``trt.IInt8EntropyCalibrator2`` fed from host batches through cuda-python."""
+
+    @staticmethod
+    def create(trt, batches, cache_path):
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError as e:
+            raise MissingDependencyError("implicit INT8 calibration needs cuda-python (pip install cuda-python)") from e
+
+        def check(result):
+            err = result[0] if isinstance(result, tuple) else result
+            if int(err) != 0:
+                raise EngineError(f"CUDA call failed during calibration: {err}")
+            return result[1] if isinstance(result, tuple) and len(result) > 1 else None
+
+        class Calibrator(trt.IInt8EntropyCalibrator2):
+            def __init__(self):
+                super().__init__()
+                self.batches = iter(batches)
+                self.buffers = {}
+
+            def get_batch_size(self):
+                return 1
+
+            def get_batch(self, names):
+                feed = next(self.batches, None)
+                if feed is None:
+                    return None
+                pointers = []
+                for name in names:
+                    array = np.ascontiguousarray(feed[name])
+                    if name not in self.buffers:
+                        self.buffers[name] = check(cudart.cudaMalloc(array.nbytes))
+                    check(cudart.cudaMemcpy(self.buffers[name], array.ctypes.data, array.nbytes,
+                                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+                    pointers.append(int(self.buffers[name]))
+                return pointers
+
+            def read_calibration_cache(self):
+                if os.path.isfile(cache_path):
+                    with open(cache_path, "rb") as f:
+                        return f.read()
+                return None
+
+            def write_calibration_cache(self, cache):
+                with atomic_write(cache_path, "wb") as f:
+                    f.write(bytes(cache))
+
+        return Calibrator()
+
+
+def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing_cache=None, dla_core=None,
+               calibration_feeds=None, calibration_cache=None):
+    """Build and atomically write a serialized TensorRT engine for ``onnx_path``.
+
+    ``precision``: ``fp32``, ``fp16`` (flag before 11; an FP16 ONNX on 11) or ``int8``
+    (a QDQ ONNX: explicit quantization). ``calibration_feeds`` + ``calibration_cache``
+    with an FP32 ONNX and ``precision="int8"`` run TensorRT's implicit calibration
+    (TensorRT <= 10 only). Returns a dict for the manifest.
+    """
+    trt = tensorrt()
+    major = major_version(trt)
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"unknown precision {precision!r}")
+    implicit = calibration_feeds is not None
+    if implicit and major >= 11:
+        raise ConfigError(f"TensorRT {trt.__version__} has no implicit INT8 calibration; use the QDQ ONNX")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.fspath(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if major < 11:
+        if precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take fall back to FP16
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            if implicit:
+                config.int8_calibrator = _EntropyCalibrator.create(trt, calibration_feeds, calibration_cache)
+    if dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            raise ConfigError("--dla-core was given but this device has no DLA")
+        if precision == "fp32":
+            raise ConfigError("DLA runs FP16 or INT8 only; build with --fp16 or --int8")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    cache = None
+    if timing_cache is not None:
+        data = b""
+        if os.path.isfile(timing_cache):
+            with open(timing_cache, "rb") as f:
+                data = f.read()
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError(f"TensorRT {trt.__version__} failed to build {onnx_path} (see its log above)")
+    with atomic_write(plan_path, "wb") as f:
+        f.write(bytes(serialized))
+    if cache is not None:
+        with atomic_write(timing_cache, "wb") as f:
+            f.write(bytes(cache.serialize()))
+    return {"tensorrt": trt.__version__, "precision": precision, "dla_core": dla_core,
+            "strongly_typed": major >= 11, "implicit_int8": implicit}

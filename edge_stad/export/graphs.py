@@ -1,0 +1,105 @@
+"""The two streaming graphs an AMMA model is exported as (DESIGN.md, streaming contract).
+
+* :class:`EncoderGraph`: one clip of resized uint8 BGR frames ``(B, n, H, W, 3)``, oldest
+  first, exactly what OpenCV hands the runtime -> clip feature ``(B, 64, h, w)`` and size
+  map ``(B, 2, h, w)``. The cast and the normalisation of :func:`edge_stad.preprocess.normalize_clip`
+  happen in the graph, with the same operations in the same order.
+* :class:`HeadGraph`: the K cached features and size maps, oldest first -> ``hm``
+  (after sigmoid), ``mov``, ``wh``; or, with ``decode=True``, the decoded tubelet rows
+  ``(B, N, 4K+2)`` of :func:`edge_stad.runtime.decode.decode`, computed in the graph
+  (3x3 max-pool peak filter and two TopK) so that only N rows leave the device.
+
+``half=True`` makes FP16 graphs with FP32 inputs and outputs: the weights and activations
+of the backbone, decoder and head are FP16; the input normalisation, the micro-motion
+module (a squared feature difference above 256 already overflows FP16, and the reference
+eps of 1e-6 vanishes next to any difference) and the decode stay FP32.
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_stad.preprocess import MEAN_BGR, STD_BGR
+from edge_stad.runtime.decode import TOP_N
+
+
+def inference_copy(model, half=False):
+    """An eval-mode copy of ``model`` whose micro-motion skips frames no pair uses (bit-exact),
+    with everything but the micro-motion module in FP16 if ``half``."""
+    model = copy.deepcopy(model).eval()
+    if model.mm is not None:
+        model.mm.convolve_unused = False
+    if half:
+        for part in (model.backbone, model.deconv_layer, model.branch):
+            part.half()
+    return model
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model, half=False):
+        super().__init__()
+        self.model = inference_copy(model, half)
+        self.half = half
+        self.register_buffer("mean", torch.tensor(MEAN_BGR, dtype=torch.float32).reshape(1, 1, 1, 1, 3))
+        self.register_buffer("std", torch.tensor(STD_BGR, dtype=torch.float32).reshape(1, 1, 1, 1, 3))
+
+    def forward(self, frames):
+        n, (h, w) = self.model.clip_len, self.model.config["input_size"]
+        x = (frames.float() / 255.0 - self.mean) / self.std
+        x = x.permute(0, 1, 4, 2, 3).reshape(-1, 3 * n, h, w)
+        if not self.half:
+            return self.model.encode(x)
+        feat, wh = self.model.encode(x, body_dtype=torch.float16)
+        return feat.float(), wh.float()
+
+
+class HeadGraph(nn.Module):
+    def __init__(self, model, decode=False, top_n=TOP_N, half=False):
+        super().__init__()
+        self.model = inference_copy(model, half)
+        self.half = half
+        self.decode = decode
+        h, w = self.model.grid_size
+        self.top_n = min(top_n, h * w)
+
+    def forward(self, feats, whs):
+        if self.half:
+            feats, whs = feats.half(), whs.half()
+        out = self.model.head(feats, whs)
+        hm, mov, wh = (out[k].float() for k in ("hm", "mov", "wh"))
+        if not self.decode:
+            return hm, mov, wh
+        return decode_rows(hm, mov, wh, self.top_n)
+
+
+def decode_rows(hm, mov, wh, n):
+    """Torch twin of :func:`edge_stad.runtime.decode.decode` (correct ``idx // W`` rows), traceable to ONNX."""
+    b, c, h, w = hm.shape
+    k = mov.shape[1] // 2
+    peaks = F.max_pool2d(hm, 3, stride=1, padding=1)
+    heat = torch.where(hm == peaks, hm, torch.zeros_like(hm)).reshape(b, c, h * w)
+    cell_score, cell_index = torch.topk(heat, n, dim=2)                       # (B, C, N)
+    score, pick = torch.topk(cell_score.reshape(b, c * n), n, dim=1)          # (B, N)
+    cls = torch.div(pick, n, rounding_mode="trunc")  # non-negative: trunc == floor, exports as one Div
+    idx = torch.gather(cell_index.reshape(b, c * n), 1, pick)
+    row = torch.div(idx, w, rounding_mode="trunc")  # non-negative: trunc == floor, exports as one Div
+    x = (idx - row * w).float()   # not idx % w: TensorRT 8.5's ONNX parser has no Mod
+    y = row.float()
+    moves = torch.gather(mov.reshape(b, 2 * k, h * w), 2, idx[:, None, :].expand(b, 2 * k, n))
+    cx = x[:, None, :] + moves[:, 0::2]                                        # (B, K, N)
+    cy = y[:, None, :] + moves[:, 1::2]
+    gx = torch.cat([_trunc(cx[:, :-1]), x[:, None, :]], dim=1)                # key clip: the peak itself
+    gy = torch.cat([_trunc(cy[:, :-1]), y[:, None, :]], dim=1)
+    gather = torch.clamp(gx + gy * w, 0, h * w - 1).long()                    # (B, K, N)
+    wh_flat = wh.reshape(b, k, 2, h * w)
+    bw = torch.gather(wh_flat[:, :, 0], 2, gather)
+    bh = torch.gather(wh_flat[:, :, 1], 2, gather)
+    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)  # (B, K, N, 4)
+    return torch.cat([boxes.permute(0, 2, 1, 3).reshape(b, n, 4 * k), score[..., None], cls[..., None].float()],
+                     dim=2)
+
+
+def _trunc(x):
+    """``torch.trunc`` from Floor/Ceil (ONNX has no Trunc); exact in floating point."""
+    return torch.where(x >= 0, torch.floor(x), torch.ceil(x))

@@ -1,0 +1,109 @@
+"""Calibration windows for INT8: K consecutive clips of real frames, preprocessed as the runtime does.
+
+A *window* is ``uint8 (K, n, H, W, 3)``: K clips of ``n`` resized BGR frames, oldest
+first, ending at a key frame, exactly what the runtime feeds the encoder (and, through
+the encoder, the head). Sources:
+
+* an ACT dataset folder (UCF101-24, JHMDB-21, ``edge-stad synth`` output): windows at
+  frames spread evenly over the videos of the chosen split part (``train`` by default:
+  the accuracy gate uses ``test``);
+* a video file, or a folder of video files / frame folders: windows spread over each;
+* a ``.npy``/``.npz`` array of ready windows ``(N, K, n, H, W, 3)`` uint8 at the model's
+  input size (for curated sets; anything else is refused).
+
+Selection is deterministic (evenly spaced, no randomness) so that two builds from the
+same data calibrate identically.
+"""
+import os
+
+import numpy as np
+
+from edge_stad.data.act import ActDataset, find_gt
+from edge_stad.data.frames import IMAGE_EXTENSIONS, iter_clip_frames
+from edge_stad.errors import DataError
+from edge_stad.preprocess import resize
+from edge_stad.runtime.windows import clip_ending_at, regular_window
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def _spread(total, count):
+    """``count`` evenly spaced indices in ``range(total)`` (all of them when ``count >= total``)."""
+    if count >= total:
+        return list(range(total))
+    return sorted(set(np.linspace(0, total - 1, count).round().astype(int).tolist()))
+
+
+def _window_frames(end, K, clip_len):
+    return [f for clip_end in regular_window(end, K, clip_len) for f in clip_ending_at(clip_end, clip_len)]
+
+
+def _from_act(root, config, count, part):
+    dataset = ActDataset(root)
+    videos = dataset.train_videos if part == "train" else dataset.test_videos
+    K, n, size = config["K"], config["clip_len"], tuple(config["input_size"])
+    ends = [(v, f) for v in videos for f in range(min(K * n, dataset.nframes(v)), dataset.nframes(v) + 1)]
+    if not ends:
+        raise DataError(f"{root}: the {part} videos hold no frames to calibrate on")
+    windows = []
+    for i in _spread(len(ends), count):
+        video, end = ends[i]
+        frames = [resize(dataset.read_frame(video, f), size) for f in _window_frames(end, K, n)]
+        windows.append(np.stack(frames).reshape(K, n, *frames[0].shape))
+    return windows
+
+
+def _from_clips(sources, config, count):
+    K, n, size = config["K"], config["clip_len"], tuple(config["input_size"])
+    per_source = max(1, -(-count // len(sources)))
+    windows = []
+    for source in sources:
+        frames = [resize(image, size) for image, _ in iter_clip_frames(source)]
+        if len(frames) < n:
+            raise DataError(f"{source}: {len(frames)} frames, fewer than one clip ({n} frames)")
+        first = min(K * n, len(frames))
+        for end in _spread(len(frames) - first + 1, per_source):
+            picked = [frames[f - 1] for f in _window_frames(first + end, K, n)]
+            windows.append(np.stack(picked).reshape(K, n, *picked[0].shape))
+    return [windows[i] for i in _spread(len(windows), count)]
+
+
+def _from_array(path, config, count):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy/.npz array file ({e})") from e
+    if isinstance(data, np.lib.npyio.NpzFile):
+        if len(data.files) != 1:
+            raise DataError(f"{path}: expected one array of windows, found {data.files}")
+        data = data[data.files[0]]
+    K, n, (h, w) = config["K"], config["clip_len"], config["input_size"]
+    if data.dtype != np.uint8 or data.ndim != 6 or tuple(data.shape[1:]) != (K, n, h, w, 3):
+        raise DataError(f"{path}: calibration windows must be uint8 (N, {K}, {n}, {h}, {w}, 3) for this model "
+                        f"(K={K}, clip_len={n}, input {h}x{w}), got {data.dtype} {tuple(data.shape)}")
+    return [data[i] for i in _spread(len(data), count)]
+
+
+def calibration_windows(source, config, count=64, part="train"):
+    """Up to ``count`` windows ``uint8 (K, n, H, W, 3)`` from ``source`` for the model ``config``."""
+    source = os.fspath(source)
+    if count < 1:
+        raise DataError(f"need at least one calibration window, got count={count}")
+    if os.path.isdir(source):
+        try:
+            find_gt(source)
+        except DataError:
+            entries = sorted(os.path.join(source, e) for e in os.listdir(source))
+            sources = [e for e in entries if e.lower().endswith(VIDEO_EXTENSIONS)
+                       or (os.path.isdir(e) and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(e)))]
+            if not sources:
+                raise DataError(f"{source}: no calibration data: expected an ACT dataset (a *-GT.pkl), video "
+                                f"files ({', '.join(VIDEO_EXTENSIONS)}) or frame folders") from None
+            return _from_clips(sources, config, count)
+        return _from_act(source, config, count, part)
+    if source.lower().endswith((".npy", ".npz")):
+        return _from_array(source, config, count)
+    if os.path.isfile(source):
+        return _from_clips([source], config, count)
+    raise DataError(f"{source}: no such calibration file or folder (for the synthetic set: "
+                    f"edge-stad synth --out {source})")

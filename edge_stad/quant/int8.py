@@ -1,0 +1,106 @@
+"""INT8 by explicit quantization: one QDQ ONNX per graph, calibrated on real windows.
+
+``onnxruntime.quantization.quantize_static`` in QDQ format with what TensorRT's explicit
+quantization expects: symmetric int8 activations and weights (zero points 0),
+per-channel weights, float biases (TensorRT 8.5 dequantizes int8 only), opset 17.
+ONNX Runtime runs the same file on CPU. Nodes listed in ``exclude`` stay in float (the
+sensitivity pass chooses them).
+
+The head is calibrated on the FP32 encoder's features of the calibration windows, the
+encoder on every clip of those windows. The tensor ranges are cached (JSON, onnxruntime's
+format) so that re-quantizing with other layers kept in float does not recalibrate, and
+so that :mod:`edge_stad.engines.tensorrt_build` can turn them into an implicit-INT8
+calibration cache for TensorRT <= 10.
+"""
+import logging
+
+import numpy as np
+
+from edge_stad.errors import ConfigError, MissingDependencyError
+
+METHODS = ("minmax", "entropy", "percentile")
+# Layers given Q/DQ pairs: the weighted ones (TensorRT's explicit-quantization rule) plus
+# the ops ONNX Runtime and TensorRT run in int8 between them. Normalisations, the
+# micro-motion arithmetic, fusion sums and sigmoids stay float.
+OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "Relu", "Resize")
+MAX_STRIDE = 16  # feeds whose intermediate tensors are held at once during calibration
+PERCENTILE = 99.999
+
+
+def _quantization():
+    try:
+        from onnxruntime import quantization
+    except ImportError as e:
+        raise MissingDependencyError("INT8 calibration needs onnxruntime: pip install onnxruntime") from e
+    return quantization
+
+
+def encoder_feeds(windows):
+    """Calibration feeds of the encoder: every clip of every window, batch 1."""
+    return [{"frames": np.ascontiguousarray(clip[None])} for window in windows for clip in window]
+
+
+def head_feeds(windows, encode):
+    """Calibration feeds of the head: each window's K clip features from ``encode`` (the FP32 encoder)."""
+    feeds = []
+    for window in windows:
+        feat, wh = encode(window)
+        feeds.append({"feats": feat[None].astype(np.float32), "whs": wh[None].astype(np.float32)})
+    return feeds
+
+
+def feed_reader(feeds):
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a list of feed dicts.
+
+    It supports ``set_range`` so that calibration runs in strides (``CalibStridedMinMax``):
+    the ranges are merged stride by stride instead of holding every intermediate tensor
+    of every feed in memory at once.
+    """
+    q = _quantization()
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.set_range(0, len(feeds))
+
+        def __len__(self):
+            return len(feeds)
+
+        def set_range(self, start_index, end_index):
+            self.items = iter(feeds[start_index:end_index])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    return Reader()
+
+
+def _stride(n, most=MAX_STRIDE):
+    """The largest divisor of ``n`` up to ``most`` (onnxruntime wants strides that tile the data)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+def quantize_int8(fp32_path, out_path, feeds, method="minmax", exclude=(), ranges_path=None):
+    """Write the QDQ INT8 twin of the ONNX file ``fp32_path`` to ``out_path``, calibrated on ``feeds``.
+
+    With ``ranges_path``, an existing range cache there is reused (``feeds`` may then be
+    empty) and a new calibration is saved there.
+    """
+    q = _quantization()
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    calibrate = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                 "percentile": q.CalibrationMethod.Percentile}[method]
+    root = logging.getLogger()  # onnxruntime.quantization logs advice on the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        q.quantize_static(
+            str(fp32_path), str(out_path), feed_reader(feeds) if feeds else None, quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=list(OP_TYPES), per_channel=True, activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, calibrate_method=calibrate, nodes_to_exclude=list(exclude),
+            calibration_cache_path=None if ranges_path is None else str(ranges_path),
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                           "CalibPercentile": PERCENTILE,
+                           "CalibStridedMinMax": _stride(len(feeds)) if feeds else None})
+    finally:
+        root.setLevel(level)

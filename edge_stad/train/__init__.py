@@ -1,0 +1,1 @@
+"""Training (needs torch): losses, presets, pretrained-weight import, the trainer."""

@@ -1,0 +1,180 @@
+"""Engine folders: build stages, manifest checks, refusals that leave nothing behind, the CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from synth_data import tiny_synth  # noqa: E402
+from test_export import tiny_model  # noqa: E402
+
+from edge_stad import cli  # noqa: E402
+from edge_stad.engines import build as build_module  # noqa: E402
+from edge_stad.engines import tensorrt_build  # noqa: E402
+from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
+from edge_stad.engines.manifest import read_manifest  # noqa: E402
+from edge_stad.engines.onnxruntime_backend import open_engine  # noqa: E402
+from edge_stad.errors import CheckpointError, DataError, EngineError, ExportError, MissingDependencyError  # noqa: E402
+from edge_stad.models import save_checkpoint  # noqa: E402
+
+
+def quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines") / "fp32"
+    manifest = build_engine(tiny_model("shufflenetv2"), out, BuildOptions(backend="onnxruntime"),
+                            labels=("a", "b", "c", "d"), log=quiet)
+    return out, manifest
+
+
+def test_fp32_engine_folder_and_manifest(fp32_engine):
+    out, manifest = fp32_engine
+    assert sorted(os.listdir(out)) == ["encoder.onnx", "head.onnx", "manifest.json", "reference_io.npz"]
+    assert manifest["precision"] == "fp32" and manifest["backend"] == "onnxruntime"
+    assert manifest["labels"] == ["a", "b", "c", "d"] and manifest["model"]["K"] == 2
+    assert set(manifest["files"]) == {"encoder.onnx", "head.onnx", "reference_io.npz"}
+    assert read_manifest(out)["files"] == manifest["files"]
+    assert manifest["versions"]["onnxruntime"] and manifest["export"]["parity_scaled_error"]["encoder"] < 1e-4
+
+
+def test_reference_io_reproduces_on_the_engine(fp32_engine):
+    out, _ = fp32_engine
+    backend = open_engine(out)
+    ref = np.load(out / "reference_io.npz")
+    feat, wh = backend.encode(ref["encoder.frames"])
+    np.testing.assert_array_equal(feat, ref["encoder.feat"])
+    hm, mov, wh = backend.head(ref["head.feats"], ref["head.whs"])
+    np.testing.assert_array_equal(hm, ref["head.hm"])
+
+
+def test_manifest_catches_a_modified_or_missing_file(fp32_engine, tmp_path):
+    import shutil
+
+    out, _ = fp32_engine
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "head.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00")
+    with pytest.raises(EngineError, match="head.onnx does not match its sha256"):
+        open_engine(copy)
+    os.remove(copy / "head.onnx")
+    with pytest.raises(EngineError, match="head.onnx is listed in the manifest but missing"):
+        read_manifest(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="engine format version 99"):
+        read_manifest(copy)
+    with pytest.raises(EngineError, match="no manifest.json"):
+        read_manifest(tmp_path)
+
+
+def test_fp16_engine(tmp_path):
+    manifest = build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(precision="fp16",
+                                                                                     backend="onnxruntime"), log=quiet)
+    assert manifest["precision"] == "fp16" and manifest["export"]["fp16"]["parity_scaled_error"]["encoder"] < 3e-2
+    assert open_engine(tmp_path / "e").encode(np.zeros((1, 5, 64, 64, 3), np.uint8))[0].dtype == np.float32
+
+
+@pytest.fixture(scope="module")
+def int8_engine(tmp_path_factory):
+    data = tiny_synth(tmp_path_factory)
+    root = tmp_path_factory.mktemp("int8")
+    opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(data), calib_clips=4, gate_windows=4,
+                        calibration_dir=str(root / "calibration"))
+    manifest = build_engine(tiny_model("shufflenetv2", size=64), root / "engine", opts, log=quiet)
+    return root, manifest
+
+
+def test_int8_engine_with_gate_report(int8_engine):
+    root, manifest = int8_engine
+    report = json.loads((root / "calibration" / "amma_shufflenetv2_k2_int8" / "report.json").read_text())
+    assert report["passed"] and report["calibration"]["windows"] == 4
+    attempt = report["attempts"][0]
+    assert {"frame_mAP_int8", "frame_mAP_drop", "agreement"} <= set(attempt)
+    assert abs(report["frame_mAP_fp32"] - attempt["frame_mAP_int8"] - attempt["frame_mAP_drop"]) < 1e-9
+    assert manifest["calibration"]["passed"] and manifest["precision"] == "int8"
+    assert (root / "calibration" / "amma_shufflenetv2_k2_int8" / "encoder.ranges.json").is_file()
+
+
+def test_failed_gate_leaves_no_engine(tmp_path_factory, tmp_path, monkeypatch):
+    monkeypatch.setattr(build_module, "EXCLUDE_STEPS", (1,))
+    opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(tiny_synth(tmp_path_factory)),
+                        calib_clips=2, gate_windows=2, max_map_drop=-1.0, calibration_dir=str(tmp_path / "cal"))
+    with pytest.raises(ExportError, match="INT8 accuracy gate failed"):
+        build_engine(tiny_model("shufflenetv2"), tmp_path / "engine", opts, log=quiet)
+    assert not (tmp_path / "engine").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".engine")]
+    report = json.loads((tmp_path / "cal" / "amma_shufflenetv2_k2_int8" / "report.json").read_text())
+    assert not report["passed"] and len(report["attempts"]) == 2
+    assert report["attempts"][1]["kept_float"] and report["sensitivity"]["encoder"]
+
+
+def test_bad_calibration_data_leaves_no_engine(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(empty))
+    with pytest.raises(DataError, match="no calibration data"):
+        build_engine(tiny_model("shufflenetv2"), tmp_path / "engine", opts, log=quiet)
+    np.save(tmp_path / "w.npy", np.zeros((2, 2, 5, 32, 32, 3), np.uint8))
+    opts.calib_data = str(tmp_path / "w.npy")
+    with pytest.raises(DataError, match="calibration windows must be uint8"):
+        build_engine(tiny_model("shufflenetv2"), tmp_path / "engine", opts, log=quiet)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "w.npy"]
+
+
+def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
+    if tensorrt_build.available():
+        pytest.skip("TensorRT is importable here")
+    with pytest.raises(MissingDependencyError, match="TensorRT is not importable"):
+        build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(backend="tensorrt"), log=quiet)
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.skipif(not tensorrt_build.available(), reason="TensorRT is not importable on this machine")
+def test_tensorrt_plans_build(tmp_path):
+    manifest = build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(backend="tensorrt",
+                                                                                     precision="fp16"), log=quiet)
+    assert manifest["plans"] == {"encoder": "encoder.plan", "head": "head.plan"}
+    assert (tmp_path / "e" / "encoder.plan").stat().st_size > 0
+
+
+def test_cli_build_refusals(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["build", "--int8"]) == 1
+    assert "run `edge-stad demo` first" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert cli.main(["build", "--checkpoint", "bad.pt"]) == 1
+    assert "bad.pt" in capsys.readouterr().err
+    save_checkpoint(tmp_path / "ok.pt", tiny_model("shufflenetv2"))
+    assert cli.main(["build", "--checkpoint", "ok.pt", "--backbone", "resnet18"]) == 1
+    assert "backbone='shufflenetv2'" in capsys.readouterr().err
+    assert not (tmp_path / "engines").exists()
+
+
+def test_cli_export_and_eval_engine(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    data = tiny_synth(tmp_path_factory)
+    model = tiny_model("shufflenetv2")
+    from edge_stad.data.act import ActDataset
+
+    save_checkpoint(tmp_path / "m.pt", model, labels=list(ActDataset(data).labels))
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "e"),
+                     "--decode-in-graph"]) == 0
+    assert "engine:" in capsys.readouterr().out
+    assert read_manifest(tmp_path / "e")["export"]["decode_in_graph"]
+    assert cli.main(["eval", "--data", str(data), "--engine", str(tmp_path / "e"), "--json",
+                     str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert 0 <= result["frame_mAP"] <= 100 and result["source"].endswith("e")
+    with pytest.raises(CheckpointError):
+        from edge_stad.models import load_checkpoint
+
+        load_checkpoint(tmp_path / "m.pt", K=5)
