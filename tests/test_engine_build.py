@@ -18,7 +18,14 @@ from edge_stad.engines import tensorrt_build  # noqa: E402
 from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
 from edge_stad.engines.manifest import read_manifest  # noqa: E402
 from edge_stad.engines.onnxruntime_backend import open_engine  # noqa: E402
-from edge_stad.errors import CheckpointError, DataError, EngineError, ExportError, MissingDependencyError  # noqa: E402
+from edge_stad.errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataError,
+    EngineError,
+    ExportError,
+    MissingDependencyError,
+)
 from edge_stad.models import save_checkpoint  # noqa: E402
 
 
@@ -102,7 +109,16 @@ def test_int8_engine_with_gate_report(int8_engine):
     assert {"frame_mAP_int8", "frame_mAP_drop", "agreement"} <= set(attempt)
     assert abs(report["frame_mAP_fp32"] - attempt["frame_mAP_int8"] - attempt["frame_mAP_drop"]) < 1e-9
     assert manifest["calibration"]["passed"] and manifest["precision"] == "int8"
+    assert manifest["int8_flavor"] == "cpu"   # auto without TensorRT
     assert (root / "calibration" / "amma_shufflenetv2_k2_int8" / "encoder.ranges.json").is_file()
+
+
+def test_int8_flavour_resolution():
+    opts = BuildOptions(precision="int8")
+    assert build_module.resolve_int8_flavor(opts, True, quiet).int8_flavor == "tensorrt"
+    assert build_module.resolve_int8_flavor(opts, False, quiet).int8_flavor == "cpu"
+    with pytest.raises(ConfigError, match="TensorRT builds need --int8-flavor tensorrt"):
+        build_module.resolve_int8_flavor(BuildOptions(precision="int8", int8_flavor="cpu"), True, quiet)
 
 
 def test_failed_gate_leaves_no_engine(tmp_path_factory, tmp_path, monkeypatch):

@@ -114,6 +114,30 @@ def test_qdq_graphs_follow_tensorrt_explicit_quantization_rules(int8):
         assert any(s.ndim == 1 and s.size > 1 for s in scales)
 
 
+def test_cpu_flavour_uses_uint8_activations_on_convolutions_only(int8, exported, tmp_path):
+    _, feeds = int8
+    _, fp32_folder = exported
+    quantize_int8(fp32_folder / "encoder.onnx", tmp_path / "cpu.onnx", feeds["encoder"], flavor="cpu")
+    proto = onnx.load(tmp_path / "cpu.onnx")
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    zeros = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert zeros and all(z.dtype == np.uint8 for z in zeros)
+    consumers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    producers = _producers(proto.graph)
+    convs = {"Conv", "ConvTranspose"}
+    for node in proto.graph.node:   # every Q/DQ pair sits on a convolution's input or output
+        if node.op_type == "DequantizeLinear" and node.input[0] in producers:
+            q = producers[node.input[0]]
+            source = producers.get(q.input[0])
+            assert convs & set(consumers.get(node.output[0], [])) or (source is not None and source.op_type in convs), \
+                node.name
+    with pytest.raises(Exception, match="flavour"):
+        quantize_int8(fp32_folder / "encoder.onnx", tmp_path / "x.onnx", feeds["encoder"], flavor="gpu")
+
+
 def test_int8_runs_in_onnxruntime(int8, exported, windows):
     # Random-weight AMMAs amplify any perturbation (quantization noise reaches 0 dB at the
     # output), so accuracy is measured on a trained model in benchmarks/; here: it runs.

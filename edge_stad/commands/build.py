@@ -6,7 +6,9 @@
 
 Stages (each reports progress): export the encoder and head graphs to ONNX and check them
 against PyTorch (max abs error < 1e-4); FP16 conversion, or INT8 explicit quantization
-(QDQ: symmetric int8, per-channel weights) calibrated on real windows of --calib-data,
+(QDQ, per-channel int8 weights; --int8-flavor tensorrt: symmetric int8 activations as
+TensorRT requires, cpu: uint8 activations as ONNX Runtime's CPU kernels prefer)
+calibrated on real windows of --calib-data,
 then the accuracy gate against FP32 on held-out windows: output agreement and, on a
 labelled dataset, frame-mAP; if the drop exceeds --max-map-drop, the layers with the worst
 measured quantization noise are kept in float and the gate rerun; if it still fails the
@@ -50,6 +52,10 @@ def add_arguments(p):
                      help="ACT dataset, video file/folder or .npy windows (default data/synth_bench)")
     cal.add_argument("--calib-clips", type=int, default=64, help="calibration windows (default 64)")
     cal.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    cal.add_argument("--int8-flavor", choices=("auto", "tensorrt", "cpu"), default="auto",
+                     help="tensorrt: symmetric int8 QDQ TensorRT builds (slow on ONNX Runtime CPUs); cpu: uint8 "
+                          "activations ONNX Runtime's CPU kernels are fast with; auto: tensorrt when TensorRT plans "
+                          "are built here, else cpu")
     cal.add_argument("--max-map-drop", type=float, default=1.0,
                      help="refuse INT8 if frame-mAP drops more than this many points (default 1.0)")
     out = p.add_argument_group("output")

@@ -45,6 +45,7 @@ class BuildOptions:
     calib_data: Optional[str] = None        # ACT folder, video(s) or .npy windows; INT8 only
     calib_clips: int = 64                    # calibration windows
     calib_method: str = "minmax"
+    int8_flavor: str = "auto"                # tensorrt | cpu | auto (tensorrt when building plans)
     gate_windows: int = 32
     max_map_drop: float = 1.0                # frame-mAP points
     decode_in_graph: bool = False
@@ -87,6 +88,7 @@ def _quantize(work, fp32, feeds, opts, exclude):
     for graph in ("encoder", "head"):
         paths[graph] = os.path.join(work, f"{graph}.int8.onnx")
         quantize_int8(fp32[graph], paths[graph], feeds[graph], opts.calib_method, exclude.get(graph, ()),
+                      flavor=opts.int8_flavor,
                       ranges_path=os.path.join(work, f"{graph}.ranges.json"))
     return paths
 
@@ -193,6 +195,23 @@ def _versions():
     return versions
 
 
+def resolve_int8_flavor(opts, use_trt, log):
+    """``auto`` -> ``tensorrt`` when plans are built here, else ``cpu``; a CPU flavour cannot feed TensorRT."""
+    from dataclasses import replace
+
+    from edge_stad.quant.int8 import FLAVORS
+
+    if opts.int8_flavor not in FLAVORS and opts.int8_flavor != "auto":
+        raise ConfigError(f"--int8-flavor must be auto, {' or '.join(FLAVORS)}; got {opts.int8_flavor!r}")
+    flavor = opts.int8_flavor if opts.int8_flavor != "auto" else ("tensorrt" if use_trt else "cpu")
+    if use_trt and flavor != "tensorrt":
+        raise ConfigError("TensorRT builds need --int8-flavor tensorrt (symmetric int8 activations)")
+    if opts.int8_flavor == "auto":
+        hint = "" if use_trt else " (for ONNX files TensorRT can build on the device: --int8-flavor tensorrt)"
+        _say(log, "int8", f"flavour {flavor}{hint}")
+    return replace(opts, int8_flavor=flavor)
+
+
 def build_engine(model, out, opts, labels=(), command=None, log=print):
     """Build the engine folder ``out`` for ``model`` (an AMMA in eval mode); returns its manifest.
 
@@ -205,6 +224,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     if opts.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {opts.backend!r}")
     use_trt = opts.backend == "tensorrt" or (opts.backend == "auto" and tensorrt_build.available())
+    if opts.precision == "int8":
+        opts = resolve_int8_flavor(opts, use_trt, log)
     if opts.backend == "tensorrt":
         tensorrt_build.tensorrt()  # fail before any work when it is missing
     config = dict(model.config)
@@ -259,6 +280,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
                                               opts.workspace_mb, None, opts.dla_core, feeds[g], cache)
         manifest = {
             "name": name, "model": config, "precision": opts.precision,
+            "int8_flavor": opts.int8_flavor if opts.precision == "int8" else None,
             "backend": "tensorrt" if use_trt else "onnxruntime", "graphs": graphs, "plans": plans,
             "export": export, "normalization": {"order": "BGR", "input": "uint8, resized with cv2.INTER_LINEAR",
                                                 "in_graph": "(x / 255 - mean) / std"},

@@ -1,16 +1,19 @@
 """INT8 by explicit quantization: one QDQ ONNX per graph, calibrated on real windows.
 
-``onnxruntime.quantization.quantize_static`` in QDQ format with what TensorRT's explicit
-quantization expects: symmetric int8 activations and weights (zero points 0),
-per-channel weights, float biases (TensorRT 8.5 dequantizes int8 only), opset 17.
-ONNX Runtime runs the same file on CPU. Nodes listed in ``exclude`` stay in float (the
-sensitivity pass chooses them).
+``onnxruntime.quantization.quantize_static`` in QDQ format, opset 17, per-channel int8
+weights, float biases, in one of two flavours (measured in benchmarks/results/int8_cpu.md):
 
-The head is calibrated on the FP32 encoder's features of the calibration windows, the
-encoder on every clip of those windows. The tensor ranges are cached (JSON, onnxruntime's
-format) so that re-quantizing with other layers kept in float does not recalibrate, and
-so that :mod:`edge_stad.engines.tensorrt_build` can turn them into an implicit-INT8
-calibration cache for TensorRT <= 10.
+* ``tensorrt``: what TensorRT's explicit quantization requires: symmetric int8
+  activations (zero points 0; TensorRT 8.5 dequantizes int8 only), Q/DQ around the
+  convolutions and the pooling, ReLU and resize between them. ONNX Runtime runs it
+  too, but on x86 CPUs more slowly than FP32 (its S8S8 kernels);
+* ``cpu``: what ONNX Runtime's x86/ARM CPU kernels are fast with: asymmetric uint8
+  activations, Q/DQ around the convolutions only (U8S8). TensorRT cannot build it.
+
+Nodes listed in ``exclude`` stay in float (the sensitivity pass chooses them). The head
+is calibrated on the FP32 encoder's features of the calibration windows, the encoder on
+every clip of those windows. The tensor ranges are cached (JSON, onnxruntime's format)
+so that re-quantizing with other layers kept in float does not recalibrate.
 """
 import logging
 
@@ -19,10 +22,12 @@ import numpy as np
 from edge_stad.errors import ConfigError, MissingDependencyError
 
 METHODS = ("minmax", "entropy", "percentile")
-# Layers given Q/DQ pairs: the weighted ones (TensorRT's explicit-quantization rule) plus
-# the ops ONNX Runtime and TensorRT run in int8 between them. Normalisations, the
-# micro-motion arithmetic, fusion sums and sigmoids stay float.
-OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "Relu", "Resize")
+# Per flavour: activation type name, symmetric activations, layers given Q/DQ pairs.
+# Normalisations, the micro-motion arithmetic, fusion sums and sigmoids stay float.
+FLAVORS = {
+    "tensorrt": ("QInt8", True, ("Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "Relu", "Resize")),
+    "cpu": ("QUInt8", False, ("Conv", "ConvTranspose", "Gemm", "MatMul")),
+}
 MAX_STRIDE = 16  # feeds whose intermediate tensors are held at once during calibration
 PERCENTILE = 99.999
 
@@ -79,7 +84,7 @@ def _stride(n, most=MAX_STRIDE):
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
-def quantize_int8(fp32_path, out_path, feeds, method="minmax", exclude=(), ranges_path=None):
+def quantize_int8(fp32_path, out_path, feeds, method="minmax", exclude=(), ranges_path=None, flavor="tensorrt"):
     """Write the QDQ INT8 twin of the ONNX file ``fp32_path`` to ``out_path``, calibrated on ``feeds``.
 
     With ``ranges_path``, an existing range cache there is reused (``feeds`` may then be
@@ -88,6 +93,9 @@ def quantize_int8(fp32_path, out_path, feeds, method="minmax", exclude=(), range
     q = _quantization()
     if method not in METHODS:
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if flavor not in FLAVORS:
+        raise ConfigError(f"unknown INT8 flavour {flavor!r}; choose one of {', '.join(FLAVORS)}")
+    activation, symmetric, op_types = FLAVORS[flavor]
     calibrate = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                  "percentile": q.CalibrationMethod.Percentile}[method]
     root = logging.getLogger()  # onnxruntime.quantization logs advice on the root logger
@@ -96,10 +104,10 @@ def quantize_int8(fp32_path, out_path, feeds, method="minmax", exclude=(), range
     try:
         q.quantize_static(
             str(fp32_path), str(out_path), feed_reader(feeds) if feeds else None, quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=list(OP_TYPES), per_channel=True, activation_type=q.QuantType.QInt8,
+            op_types_to_quantize=list(op_types), per_channel=True, activation_type=getattr(q.QuantType, activation),
             weight_type=q.QuantType.QInt8, calibrate_method=calibrate, nodes_to_exclude=list(exclude),
             calibration_cache_path=None if ranges_path is None else str(ranges_path),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
                            "CalibPercentile": PERCENTILE,
                            "CalibStridedMinMax": _stride(len(feeds)) if feeds else None})
     finally:
