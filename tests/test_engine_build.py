@@ -155,12 +155,38 @@ def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
     assert not (tmp_path / "e").exists()
 
 
-@pytest.mark.skipif(not tensorrt_build.available(), reason="TensorRT is not importable on this machine")
+needs_tensorrt = pytest.mark.skipif(not tensorrt_build.available(), reason="TensorRT is not importable on this machine")
+
+
+@needs_tensorrt
 def test_tensorrt_plans_build(tmp_path):
-    manifest = build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(backend="tensorrt",
-                                                                                     precision="fp16"), log=quiet)
+    cache = tmp_path / "timing.cache"
+    manifest = build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(
+        backend="tensorrt", precision="fp16", timing_cache=str(cache)), log=quiet)
     assert manifest["plans"] == {"encoder": "encoder.plan", "head": "head.plan"}
-    assert (tmp_path / "e" / "encoder.plan").stat().st_size > 0
+    assert manifest["tensorrt"]["precision"] == "fp16" and manifest["backend"] == "tensorrt"
+    assert (tmp_path / "e" / "encoder.plan").stat().st_size > 0 and cache.stat().st_size > 0
+    assert "encoder.plan" in read_manifest(tmp_path / "e")["files"]
+
+
+@needs_tensorrt
+def test_tensorrt_int8_plan_from_the_qdq_graph(tmp_path_factory, tmp_path):
+    opts = BuildOptions(precision="int8", backend="tensorrt", calib_data=str(tiny_synth(tmp_path_factory)),
+                        calib_clips=2, gate_windows=2, calibration_dir=str(tmp_path / "cal"))
+    manifest = build_engine(tiny_model("shufflenetv2"), tmp_path / "e", opts, log=quiet)
+    assert manifest["int8_flavor"] == "tensorrt" and manifest["tensorrt"]["precision"] == "int8"
+    assert (tmp_path / "e" / "head.plan").stat().st_size > 0
+
+
+@needs_tensorrt
+def test_tensorrt_refuses_a_dla_core_on_a_gpu_without_dla(tmp_path):
+    trt = tensorrt_build.tensorrt()
+    if trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores:
+        pytest.skip("this device has DLA cores")
+    with pytest.raises(ConfigError, match="no DLA"):
+        build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(backend="tensorrt", precision="fp16",
+                                                                              dla_core=0), log=quiet)
+    assert not (tmp_path / "e").exists()
 
 
 def test_cli_build_refusals(tmp_path, monkeypatch, capsys):

@@ -5,12 +5,12 @@
   edge-stad build --checkpoint runs/amma/best.pt --fp16 --backend tensorrt
 
 Stages (each reports progress): export the encoder and head graphs to ONNX and check them
-against PyTorch (max abs error < 1e-4); FP16 conversion, or INT8 explicit quantization
-(QDQ, per-channel int8 weights; --int8-flavor tensorrt: symmetric int8 activations as
-TensorRT requires, cpu: uint8 activations as ONNX Runtime's CPU kernels prefer)
-calibrated on real windows of --calib-data,
-then the accuracy gate against FP32 on held-out windows: output agreement and, on a
-labelled dataset, frame-mAP; if the drop exceeds --max-map-drop, the layers with the worst
+against PyTorch (error < 1e-4, relative to outputs larger than 1); FP16 graphs (FP32 I/O,
+normalisation, micro-motion and decode), or INT8 explicit quantization (QDQ, per-channel
+int8 weights; --int8-flavor tensorrt: symmetric int8 activations as TensorRT requires,
+cpu: uint8 activations as ONNX Runtime's CPU kernels prefer) calibrated on real windows
+of --calib-data, then the accuracy gate against FP32 on held-out windows: output
+agreement and, on a labelled dataset, frame-mAP; if the drop exceeds --max-map-drop, the layers with the worst
 measured quantization noise are kept in float and the gate rerun; if it still fails the
 build is refused. TensorRT plans are built when TensorRT is importable (--backend auto) or
 required (--backend tensorrt). The folder (default engines/<model>_<backbone>_k<K>_<precision>)
@@ -44,8 +44,10 @@ def add_model_arguments(p):
 def add_arguments(p):
     add_model_arguments(p)
     prec = p.add_argument_group("precision").add_mutually_exclusive_group()
-    prec.add_argument("--fp16", action="store_const", const="fp16", dest="precision")
-    prec.add_argument("--int8", action="store_const", const="int8", dest="precision")
+    prec.add_argument("--fp16", action="store_const", const="fp16", dest="precision",
+                      help="FP16 graphs (for GPUs; TensorRT FP16 plans)")
+    prec.add_argument("--int8", action="store_const", const="int8", dest="precision",
+                      help="calibrated, accuracy-gated INT8 (default precision: FP32)")
     p.set_defaults(precision="fp32")
     cal = p.add_argument_group("INT8 calibration and accuracy gate")
     cal.add_argument("--calib-data", default=os.path.join("data", "synth_bench"),
