@@ -78,9 +78,12 @@ def test_dynamic_batch_equals_batch_one(tmp_path):
         assert scaled_error([a[i:i + 1] for a in batched], single) < 1e-4
 
 
-def test_dcn_decoder_exports_too(tmp_path):
+def test_dcn_decoder_exports_as_one_deformconv(tmp_path):
     record = export_onnx(tiny_model("shufflenetv2", decoder="dcn"), tmp_path)
     assert max(record["parity_scaled_error"].values()) < 1e-4
+    assert record["opset"] == 19
+    ops = [n.op_type for n in onnx.load(tmp_path / "encoder.onnx").graph.node]
+    assert ops.count("DeformConv") == 1 and "GatherElements" not in ops
 
 
 def test_static_graph_refuses_another_batch(tmp_path):

@@ -233,12 +233,12 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     report = None
     calibration = calibration_sets(config, opts, log) if opts.precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
-        _say(log, "export", f"{name}: FP32 ONNX (opset 17), checking against PyTorch")
+        _say(log, "export", f"{name}: FP32 ONNX, checking against PyTorch")
         fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in ("encoder", "head")}
         export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=opts.decode_in_graph)
         for g in fp32:
             os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
-        _say(log, "export", "error vs PyTorch (max abs): " + _errors(export))
+        _say(log, "export", f"opset {export['opset']}; error vs PyTorch (max abs): " + _errors(export))
         final = fp32
         if opts.precision == "fp16":
             os.mkdir(os.path.join(work, "fp16"))

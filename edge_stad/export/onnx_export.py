@@ -1,9 +1,8 @@
 """Export an AMMA model to ``encoder.onnx`` + ``head.onnx`` and prove the files right.
 
-TorchScript-based exporter (``dynamo=False``), opset 17. The ``dcn`` decoder exports as
-the plain gathers and products it is written in (this torch's TorchScript exporter
-cannot emit a custom ``DeformConv`` node), so it runs on every backend, slower than a
-native deformable conv; the ``conv`` decoder is the deployment default. Static shapes
+TorchScript-based exporter (``dynamo=False``), opset 17 for the ``conv`` decoder (the
+deployment default, TensorRT 8.5 included); the ``dcn`` decoder exports its deformable
+conv as one ONNX ``DeformConv`` node, which needs opset 19 (ONNX Runtime, TensorRT >= 10). Static shapes
 (batch 1, the model's input size) unless ``dynamic_batch`` (multi-camera batching).
 After each export: ``onnx.checker`` (full check), strict shape inference (the inferred
 shapes are stored in the file, which TensorRT and ORT use), and a parity run of ONNX Runtime against PyTorch on the same
@@ -20,9 +19,11 @@ from edge_stad.atomic import atomic_write
 from edge_stad.engines.onnxruntime_backend import create_session
 from edge_stad.errors import ExportError, MissingDependencyError
 from edge_stad.export.graphs import EncoderGraph, HeadGraph
+from edge_stad.models.deform_conv import deform_conv2d_op
 from edge_stad.runtime.decode import decode as decode_rows_host
 
 OPSET = 17
+DCN_OPSET = 19  # first opset with DeformConv
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 3e-2   # FP16 graphs against the FP32 PyTorch model
 ENCODER_OUTPUTS = ("feat", "wh")
@@ -43,6 +44,24 @@ def example_inputs(config, batch=1, seed=0):
     h, w = config["input_size"]
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(batch, config["clip_len"], h, w, 3), dtype=np.uint8)
+
+
+def _deform_conv_symbolic(g, x, offset, mask, weight, bias, stride, padding, dilation):
+    from torch.onnx import symbolic_helper
+
+    s, p, d = (symbolic_helper._get_const(v, "i", name)
+               for v, name in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
+    kh, kw = weight.type().sizes()[2:]
+    return g.op("DeformConv", x, weight, offset, bias, mask, kernel_shape_i=[kh, kw], strides_i=[s, s],
+                pads_i=[p] * 4, dilations_i=[d, d], group_i=1, offset_group_i=1)
+
+
+def opset_for(config):
+    """17, or 19 where the ``dcn`` decoder becomes ``DeformConv`` (torch >= 2.4; else plain gathers at 17)."""
+    if config["decoder"] == "dcn" and deform_conv2d_op is not None:
+        torch.onnx.register_custom_op_symbolic("edge_stad::deform_conv2d", _deform_conv_symbolic, DCN_OPSET)
+        return DCN_OPSET
+    return OPSET
 
 
 def _export(module, args, input_names, output_names, opset, dynamic_batch):
@@ -123,7 +142,7 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
     decides which of two equal-looking peaks ranks first, so torch's outputs cannot serve).
     """
     config = model.config
-    opset = OPSET
+    opset = opset_for(config)
     tolerance = (FP16_TOLERANCE if half else FP32_TOLERANCE) if tolerance is None else tolerance
     encoder, head = EncoderGraph(model, half), HeadGraph(model, half=half)
     frames = torch.from_numpy(example_inputs(config, batch=config["K"], seed=seed))

@@ -45,6 +45,20 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
     return out
 
 
+if hasattr(torch, "library") and hasattr(torch.library, "custom_op"):  # torch >= 2.4
+    @torch.library.custom_op("edge_stad::deform_conv2d", mutates_args=())
+    def deform_conv2d_op(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
+        """The same function as one opaque op, so that ONNX export can emit a single ``DeformConv``."""
+        return modulated_deform_conv2d(x, offset, mask, weight, bias, stride, padding, dilation)
+
+    @deform_conv2d_op.register_fake
+    def _(x, offset, mask, weight, bias, stride, padding, dilation):
+        return x.new_empty(x.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+else:
+    deform_conv2d_op = None
+
+
 class ModulatedDeformConv2d(nn.Module):
     """Drop-in for the reference ``DCN(in, out, 3x3, s1, p1, dil 1, deformable_groups 1)``."""
 
@@ -64,5 +78,7 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x):
         om = self.conv_offset_mask(x)
         taps = self.weight.shape[2] * self.weight.shape[3]
-        return modulated_deform_conv2d(x, om[:, :2 * taps], torch.sigmoid(om[:, 2 * taps:]), self.weight, self.bias,
-                                       self.stride, self.padding, self.dilation)
+        exporting = deform_conv2d_op is not None and torch.onnx.is_in_onnx_export()
+        deform = deform_conv2d_op if exporting else modulated_deform_conv2d
+        return deform(x, om[:, :2 * taps], torch.sigmoid(om[:, 2 * taps:]), self.weight, self.bias,
+                      self.stride, self.padding, self.dilation)

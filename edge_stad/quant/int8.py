@@ -1,6 +1,6 @@
 """INT8 by explicit quantization: one QDQ ONNX per graph, calibrated on real windows.
 
-``onnxruntime.quantization.quantize_static`` in QDQ format, opset 17, per-channel int8
+``onnxruntime.quantization.quantize_static`` in QDQ format (the export's opset), per-channel int8
 weights, float biases, in one of two flavours (measured in benchmarks/results/int8_cpu.md):
 
 * ``tensorrt``: what TensorRT's explicit quantization requires: symmetric int8

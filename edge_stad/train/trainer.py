@@ -264,7 +264,9 @@ class Trainer:
         if log is not None:
             log.write("val", self.epoch, self.step, elapsed, frame_map=record["frame_mAP"],
                       video_map=record["video_mAP@0.5"])
-            log.echo(f"epoch {self.epoch}: frame-mAP@0.5 {record['frame_mAP']:.2f}  "
+            where = (f"epoch {self.epoch + 1} (stopped after {self.batch_in_epoch} batches)" if self.batch_in_epoch
+                     else f"epoch {self.epoch}")
+            log.echo(f"{where}, step {self.step}: frame-mAP@0.5 {record['frame_mAP']:.2f}  "
                      f"video-mAP@0.5 {record['video_mAP@0.5']:.2f}")
         if record["frame_mAP"] > self.best:
             self.best = record["frame_mAP"]
