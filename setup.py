@@ -26,8 +26,8 @@ CORE = [
 # torch is not pinned: `pip install torch==2.13.0` first on a CPU machine, or use
 # the JetPack wheel on Jetson; an unpinned request would pull CUDA builds.
 TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3"]
-GPU = ["cuda-python>=12.0", "nvidia-ml-py>=11.0"]
-JETSON = ["jetson-stats>=4.2"]
+GPU = ["cuda-python>=12.0", "nvidia-ml-py>=11.0", "polygraphy>=0.49"]
+JETSON = ["jetson-stats>=4.2", "polygraphy>=0.49"]
 DEV = TRAIN + ["pytest>=7", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5"]
 
 setup(

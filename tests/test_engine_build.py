@@ -147,6 +147,15 @@ def test_bad_calibration_data_leaves_no_engine(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["empty", "w.npy"]
 
 
+def test_plan_check_without_polygraphy_says_so(fp32_engine):
+    import importlib.util
+
+    if importlib.util.find_spec("polygraphy") is not None:
+        pytest.skip("polygraphy is installed here")
+    with pytest.raises(MissingDependencyError, match="pip install polygraphy"):
+        tensorrt_build.verify_plans(fp32_engine[0], {"encoder": "encoder.plan"})
+
+
 def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
     if tensorrt_build.available():
         pytest.skip("TensorRT is importable here")
@@ -167,6 +176,8 @@ def test_tensorrt_plans_build(tmp_path):
     assert manifest["tensorrt"]["precision"] == "fp16" and manifest["backend"] == "tensorrt"
     assert (tmp_path / "e" / "encoder.plan").stat().st_size > 0 and cache.stat().st_size > 0
     assert "encoder.plan" in read_manifest(tmp_path / "e")["files"]
+    check = manifest["tensorrt"].get("max_abs_error_vs_onnxruntime")   # present where polygraphy is installed
+    assert check is None or max(v for graph in check.values() for v in graph.values()) < 0.05
 
 
 @needs_tensorrt

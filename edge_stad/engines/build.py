@@ -31,7 +31,7 @@ from edge_stad.data.staging import staged_dir
 from edge_stad.engines import tensorrt_build
 from edge_stad.engines.manifest import write_manifest
 from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend
-from edge_stad.errors import ConfigError, ExportError
+from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -290,5 +290,11 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         }
         if use_trt:
             manifest["tensorrt"] = info
+            try:
+                check = tensorrt_build.verify_plans(folder, plans)
+                manifest["tensorrt"]["max_abs_error_vs_onnxruntime"] = check
+                _say(log, "tensorrt", f"plans vs ONNX Runtime (max abs): {check}")
+            except MissingDependencyError as e:
+                _say(log, "tensorrt", f"plans not checked against ONNX Runtime: {e}")
         manifest = write_manifest(folder, manifest)
     return manifest

@@ -168,3 +168,31 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
             f.write(bytes(cache.serialize()))
     return {"tensorrt": trt.__version__, "precision": precision, "dla_core": dla_core,
             "strongly_typed": major >= 11, "implicit_int8": implicit}
+
+
+def verify_plans(folder, plans):
+    """Run each plan on the inputs of ``folder/reference_io.npz`` and compare with the ONNX Runtime
+    outputs stored there; returns ``{graph: {output: max abs error}}``.
+
+    Uses Polygraphy's ``TrtRunner`` (``pip install polygraphy``). Meant for the device: the
+    reference was computed where the engine folder was built, possibly on another machine.
+    """
+    try:
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    except ImportError as e:
+        raise MissingDependencyError("checking TensorRT plans needs polygraphy: pip install polygraphy") from e
+    reference = np.load(os.path.join(folder, "reference_io.npz"))
+    errors = {}
+    for graph, plan in plans.items():
+        prefix = graph + "."
+        names = [k[len(prefix):] for k in reference.files if k.startswith(prefix)]
+        inputs = {"encoder": ("frames",), "head": ("feats", "whs")}[graph]
+        feed = {name: reference[prefix + name] for name in inputs}
+        with open(os.path.join(folder, plan), "rb") as f:
+            loader = EngineFromBytes(f.read())
+        with TrtRunner(loader) as runner:
+            outputs = runner.infer(feed_dict=feed)
+        errors[graph] = {name: float(np.max(np.abs(np.asarray(outputs[name], np.float64)
+                                                    - reference[prefix + name].astype(np.float64))))
+                         for name in names if name not in inputs and name in outputs}
+    return errors
