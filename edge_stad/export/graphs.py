@@ -2,8 +2,11 @@
 
 * :class:`EncoderGraph`: one clip of resized uint8 BGR frames ``(B, n, H, W, 3)``, oldest
   first, exactly what OpenCV hands the runtime -> clip feature ``(B, 64, h, w)`` and size
-  map ``(B, 2, h, w)``. The cast and the normalisation of :func:`edge_stad.preprocess.normalize_clip`
-  happen in the graph, with the same operations in the same order.
+  map ``(B, 2, h, w)``. The normalisation of :func:`edge_stad.preprocess.normalize_clip`,
+  ``(x / 255 - mean) / std``, happens in the graph as one ``x * a + b`` per channel after
+  the transpose to planar layout: it agrees to float rounding (features within ~1e-5)
+  and costs a quarter less of the whole encoder than two broadcasts over the 3-wide
+  channel axis of the interleaved frames (ONNX Runtime, ShuffleNetV2 at 128x128).
 * :class:`HeadGraph`: the K cached features and size maps, oldest first -> ``hm``
   (after sigmoid), ``mov``, ``wh``; or, with ``decode=True``, the decoded tubelet rows
   ``(B, N, 4K+2)`` of :func:`edge_stad.runtime.decode.decode`, computed in the graph
@@ -41,13 +44,15 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.model = inference_copy(model, half)
         self.half = half
-        self.register_buffer("mean", torch.tensor(MEAN_BGR, dtype=torch.float32).reshape(1, 1, 1, 1, 3))
-        self.register_buffer("std", torch.tensor(STD_BGR, dtype=torch.float32).reshape(1, 1, 1, 1, 3))
+        n = self.model.clip_len
+        scale = [1.0 / (255.0 * s) for s in STD_BGR] * n
+        shift = [-m / s for m, s in zip(MEAN_BGR, STD_BGR)] * n
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).reshape(1, 3 * n, 1, 1))
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).reshape(1, 3 * n, 1, 1))
 
     def forward(self, frames):
         n, (h, w) = self.model.clip_len, self.model.config["input_size"]
-        x = (frames.float() / 255.0 - self.mean) / self.std
-        x = x.permute(0, 1, 4, 2, 3).reshape(-1, 3 * n, h, w)
+        x = frames.permute(0, 1, 4, 2, 3).reshape(-1, 3 * n, h, w).float() * self.scale + self.shift
         if not self.half:
             return self.model.encode(x)
         feat, wh = self.model.encode(x, body_dtype=torch.float16)
