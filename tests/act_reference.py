@@ -46,6 +46,21 @@ def gt_det_iou(g, d):
     return ov / (garea + darea - ov)
 
 
+
+def claim(gt, key, det, iou, th):
+    """ACT's greedy match: take the unmatched ground truth of ``key`` with the highest IoU
+    (the first on ties) if it reaches ``th``; it is then removed. Returns whether one was taken."""
+    if key not in gt:
+        return False
+    ious = [iou(g, det) for g in gt[key]]
+    best = max(range(len(ious)), key=lambda i: (ious[i], -i))
+    if ious[best] < th:
+        return False
+    del gt[key][best]
+    if not gt[key]:
+        del gt[key]
+    return True
+
 def stable_desc(values):
     """Indices from the highest value down, ties in input order (plain sort)."""
     return sorted(range(len(values)), key=lambda i: -values[i])
@@ -259,15 +274,7 @@ def plain_frame_ap(dets, gttubes, videos, label, th=0.5, mode="untrimmed"):
     pr = [(F32(1), F32(0))]
     for v, f, _score, box in _sorted_dets(dets, videos, label):
         key = (v, f)
-        positive = False
-        if key in gt:
-            ious = [gt_det_iou(g, box) for g in gt[key]]
-            best = max(range(len(ious)), key=lambda i: (ious[i], -i))
-            if ious[best] >= th:
-                positive = True
-                del gt[key][best]
-                if not gt[key]:
-                    del gt[key]
+        positive = claim(gt, key, box, gt_det_iou, th)
         if mode == "trimmed" and v in videos_with_gt and key not in original:
             continue
         if positive:
@@ -300,14 +307,7 @@ def plain_frame_errors(dets, gttubes, videos, label, th=0.5):
         key = (v, f)
         positive = False
         if key in full:
-            if key in gt:
-                ious = [gt_det_iou(g, box) for g in gt[key]]
-                best = max(range(len(ious)), key=lambda i: (ious[i], -i))
-                if ious[best] >= th:
-                    positive = True
-                    del gt[key][best]
-                    if not gt[key]:
-                        del gt[key]
+            positive = claim(gt, key, box, gt_det_iou, th)
             if not positive:
                 errs[0] += 1
         elif key in other:
@@ -366,15 +366,7 @@ def plain_video_ap(tubes, gttubes, videos, label, th):
     pr = [(F32(1), F32(0))]
     for i in stable_desc([p[1] for p in pooled]):
         v, _, tube = pooled[i]
-        positive = False
-        if v in gt:
-            ious = [plain_tube_iou(g, tube) for g in gt[v]]
-            best = max(range(len(ious)), key=lambda j: (ious[j], -j))
-            if ious[best] >= th:
-                positive = True
-                del gt[v][best]
-                if not gt[v]:
-                    del gt[v]
+        positive = claim(gt, v, tube, plain_tube_iou, th)
         if positive:
             tp += 1
         else:
