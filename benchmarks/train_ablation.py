@@ -34,16 +34,13 @@ def main(argv=None):
     import torch
 
     from edge_stad.bench.results import save_results
-    from edge_stad.data.act import ActDataset, find_gt
-    from edge_stad.errors import DataError
+    from edge_stad.data.act import ActDataset, is_act_dataset
     from edge_stad.eval.report import format_tables
     from edge_stad.models import load_checkpoint
     from edge_stad.train.inference import evaluate_model
     from edge_stad.train.trainer import TrainConfig, Trainer
 
-    try:
-        find_gt(args.data)
-    except DataError:
+    if not is_act_dataset(args.data):
         from edge_stad.data.synth.generate import generate_dataset
 
         generate_dataset(args.data, preset="bench", seed=0, progress=True)

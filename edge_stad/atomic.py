@@ -44,6 +44,15 @@ def _read_umask():
 _UMASK = _read_umask()
 
 
+def read_json(path, error):
+    """Load the JSON file ``path``; an unreadable or malformed file raises ``error`` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: cannot read as JSON: {e}") from None
+
+
 def write_json(path, obj, indent=2):
     """Write ``obj`` as JSON to ``path`` atomically."""
     with atomic_write(path, "w", encoding="utf-8") as f:

@@ -184,3 +184,10 @@ def test_convert_command_both_ways(tmp_path_factory, tmp_path, capsys):
     assert_same_gt(load_gt(os.path.join(act, "Synth-GT.pkl")), load_gt(tmp_path / "back" / "Mine-GT.pkl"))
     assert cli.main(["convert", str(tmp_path / "nothing.json"), "--out", str(tmp_path / "x")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_malformed_json_names_the_file(tmp_path):
+    path = tmp_path / "clips.json"
+    path.write_text('{"format": ')
+    with pytest.raises(DataError, match=r"clips.json: cannot read as JSON"):
+        read_custom(path)

@@ -82,6 +82,9 @@ def test_manifest_catches_a_modified_or_missing_file(fp32_engine, tmp_path):
         read_manifest(copy)
     with pytest.raises(EngineError, match="no manifest.json"):
         read_manifest(tmp_path)
+    (copy / "manifest.json").write_text("{ not json")
+    with pytest.raises(EngineError, match="cannot read as JSON"):
+        read_manifest(copy)
 
 
 def test_fp16_engine(tmp_path):

@@ -26,14 +26,12 @@ def add_arguments(p):
 
 
 def run(args):
-    from edge_stad.data.act import find_gt
-    from edge_stad.errors import DataError
+    from edge_stad.data.act import is_act_dataset
     from edge_stad.train.trainer import TrainConfig, Trainer
 
-    try:
-        find_gt(args.data)
+    if is_act_dataset(args.data):
         print(f"using the synthetic set in {args.data}")
-    except DataError:
+    else:
         from edge_stad.data.synth.generate import generate_dataset
 
         print(f"generating the synthetic benchmark in {args.data} ...")

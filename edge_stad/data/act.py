@@ -44,6 +44,15 @@ def find_gt(root):
     return found[0]
 
 
+def is_act_dataset(root):
+    """Whether ``root`` is a folder holding exactly one ground-truth file (see :func:`find_gt`)."""
+    try:
+        find_gt(root)
+    except DataError:
+        return False
+    return True
+
+
 def gt_paths(folder, name):
     """Where :func:`write_gt` puts ``name``'s ground truth: ``<name>-GT.pkl`` and ``<name>-annotations.json``.
 

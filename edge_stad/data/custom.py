@@ -6,7 +6,6 @@ of labels, tubes and splits; the exact format is docs/custom_dataset_format.md.
 and evaluator works unchanged; :func:`act_to_custom` writes the JSON of an ACT folder,
 pointing at its frame folders (nothing is re-encoded).
 """
-import json
 import math
 import numbers
 import os
@@ -17,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge_stad.atomic import write_json
+from edge_stad.atomic import read_json, write_json
 from edge_stad.data.act import FRAMES_DIR, ActDataset, frame_name, write_gt
 from edge_stad.data.frames import iter_clip_frames
 from edge_stad.data.staging import staged_dir
@@ -73,11 +72,7 @@ def _tube(where, labels, tube):
 def read_custom(json_path):
     """Parse and validate a custom-format JSON file; relative sources are resolved against its folder."""
     json_path = os.fspath(json_path)
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{json_path}: cannot read: {e}") from None
+    raw = read_json(json_path, DataError)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         _fail(json_path, f'expected an object with "format": "{FORMAT}"')
     labels = raw.get("labels")

@@ -70,17 +70,6 @@ def _errors(record):
     return ", ".join(f"{k} {v:.2e}" for k, v in record["parity_max_abs_error"].items())
 
 
-def _is_act(path):
-    from edge_stad.data.act import find_gt
-    from edge_stad.errors import DataError
-
-    try:
-        find_gt(path)
-        return True
-    except DataError:
-        return False
-
-
 def _quantize(work, fp32, feeds, opts, exclude):
     from edge_stad.quant.int8 import quantize_int8
 
@@ -111,7 +100,9 @@ def calibration_sets(model_config, opts, log):
     if opts.calib_data is None:
         raise ConfigError("INT8 needs calibration data: --calib-data DIR (an ACT dataset such as the synthetic "
                           "set, a folder of videos, or a .npy of windows)")
-    labelled = _is_act(opts.calib_data)
+    from edge_stad.data.act import is_act_dataset
+
+    labelled = is_act_dataset(opts.calib_data)
     windows = calibration_windows(opts.calib_data, model_config, opts.calib_clips, part="train")
     gate_windows = (calibration_windows(opts.calib_data, model_config, opts.gate_windows, part="test")
                     if labelled else windows[:opts.gate_windows])

@@ -8,11 +8,10 @@ or from an incompatible format version, so a runtime never runs a graph it does 
 describe. No torch here.
 """
 import hashlib
-import json
 import os
 
 from edge_stad import __version__
-from edge_stad.atomic import write_json
+from edge_stad.atomic import read_json, write_json
 from edge_stad.errors import EngineError
 
 MANIFEST = "manifest.json"
@@ -50,11 +49,7 @@ def read_manifest(folder, verify=True):
     path = os.path.join(os.fspath(folder), MANIFEST)
     if not os.path.isfile(path):
         raise EngineError(f"{folder} is not an engine folder: no {MANIFEST} (build one with `edge-stad build`)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise EngineError(f"{path} is not valid JSON: {e}") from e
+    manifest = read_json(path, EngineError)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise EngineError(f"{path} is not an edge_stad engine manifest (format {FORMAT!r} expected)")
     missing = [k for k in REQUIRED if k not in manifest]

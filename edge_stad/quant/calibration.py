@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from edge_stad.data.act import ActDataset, find_gt
+from edge_stad.data.act import ActDataset, is_act_dataset
 from edge_stad.data.frames import IMAGE_EXTENSIONS, iter_clip_frames
 from edge_stad.errors import DataError
 from edge_stad.preprocess import resize
@@ -89,18 +89,16 @@ def calibration_windows(source, config, count=64, part="train"):
     source = os.fspath(source)
     if count < 1:
         raise DataError(f"need at least one calibration window, got count={count}")
-    if os.path.isdir(source):
-        try:
-            find_gt(source)
-        except DataError:
-            entries = sorted(os.path.join(source, e) for e in os.listdir(source))
-            sources = [e for e in entries if e.lower().endswith(VIDEO_EXTENSIONS)
-                       or (os.path.isdir(e) and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(e)))]
-            if not sources:
-                raise DataError(f"{source}: no calibration data: expected an ACT dataset (a *-GT.pkl), video "
-                                f"files ({', '.join(VIDEO_EXTENSIONS)}) or frame folders") from None
-            return _from_clips(sources, config, count)
+    if is_act_dataset(source):
         return _from_act(source, config, count, part)
+    if os.path.isdir(source):
+        entries = sorted(os.path.join(source, e) for e in os.listdir(source))
+        sources = [e for e in entries if e.lower().endswith(VIDEO_EXTENSIONS)
+                   or (os.path.isdir(e) and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(e)))]
+        if not sources:
+            raise DataError(f"{source}: no calibration data: expected an ACT dataset (a *-GT.pkl), video "
+                            f"files ({', '.join(VIDEO_EXTENSIONS)}) or frame folders")
+        return _from_clips(sources, config, count)
     if source.lower().endswith((".npy", ".npz")):
         return _from_array(source, config, count)
     if os.path.isfile(source):
