@@ -40,7 +40,7 @@ def main(argv=None):
     from edge_stad.atomic import atomic_write, write_json
     from edge_stad.bench.latency import measure
     from edge_stad.engines.build import BuildOptions, build_engine
-    from edge_stad.engines.onnxruntime_backend import open_engine
+    from edge_stad.engines.loader import open_backend
     from edge_stad.export.onnx_export import example_inputs
     from edge_stad.models import create_model, load_checkpoint, read_checkpoint
 
@@ -58,7 +58,7 @@ def main(argv=None):
                             calib_clips=args.calib_clips, calib_method=args.calib_method, force=True,
                             calibration_dir=os.path.join(args.out, "calibration", name))
         manifests[name] = build_engine(model, os.path.join(args.out, name), opts, labels=labels)
-    engines = {name: open_engine(os.path.join(args.out, name), threads=args.threads) for name in builds}
+    engines = {name: open_backend(os.path.join(args.out, name), "onnxruntime", threads=args.threads) for name in builds}
     cfg = model.config
     clip = example_inputs(cfg, batch=1)
     feat, wh = engines["fp32"].encode(np.repeat(clip, cfg["K"], axis=0))

@@ -4,3 +4,12 @@ The top-level package imports neither torch nor onnxruntime, so that the
 runtime core stays usable on a device that has only the inference stack.
 """
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``edge_stad.Runtime`` without loading NumPy/OpenCV on ``import edge_stad``.
+    if name == "Runtime":
+        from edge_stad.runtime.stream import Runtime
+
+        return Runtime
+    raise AttributeError(f"module 'edge_stad' has no attribute {name!r}")

@@ -18,8 +18,6 @@ from edge_stad.errors import EdgeStadError
 COMMANDS = ["demo", "synth", "convert", "train", "export", "build", "run", "eval", "bench", "profile"]
 
 PLANNED = {
-    "run": ("stream a video, folder, camera or RTSP URL through an engine",
-            "Arrives with the runtime issue (#6)."),
     "bench": ("benchmark params, MACs, FPS, latency and power of engines",
               "Arrives with the benchmark issue (#8); `edge-stad profile` already reports params and MACs."),
 }

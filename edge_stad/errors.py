@@ -52,3 +52,11 @@ class EngineError(EdgeStadError, ValueError):
 
 class ExportError(EdgeStadError, RuntimeError):
     """An export, quantization or build that failed a check (ONNX validity, parity, accuracy gate)."""
+
+
+class SourceError(EdgeStadError, ValueError):
+    """A video source (file, image folder, camera, stream URL) that cannot be opened or read."""
+
+
+class FrameError(EdgeStadError, ValueError):
+    """A frame pushed to the runtime that it cannot use (shape, dtype, NaN/inf, empty, too large)."""

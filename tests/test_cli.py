@@ -50,7 +50,9 @@ CORE = ["edge_stad", "edge_stad.cli", "edge_stad.atomic", "edge_stad.errors", "e
         "edge_stad.eval.detections", "edge_stad.eval.report", "edge_stad.data.act", "edge_stad.data.samples",
         "edge_stad.data.custom", "edge_stad.data.synth.generate", "edge_stad.eval.predict",
         "edge_stad.engines.manifest", "edge_stad.engines.onnxruntime_backend", "edge_stad.engines.tensorrt_build",
-        "edge_stad.quant.calibration", "edge_stad.bench.latency"]
+        "edge_stad.quant.calibration", "edge_stad.bench.latency", "edge_stad.bench.ort_profile",
+        "edge_stad.runtime.stream", "edge_stad.runtime.sources", "edge_stad.runtime.drawing",
+        "edge_stad.engines.loader", "edge_stad.engines.tensorrt_backend", "edge_stad.commands.run"]
 
 
 def test_core_imports_without_torch():
@@ -63,11 +65,15 @@ def test_core_imports_without_torch():
 def test_demo_end_to_end_on_the_tiny_set(tmp_path, capsys):
     pytest.importorskip("torch")
     data, out = tmp_path / "synth", tmp_path / "run"
+    engine = tmp_path / "engine"
     assert cli.main(["demo", "--data", str(data), "--out", str(out), "--synth-preset", "tiny", "--minutes", "0.01",
-                     "--no-progress"]) == 0
+                     "--engine", str(engine), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "generating the synthetic benchmark" in text and "frame-mAP@0.5" in text
     assert (out / "last.pt").exists() and (data / "Synth-GT.pkl").exists()
+    assert (engine / "manifest.json").exists() and "engine on the test split: frame-mAP@0.5" in text
+    assert "frames/s" in text and (out / "annotated.mp4").stat().st_size > 0
     assert cli.main(["demo", "--data", str(data), "--out", str(out / "again"), "--minutes", "0.01",
-                     "--no-progress"]) == 0
-    assert "using the synthetic set" in capsys.readouterr().out  # not regenerated
+                     "--no-engine", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "using the synthetic set" in text and "next: edge-stad build" in text  # not regenerated, no build

@@ -16,8 +16,8 @@ from edge_stad import cli  # noqa: E402
 from edge_stad.engines import build as build_module  # noqa: E402
 from edge_stad.engines import tensorrt_build  # noqa: E402
 from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
+from edge_stad.engines.loader import open_backend  # noqa: E402
 from edge_stad.engines.manifest import read_manifest  # noqa: E402
-from edge_stad.engines.onnxruntime_backend import open_engine  # noqa: E402
 from edge_stad.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
@@ -53,7 +53,7 @@ def test_fp32_engine_folder_and_manifest(fp32_engine):
 
 def test_reference_io_reproduces_on_the_engine(fp32_engine):
     out, _ = fp32_engine
-    backend = open_engine(out)
+    backend = open_backend(out)
     ref = np.load(out / "reference_io.npz")
     feat, wh = backend.encode(ref["encoder.frames"])
     np.testing.assert_array_equal(feat, ref["encoder.feat"])
@@ -71,7 +71,7 @@ def test_manifest_catches_a_modified_or_missing_file(fp32_engine, tmp_path):
         f.seek(100)
         f.write(b"\x00")
     with pytest.raises(EngineError, match="head.onnx does not match its sha256"):
-        open_engine(copy)
+        open_backend(copy)
     os.remove(copy / "head.onnx")
     with pytest.raises(EngineError, match="head.onnx is listed in the manifest but missing"):
         read_manifest(copy)
@@ -91,7 +91,7 @@ def test_fp16_engine(tmp_path):
     manifest = build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(precision="fp16",
                                                                                      backend="onnxruntime"), log=quiet)
     assert manifest["precision"] == "fp16" and manifest["export"]["fp16"]["parity_scaled_error"]["encoder"] < 3e-2
-    assert open_engine(tmp_path / "e").encode(np.zeros((1, 5, 64, 64, 3), np.uint8))[0].dtype == np.float32
+    assert open_backend(tmp_path / "e").encode(np.zeros((1, 5, 64, 64, 3), np.uint8))[0].dtype == np.float32
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,8 @@ def add_model_arguments(p):
     src.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2"),
                      help="must match the checkpoint; with --random-weights default shufflenetv2")
     src.add_argument("--K", type=int, help="clips per tubelet (must match the checkpoint; random default 3)")
-    src.add_argument("--input-size", type=int, help="square input size for --random-weights (default 128)")
+    src.add_argument("--input-size", type=int,
+                     help="square input size (default: the checkpoint's; 128 with --random-weights)")
     src.add_argument("--num-classes", type=int, default=8, help="classes for --random-weights (default 8)")
 
 
@@ -101,6 +102,8 @@ def load_model(args):
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
     overrides = {k: v for k, v in (("backbone", args.backbone), ("K", args.K)) if v is not None}
+    if args.input_size:  # fully convolutional: a checkpoint runs at another input size
+        overrides["input_size"] = (args.input_size, args.input_size)
     model = load_checkpoint(path, **overrides)
     labels = read_checkpoint(path)["meta"].get("labels") or ()
     return model, tuple(labels)
@@ -122,5 +125,6 @@ def build_from_args(args):
     manifest = build_engine(model, out, opts, labels=labels, command=command)
     print(f"\nengine: {os.path.abspath(out)} ({manifest['precision']}, {manifest['backend']})")
     print(f"evaluate it: edge-stad eval --data DATASET --engine {out}")
-    print(f"python: edge_stad.engines.onnxruntime_backend.open_engine({out!r})")
+    print(f"run it: edge-stad run VIDEO --engine {out} --out annotated.mp4")
+    print(f"python: edge_stad.Runtime({out!r})")
     return 0

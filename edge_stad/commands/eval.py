@@ -76,7 +76,7 @@ def _run_engine(args):
     from tqdm import tqdm
 
     from edge_stad.data.act import ActDataset
-    from edge_stad.engines.onnxruntime_backend import open_engine
+    from edge_stad.engines.loader import open_backend
     from edge_stad.eval.evaluate import split_videos
     from edge_stad.eval.predict import predict
 
@@ -85,7 +85,7 @@ def _run_engine(args):
 
         raise ConfigError("--engine needs the dataset folder (its frames), not only the GT file")
     dataset = ActDataset(args.data, split=args.split)
-    backend = open_engine(args.engine, threads=args.threads)
+    backend = open_backend(args.engine, "onnxruntime", threads=args.threads)
     if backend.manifest["labels"] != list(dataset.labels):
         from edge_stad.errors import EvaluationError
 

@@ -12,10 +12,10 @@ import numpy as np
 
 from edge_stad.errors import ConfigError, EvaluationError
 from edge_stad.eval.ap import MAP
-from edge_stad.eval.frame_detections import frame_detections
 from edge_stad.eval.frame_errors import ErrorBreakdown, frame_errors
 from edge_stad.eval.frame_map import FRAME_MODES, default_mode, frame_map
 from edge_stad.eval.video_map import RANGE_THRESHOLDS, video_maps
+from edge_stad.runtime.frame_detections import frame_detections
 from edge_stad.runtime.linking import link_video
 
 #: Video-mAP thresholds reported on their own; the 0.5:0.95 mean is reported as well.

@@ -307,7 +307,6 @@ class Linker:
 
     def _assemble(self, tube_id, label, windows, rows, min_length):
         """The (L, 6) tube of a finished tube, or None if the reference would drop it."""
-        K = self.K
         if len(rows) < 2:
             return None
         rows = np.stack(rows)
@@ -318,29 +317,80 @@ class Linker:
         # The reference starts a tube at max(f0 - (K-1) * clip_len, 1), the first clip end of its
         # first window; the earliest clip end of any window is the same there, and safe for others.
         begin, end = int(frames[:, 0].min()), int(frames[-1, -1])
-        length = end - begin + 1
-        if length < min_length:
+        if end - begin + 1 < min_length:
             return None
-        # Boxes land on their clip-end frames, newest box of each tubelet first.
-        where = (frames[:, ::-1] - begin).ravel()
-        values = np.concatenate([rows[:, :4 * K].reshape(-1, K, 4)[:, ::-1],
-                                 np.repeat(rows[:, None, -1:], K, axis=1)], axis=2).reshape(-1, 5)
-        acc = np.zeros((length, 5), dtype=np.float32)
-        np.add.at(acc, where, values)
-        count = np.bincount(where, minlength=length)
-        filled = count > 0
-        acc[filled] = acc[filled] / count[filled, None]
-        empty = np.flatnonzero(~filled)
-        if empty.size:
-            known = np.flatnonzero(filled)
-            hi = known[np.searchsorted(known, empty)]
-            lo = known[np.searchsorted(known, empty) - 1]
-            acc[empty, :4] = interpolate(acc[lo, :4], acc[hi, :4], empty - lo, hi - lo)
-            acc[empty, 4] = (acc[lo, 4] + acc[hi, 4]) / 2
-        out = np.empty((length, 6), dtype=np.float32)
+        out = np.empty((end - begin + 1, 6), dtype=np.float32)
         out[:, 0] = np.arange(begin, end + 1)
-        out[:, 1:] = acc
+        out[:, 1:] = _place(frames, rows, self.K, begin, end)
         return Tube(tube_id, label, float(score), out)
+
+    def boxes_at(self, frame, min_score=0.0, min_tubelets=2):
+        """``float32 (m, 7)`` rows ``tube_id, label, score, x1, y1, x2, y2`` of open tubes at ``frame``.
+
+        A tube's box is what its finished form will hold at ``frame`` once every window that
+        reaches ``frame`` has been pushed, except in a gap the tube bridges later (no box
+        yet). Only tubes with ``min_tubelets`` tubelets and a mean score >= ``min_score``
+        (the score reported) are listed; the cost is a few tubelets per listed tube.
+        """
+        out = []
+        for label in sorted(self._labels):
+            state = self._labels[label]
+            means = state.score_sum / np.maximum(state.count, 1)
+            for i in np.flatnonzero((state.count >= min_tubelets) & (means >= min_score)).tolist():
+                box = _box_at(state.windows[i], state.rows[i], self.K, int(frame))
+                if box is not None:
+                    out.append([state.ids[i], label, means[i], *box[:4]])
+        return np.asarray(out, dtype=np.float32).reshape(-1, 7)
+
+
+def _place(frames, rows, K, begin, end):
+    """``(end - begin + 1, 5)`` boxes and scores over frames ``begin..end`` of tubelets ``rows``.
+
+    Boxes land on their clip-end ``frames`` (newest box of each tubelet first), are
+    averaged there and linearly interpolated between; ``begin`` and ``end`` must be clip
+    ends. Boxes outside the range are ignored, so a tail of a tube's tubelets gives the
+    same values as the whole tube wherever that tail holds every box of the range.
+    """
+    length = end - begin + 1
+    where = (frames[:, ::-1] - begin).ravel()
+    values = np.concatenate([rows[:, :4 * K].reshape(-1, K, 4)[:, ::-1],
+                             np.repeat(rows[:, None, -1:], K, axis=1)], axis=2).reshape(-1, 5)
+    inside = (where >= 0) & (where < length)
+    where, values = where[inside], values[inside]
+    acc = np.zeros((length, 5), dtype=np.float32)
+    np.add.at(acc, where, values)
+    count = np.bincount(where, minlength=length)
+    filled = count > 0
+    acc[filled] = acc[filled] / count[filled, None]
+    empty = np.flatnonzero(~filled)
+    if empty.size:
+        known = np.flatnonzero(filled)
+        hi = known[np.searchsorted(known, empty)]
+        lo = known[np.searchsorted(known, empty) - 1]
+        acc[empty, :4] = interpolate(acc[lo, :4], acc[hi, :4], empty - lo, hi - lo)
+        acc[empty, 4] = (acc[lo, 4] + acc[hi, 4]) / 2
+    return acc
+
+
+def _box_at(windows, rows, K, frame):
+    """Box and score of one open tube at ``frame`` from its newest tubelets, or None outside its clip ends."""
+    lo = hi = None
+    tail = []
+    for i in range(len(windows) - 1, -1, -1):  # windows grow frame by frame, so older ones stop mattering
+        window = windows[i]
+        if lo is not None and window[-1] < lo:
+            break
+        tail.append(i)
+        for f in window:
+            if f <= frame and (lo is None or f > lo):
+                lo = f
+            if f >= frame and (hi is None or f < hi):
+                hi = f
+    if lo is None or hi is None:
+        return None
+    tail.reverse()
+    frames = np.asarray([windows[i] for i in tail], dtype=np.int64)
+    return _place(frames, np.stack([rows[i] for i in tail]), K, lo, hi)[frame - lo]
 
 
 def link_video(windows, K, clip_len, **params):

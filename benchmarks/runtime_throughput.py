@@ -1,0 +1,134 @@
+"""End-to-end streaming throughput of edge_stad.Runtime: ONNX Runtime INT8 / FP32 vs the PyTorch FP32 model.
+
+    python benchmarks/runtime_throughput.py --checkpoint runs/ablation/mm_k3/last.pt --input-size 288
+    python benchmarks/runtime_throughput.py --checkpoint runs/demo/best.pt                # its own size
+
+Builds (once, into --work) the FP32 and the INT8 (`cpu` flavour) engines of the checkpoint
+at --input-size with `edge-stad build`, decodes --frames frames of the synthetic test
+videos into memory (video decoding is not timed), then streams them through a fresh
+Runtime per backend and round: preprocess + encoder + head + decode + link + per-frame
+results, frame by frame, flush included. Rounds interleave the backends so that the
+ratios survive a noisy shared machine. The PyTorch baseline is the same checkpoint at
+the same input size behind the same Runtime (``TorchBackend``). Also profiles the INT8
+graphs per ONNX operator type. Writes --results .md and .json.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=os.path.join("runs", "demo", "best.pt"))
+    parser.add_argument("--input-size", type=int, help="square model input (default: the checkpoint's)")
+    parser.add_argument("--data", default=os.path.join("data", "synth_bench"))
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-tube-score", type=float, default=0.2)
+    parser.add_argument("--work", default=os.path.join("runs", "bench_runtime"))
+    parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results", "runtime_cpu"))
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from edge_stad import cli
+    from edge_stad.bench.ort_profile import op_profile
+    from edge_stad.bench.results import save_results
+    from edge_stad.data.act import ActDataset
+    from edge_stad.engines.loader import open_backend
+    from edge_stad.engines.torch_backend import TorchBackend
+    from edge_stad.models.checkpoint import load_checkpoint
+    from edge_stad.preprocess import resize
+    from edge_stad.runtime.stream import Runtime
+
+    size = args.input_size
+    overrides = {"input_size": (size, size)} if size else {}
+    model = load_checkpoint(args.checkpoint, **overrides)
+    size = model.config["input_size"][0]
+    engines = {}
+    for precision in ("fp32", "int8"):
+        folder = os.path.join(args.work, f"{precision}_{size}")
+        if not os.path.isdir(folder):
+            build = ["build", "--checkpoint", args.checkpoint, "--input-size", str(size), "--out", folder]
+            if precision == "int8":
+                build += ["--int8", "--int8-flavor", "cpu", "--calib-data", args.data]
+            if cli.main(build) != 0:
+                return 1
+        engines[precision] = open_backend(folder, "onnxruntime")
+
+    dataset = ActDataset(args.data, split=1)
+    frames = []
+    for video in dataset.gt.test_videos[0]:
+        frames += [dataset.read_frame(video, f) for f in range(1, dataset.gt.nframes[video] + 1)]
+        if len(frames) >= args.frames:
+            break
+    frames = frames[:args.frames]
+    backends = {"onnxruntime INT8": engines["int8"], "onnxruntime FP32": engines["fp32"],
+                "pytorch FP32": TorchBackend(model)}
+
+    def stream(backend):
+        runtime = Runtime(backend, min_tube_score=args.min_tube_score)
+        start = time.perf_counter()
+        for frame in frames:
+            runtime.push(frame)
+        runtime.flush()
+        return time.perf_counter() - start, runtime.stats()
+
+    for backend in backends.values():  # warm-up: first-call allocations, oneDNN/ORT kernel choices
+        warm = Runtime(backend)
+        for frame in frames[:40]:
+            warm.push(frame)
+    runs = {name: [] for name in backends}
+    for _ in range(args.rounds):
+        for name, backend in backends.items():
+            runs[name].append(stream(backend))
+    summary = {}
+    for name, results in runs.items():
+        seconds = sorted(r[0] for r in results)
+        median = seconds[len(seconds) // 2]
+        stats = next(r[1] for r in results if r[0] == median)
+        summary[name] = {"fps": len(frames) / median, "seconds": seconds, "ms_per_frame": stats["ms_per_frame"],
+                         "windows": stats["windows"], "clips_encoded": stats["clips_encoded"]}
+    base = summary["pytorch FP32"]["fps"]
+    for entry in summary.values():
+        entry["vs_pytorch_fp32"] = entry["fps"] / base
+
+    clip = np.stack([resize(f, (size, size)) for f in frames[:model.config["clip_len"]]])[None]
+    feat, wh = engines["int8"].encode(clip)
+    K = model.config["K"]
+    feeds = {"encoder": {"frames": clip},
+             "head": {"feats": np.repeat(feat[:, None], K, axis=1), "whs": np.repeat(wh[:, None], K, axis=1)}}
+    profiles = {g: op_profile(os.path.join(args.work, f"int8_{size}", f"{g}.onnx"), feeds[g]) for g in feeds}
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}"
+    lines = [f"# Runtime streaming throughput, AMMA-ShuffleNetV2 K={K} at {size}x{size} (CPU)", "",
+             f"Command: `python benchmarks/runtime_throughput.py --checkpoint {args.checkpoint} --input-size {size} "
+             f"--frames {args.frames} --rounds {args.rounds}`", "",
+             f"Machine: {machine}; onnxruntime {onnxruntime.__version__}, torch {torch.__version__} "
+             f"({torch.get_num_threads()} threads)", "",
+             f"{len(frames)} frames of the synthetic test videos ({frames[0].shape[1]}x{frames[0].shape[0]}), "
+             "decoded beforehand, one stream; a fresh Runtime per run, flush included; median of "
+             f"{args.rounds} interleaved rounds.", "",
+             "| backend | frames/s | vs PyTorch FP32 | preprocess | encoder | head | decode | link | results |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in summary.items():
+        ms = entry["ms_per_frame"]
+        lines.append(f"| {name} | {entry['fps']:.0f} | {entry['vs_pytorch_fp32']:.2f}x | "
+                     + " | ".join(f"{ms[k]:.2f}" for k in ("preprocess", "encoder", "head", "decode", "link",
+                                                           "results")) + " |")
+    lines += ["", "Stage columns: milliseconds per frame (the encoder runs once per clip of "
+              f"{model.config['clip_len']} frames, the head and decode once per window).", ""]
+    for graph, rows in profiles.items():
+        lines += [f"INT8 {graph} by ONNX operator type (ms per run, share):", ""]
+        lines += [f"- {op}: {ms:.2f} ms ({share:.0%})" for op, ms, share in rows[:8]] + [""]
+    save_results(args.results, "\n".join(lines), {"machine": machine, "frames": len(frames), "input_size": size,
+                                                  "summary": summary, "op_profiles": profiles})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Stream a video file, image folder, camera or network stream through an engine.
+
+Frames go through edge_stad.Runtime as they are read; each frame's result (its action
+tubes: box, class, score, tube id) is final about K x clip_len frames later and is then
+drawn and written. A truncated or corrupt file ends cleanly with what decoded (and says
+so); a live source that drops is reopened with backoff. Ctrl-C stops reading and still
+writes everything processed so far.
+
+  edge-stad run video.mp4 --engine engines/amma_shufflenetv2_k3_int8 --out annotated.mp4
+  edge-stad run frames/ --engine ENGINE --json detections.jsonl    # then: edge-stad eval
+  edge-stad run 0 --engine ENGINE --show                           # camera 0, on screen
+  edge-stad run rtsp://camera.local/stream --engine ENGINE --out cam.mp4 --max-frames 9000
+
+SOURCE: a video file, a folder of images (natural order), a camera index, or an
+rtsp/rtmp/http(s)/udp/tcp URL (anything OpenCV's VideoCapture opens).
+--json writes the detections format of docs/detections_format.md (every window's
+tubelets and every finished tube) under the video name --video-name, so
+`edge-stad eval --detections` scores it like the offline path.
+"""
+import os
+import sys
+
+HELP = "stream a video, image folder, camera or RTSP/HTTP URL through an engine (boxes, tubes, FPS)"
+
+
+def add_arguments(p):
+    p.add_argument("source", help="video file, image folder, camera index or stream URL")
+    p.add_argument("--engine", required=True, help="engine folder (edge-stad build) or a checkpoint .pt (PyTorch)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"), default="auto",
+                   help="auto: TensorRT plans where TensorRT imports, else ONNX Runtime (default)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
+    p.add_argument("--json", help="detections file to write (.jsonl or .jsonl.gz)")
+    p.add_argument("--video-name", help="video name in --json (default: the source's file or folder name)")
+    p.add_argument("--show", action="store_true", help="show the annotated frames in a window (q quits)")
+    p.add_argument("--min-score", type=float, default=0.2,
+                   help="tubes with a lower mean score are not drawn or reported per frame (default 0.2)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (live sources run until stopped)")
+    p.add_argument("--reconnect-attempts", type=int, default=5,
+                   help="reopen attempts, with backoff, when a live source drops (default 5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _video_name(args):
+    if args.video_name:
+        return args.video_name
+    base = os.path.basename(os.path.normpath(str(args.source)))
+    return os.path.splitext(base)[0] or str(args.source)
+
+
+class _Display:
+    """``cv2.imshow`` where a display exists; says so once and stops trying where it does not."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.quit = False
+
+    def show(self, image):
+        if not self.enabled:
+            return
+        import cv2
+
+        try:
+            cv2.imshow("edge-stad run", image)
+            self.quit = (cv2.waitKey(1) & 0xFF) == ord("q")
+        except cv2.error:
+            print("--show: no display available here (or OpenCV is the headless build); continuing without it",
+                  file=sys.stderr)
+            self.enabled = False
+
+
+def run(args):
+    import contextlib
+    from collections import deque
+
+    from tqdm import tqdm
+
+    from edge_stad.eval.detections import open_writer
+    from edge_stad.runtime.drawing import VideoSink, draw_status, draw_tubes
+    from edge_stad.runtime.sources import open_source
+    from edge_stad.runtime.stream import Runtime
+
+    runtime = Runtime(args.engine, args.backend, threads=args.threads, min_tube_score=args.min_score)
+    source = open_source(args.source, reconnect_attempts=args.reconnect_attempts)
+    name = _video_name(args)
+    display = _Display(args.show)
+    kept = deque()  # frames waiting for their result: at most the runtime's latency
+    counts = {"frames": 0, "tubes": 0}
+    interrupted = False
+    total = source.frame_count if not source.live else None
+    if args.max_frames:
+        total = min(total or args.max_frames, args.max_frames)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(source)
+        sink = stack.enter_context(VideoSink(args.out, source.fps or 25.0)) if args.out else None
+        writer = None
+        if args.json:
+            writer = stack.enter_context(open_writer(args.json, runtime.K, runtime.clip_len, "stream",
+                                                     runtime.labels))
+        bar = stack.enter_context(tqdm(total=total, unit="frame", desc="run", disable=args.no_progress,
+                                       file=sys.stderr))
+
+        def emit(results):
+            for result in results:
+                image = kept.popleft()
+                if sink is not None or display.enabled:
+                    image = draw_tubes(image, result.tubes, runtime.labels)
+                    draw_status(image, f"frame {result.frame}  {runtime.stats()['fps']:.0f} fps")
+                    if sink is not None:
+                        sink.write(image)
+                    display.show(image)
+            for _, window in runtime.windows():
+                if writer is not None:
+                    writer.window(name, window.frames, window.tubelets)
+            for _, tube in runtime.tubes():
+                counts["tubes"] += 1
+                if writer is not None:
+                    writer.tube(name, tube)
+
+        try:
+            for frame, timestamp in source:
+                kept.append(frame)
+                emit(runtime.push(frame, timestamp))
+                counts["frames"] += 1
+                bar.update(1)
+                if counts["frames"] % 25 == 0:
+                    bar.set_postfix(fps=f"{runtime.stats()['fps']:.0f}", tubes=counts["tubes"])
+                if display.quit or (args.max_frames and counts["frames"] >= args.max_frames):
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        emit(runtime.flush())
+    stats = runtime.stats()
+    if source.warning:
+        print(f"warning: {source.warning}", file=sys.stderr)
+    if interrupted:
+        print(f"interrupted: kept the {counts['frames']} frames processed", file=sys.stderr)
+    stages = "  ".join(f"{k} {v:.2f}" for k, v in stats["ms_per_frame"].items())
+    print(f"{counts['frames']} frames, {counts['tubes']} tubes, {stats['fps']:.0f} frames/s "
+          f"(ms per frame: {stages})")
+    for path in (args.out, args.json):
+        if path:
+            print("wrote", path)
+    return 0
+

@@ -1,0 +1,74 @@
+"""Pick and open the backend that runs an engine: ONNX Runtime, native TensorRT or PyTorch.
+
+``auto`` takes the TensorRT plans when the folder has them and TensorRT imports, else
+ONNX Runtime, with its CUDA provider when onnxruntime-gpu has one. A checkpoint file
+(``.pt``/``.pth``) instead of an engine folder runs the PyTorch model itself, the
+reference every engine is compared with. Only the backend asked for is imported.
+"""
+import os
+
+from edge_stad.engines.manifest import read_manifest
+from edge_stad.errors import ConfigError, EngineError
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def default_providers():
+    """ONNX Runtime providers to use: CUDA first where onnxruntime-gpu offers it, always CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+
+
+def open_backend(source, backend="auto", threads=None, providers=None, device=0):
+    """A backend (:mod:`edge_stad.eval.predict` interface) with ``manifest`` and ``labels`` set.
+
+    ``source`` is an engine folder (manifest and checksums verified first) or a
+    checkpoint file. ``threads`` sets ONNX Runtime's intra-op threads (CPU), ``providers``
+    its execution providers, ``device`` the CUDA device of TensorRT and PyTorch.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    source = os.fspath(source)
+    if os.path.isfile(source) and source.endswith(CHECKPOINT_SUFFIXES):
+        if backend not in ("auto", "torch"):
+            raise ConfigError(f"{source} is a checkpoint; only the torch backend runs it (build an engine for "
+                              f"{backend}: edge-stad build --checkpoint {source})")
+        return _torch_backend(source, device)
+    if backend == "torch":
+        raise ConfigError(f"the torch backend runs a checkpoint file (.pt), not the engine folder {source}")
+    manifest = read_manifest(source)
+    if manifest["model"].get("name") != "amma":
+        raise EngineError(f"engine {source} holds a {manifest['model'].get('name')!r} model; this version runs amma")
+    if backend == "auto":
+        from edge_stad.engines import tensorrt_build
+
+        backend = "tensorrt" if manifest.get("plans") and tensorrt_build.available() else "onnxruntime"
+    if backend == "tensorrt":
+        from edge_stad.engines.tensorrt_backend import open_tensorrt_engine
+
+        opened = open_tensorrt_engine(source, device=device)
+    else:
+        from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend
+
+        paths = [os.path.join(source, manifest["graphs"][g]) for g in ("encoder", "head")]
+        opened = OnnxRuntimeBackend(*paths, manifest["model"], threads=threads,
+                                    providers=providers or default_providers())
+    opened.manifest = manifest
+    opened.labels = tuple(manifest.get("labels") or ())
+    return opened
+
+
+def _torch_backend(path, device):
+    import torch
+
+    from edge_stad.engines.torch_backend import TorchBackend
+    from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
+
+    where = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
+    opened = TorchBackend(load_checkpoint(path).to(where))
+    opened.manifest = None
+    opened.labels = tuple(read_checkpoint(path)["meta"].get("labels") or ())
+    return opened

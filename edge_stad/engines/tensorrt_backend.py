@@ -1,0 +1,252 @@
+"""TensorRT backend: an engine folder's ``encoder.plan`` and ``head.plan`` on the GPU (Jetson or desktop).
+
+Same interface as :class:`~edge_stad.engines.onnxruntime_backend.OnnxRuntimeBackend`, so evaluation and the
+runtime take either. Written against TensorRT's documented Python API and imported lazily, so this module
+loads anywhere. TensorRT has two I/O APIs; the engine's own attributes pick one, not the version number:
+
+* named tensors (8.6 on, the only one from 10): ``set_input_shape``, ``set_tensor_address``,
+  ``execute_async_v3``;
+* bindings (8.5, JetPack 5): ``set_binding_shape`` and a pointer per binding for ``execute_async_v2``.
+
+Device memory and the stream come from cuda-python's runtime API. Each tensor's device buffer is allocated
+on first use and again only when a larger shape arrives, so steady-state inference allocates nothing. Free
+them with :meth:`TensorRTBackend.close` or a ``with`` block.
+"""
+import os
+
+import numpy as np
+
+from edge_stad.engines import tensorrt_build
+from edge_stad.engines.manifest import read_manifest
+from edge_stad.errors import EngineError, MissingDependencyError
+from edge_stad.runtime.decode import decode
+
+GRAPHS = ("encoder", "head")
+# inputs, and the accepted output sets, of each graph as exported (edge_stad.export.onnx_export)
+IO = {"encoder": (["frames"], (["feat", "wh"],)),
+      "head": (["feats", "whs"], (["hm", "mov", "wh"], ["tubelets"]))}
+
+
+def _rebuild(folder):
+    return (f"build them on this device: edge-stad build --checkpoint <checkpoint> [--fp16|--int8] --backend tensorrt "
+            f"--out {folder} --force (plans do not move between TensorRT versions or GPUs)")
+
+
+def _cudart():
+    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.x, 13.x) or ``cuda.cudart`` (11.x, JetPack 5)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as e:
+            raise MissingDependencyError(
+                "the TensorRT backend needs cuda-python for device memory and streams: pip install cuda-python "
+                "(the major version of the device's CUDA, e.g. 'cuda-python==11.*' on JetPack 5)") from e
+    return cudart
+
+
+class _Cuda:
+    """The device and its one stream; calls cuda-python (which returns ``(error, *values)``) and checks the error."""
+
+    def __init__(self, device):
+        self.rt = _cudart()
+        self.device = int(device)
+        self("cudaSetDevice", self.device)
+        self.stream = self("cudaStreamCreate")
+
+    def __call__(self, name, *args):
+        result = getattr(self.rt, name)(*args)
+        if int(result[0]) != 0:
+            raise EngineError(f"CUDA {name} failed on device {self.device}: {result[0]}")
+        return result[1] if len(result) > 1 else None
+
+    def close(self):
+        if self.stream is not None:
+            self("cudaStreamDestroy", self.stream)
+            self.stream = None
+
+
+class _Plan:
+    """One deserialized plan: its execution context, I/O names, shapes and dtypes, and its device buffers."""
+
+    def __init__(self, trt, runtime, path, graph, cuda):
+        with open(path, "rb") as f:
+            engine = runtime.deserialize_cuda_engine(f.read())
+        if engine is None:
+            raise EngineError(f"TensorRT {trt.__version__} cannot load {path}: it was built by another TensorRT "
+                              f"version or for another GPU; {_rebuild(os.path.dirname(os.path.abspath(path)))}")
+        self.graph, self.cuda, self.buffers = graph, cuda, {}   # buffers: name -> (bytes, device pointer)
+        self.engine, self.context = engine, engine.create_execution_context()
+        if self.context is None:
+            raise EngineError(f"TensorRT cannot create an execution context for {path} (out of device memory?)")
+        self.named = hasattr(engine, "num_io_tensors")
+        if self.named:
+            self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            is_input = [engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in self.names]
+            shapes = [engine.get_tensor_shape(n) for n in self.names]
+            dtypes = [engine.get_tensor_dtype(n) for n in self.names]
+        else:
+            self.names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
+            is_input = [engine.binding_is_input(i) for i in range(len(self.names))]
+            shapes = [engine.get_binding_shape(i) for i in range(len(self.names))]
+            dtypes = [engine.get_binding_dtype(i) for i in range(len(self.names))]
+        self.inputs = [n for n, i in zip(self.names, is_input) if i]
+        self.outputs = [n for n, i in zip(self.names, is_input) if not i]
+        self.shapes = {n: tuple(int(d) for d in s) for n, s in zip(self.names, shapes)}
+        self.dtypes = {n: np.dtype(trt.nptype(d)) for n, d in zip(self.names, dtypes)}
+        inputs, outputs = IO[graph]
+        if sorted(self.inputs) != inputs or sorted(self.outputs) not in [sorted(o) for o in outputs]:
+            raise EngineError(f"{path} takes {self.inputs} and returns {self.outputs}; an edge_stad {graph} takes "
+                              f"{inputs} and returns {' or '.join(map(str, outputs))}")
+
+    def _buffer(self, name, nbytes):
+        if name not in self.buffers or self.buffers[name][0] < nbytes:
+            if name in self.buffers:
+                self.cuda("cudaFree", self.buffers.pop(name)[1])
+            self.buffers[name] = (nbytes, int(self.cuda("cudaMalloc", max(nbytes, 1))))
+        return self.buffers[name][1]
+
+    def _set_shape(self, name, shape):
+        """Tell the context a dynamic input's shape; False when it lies outside the plan's optimization profile."""
+        if self.named:
+            return self.context.set_input_shape(name, shape)
+        return self.context.set_binding_shape(self.names.index(name), shape)
+
+    def _output_shape(self, name):
+        if self.named:
+            return tuple(self.context.get_tensor_shape(name))
+        return tuple(self.context.get_binding_shape(self.names.index(name)))
+
+    def run(self, feeds):
+        """Host arrays in, host arrays out: copy in, execute, copy out on the stream, then synchronise."""
+        cuda = self.cuda
+        cuda("cudaSetDevice", cuda.device)   # the runtime API's current device is per thread
+        host = {}
+        for name in self.inputs:
+            host[name] = np.ascontiguousarray(feeds[name], self.dtypes[name])
+            shape, expected = host[name].shape, self.shapes[name]
+            if len(shape) != len(expected) or any(e not in (-1, s) for e, s in zip(expected, shape)):
+                wanted = "(" + ", ".join("N" if e == -1 else str(e) for e in expected) + ")"
+                raise ValueError(f"the {self.graph} plan takes {name} shaped {wanted}, got {shape}")
+            if -1 in expected and not self._set_shape(name, shape):
+                raise EngineError(f"the {self.graph} plan cannot take {name} shaped {shape}: outside the batch range "
+                                  "it was built for")
+        for name in self.outputs:
+            host[name] = np.empty(self._output_shape(name), self.dtypes[name])
+        pointers = {name: self._buffer(name, array.nbytes) for name, array in host.items()}
+        kinds = cuda.rt.cudaMemcpyKind
+        try:
+            for name in self.inputs:
+                cuda("cudaMemcpyAsync", pointers[name], host[name].ctypes.data, host[name].nbytes,
+                     kinds.cudaMemcpyHostToDevice, cuda.stream)
+            if self.named:
+                for name, pointer in pointers.items():
+                    self.context.set_tensor_address(name, pointer)
+                ok = self.context.execute_async_v3(int(cuda.stream))
+            else:
+                ok = self.context.execute_async_v2([pointers[n] for n in self.names], int(cuda.stream))
+            if not ok:
+                raise EngineError(f"TensorRT failed to run the {self.graph} plan (see its log above)")
+            for name in self.outputs:
+                cuda("cudaMemcpyAsync", host[name].ctypes.data, pointers[name], host[name].nbytes,
+                     kinds.cudaMemcpyDeviceToHost, cuda.stream)
+        finally:
+            cuda("cudaStreamSynchronize", cuda.stream)   # the host arrays must outlive every queued copy
+        return {name: host[name] for name in self.outputs}
+
+    def close(self):
+        while self.buffers:
+            self.cuda("cudaFree", self.buffers.popitem()[1][1])
+        self.context = None   # before its engine
+        self.engine = None
+
+
+class TensorRTBackend:
+    """TensorRT plans of an engine's encoder and head on CUDA device ``device``; see :func:`open_tensorrt_engine`."""
+
+    def __init__(self, encoder_plan, head_plan, config, device=0):
+        trt = tensorrt_build.tensorrt()
+        self.config = config
+        self.manifest = None
+        self.plans = {}
+        self.cuda = _Cuda(device)
+        try:
+            self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            for graph, path in zip(GRAPHS, (encoder_plan, head_plan)):
+                self.plans[graph] = _Plan(trt, self.runtime, os.fspath(path), graph, self.cuda)
+        except BaseException:
+            self.close()
+            raise
+        self.decodes_in_graph = self.plans["head"].outputs == ["tubelets"]
+
+    def _run(self, graph, feeds):
+        """One run, or one per item where the plan's batch is a static 1 and another number of items comes."""
+        if graph not in self.plans:
+            raise EngineError("this TensorRT backend is closed")
+        plan = self.plans[graph]
+        count = len(feeds[plan.inputs[0]])
+        if count == 0:
+            raise ValueError(f"the {graph} got an empty batch")
+        if plan.shapes[plan.inputs[0]][0] != 1 or count == 1:
+            return plan.run(feeds)
+        parts = [plan.run({name: array[i:i + 1] for name, array in feeds.items()}) for i in range(count)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in plan.outputs}
+
+    def encode(self, frames):
+        """uint8 BGR clips ``(N, n, H, W, 3)`` -> ``(feat, wh)``; one run per clip on static-batch plans."""
+        out = self._run("encoder", {"frames": np.asarray(frames, np.uint8)})
+        return tuple(np.asarray(out[name], np.float32) for name in ("feat", "wh"))
+
+    def _head(self, feats, whs):
+        return self._run("head", {"feats": np.asarray(feats, np.float32), "whs": np.asarray(whs, np.float32)})
+
+    def head(self, feats, whs):
+        if self.decodes_in_graph:
+            raise ValueError("this head plan decodes in-graph and returns tubelets, not hm/mov/wh")
+        out = self._head(feats, whs)
+        return tuple(np.asarray(out[name], np.float32) for name in ("hm", "mov", "wh"))
+
+    def detect(self, feats, whs, reference_y_rounding=False):
+        if self.decodes_in_graph:
+            if reference_y_rounding:
+                raise ValueError("reference_y_rounding needs host decoding; this head plan decodes in-graph")
+            return np.asarray(self._head(feats, whs)["tubelets"], np.float32)
+        return decode(*self.head(feats, whs), reference_y_rounding=reference_y_rounding)
+
+    def close(self):
+        """Free the device buffers and the stream and drop the engines; the backend cannot run afterwards."""
+        for plan in self.plans.values():
+            plan.close()
+        self.plans = {}
+        self.cuda.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_tensorrt_engine(folder, device=0):
+    """The TensorRT backend of engine ``folder``, after its manifest and checksums are verified.
+
+    The plans are the manifest's ``plans`` (written by ``edge-stad build`` where TensorRT is importable) and
+    must be among its checksummed files. A folder without them is an :class:`EngineError` naming the build
+    command; a missing ``tensorrt`` module a :class:`MissingDependencyError`.
+    """
+    manifest = read_manifest(folder)
+    if manifest["model"].get("name") != "amma":
+        raise EngineError(f"engine {folder} holds a {manifest['model'].get('name')!r} model; this version runs amma")
+    plans = manifest.get("plans") or {}
+    rels = [plans.get(graph, f"{graph}.plan") for graph in GRAPHS]
+    if any(rel not in manifest["files"] for rel in rels):
+        raise EngineError(f"engine {folder} has no TensorRT plans; {_rebuild(folder)}")
+    trt = tensorrt_build.tensorrt()
+    built = (manifest.get("tensorrt") or {}).get("tensorrt")
+    if built and built != trt.__version__:
+        raise EngineError(f"engine {folder}: its plans were built by TensorRT {built}, this is TensorRT "
+                          f"{trt.__version__}; {_rebuild(folder)}")
+    backend = TensorRTBackend(*(os.path.join(os.fspath(folder), rel) for rel in rels), manifest["model"], device)
+    backend.manifest = manifest
+    return backend

@@ -1,0 +1,367 @@
+"""``edge_stad.Runtime``: push camera frames, get per-frame action boxes and tubes online.
+
+The runtime follows the streaming contract of docs (stream mode of the evaluation):
+a tubelet window is processed every ``clip_len`` frames, the encoder runs once per new
+clip and its features wait in a K-deep FIFO (NumPy on the CPU), the head and decode
+run once per window, the online :class:`~edge_stad.runtime.linking.Linker` grows the
+tubes, and at the end of a stream (:meth:`Runtime.flush`) the last frame gets its
+uneven window. The windows, tubes and per-frame detections are exactly those of the
+offline path (:func:`edge_stad.eval.predict.predict_windows` then
+:func:`~edge_stad.eval.evaluate.evaluate`) on the same frames.
+
+Latency: a frame's result is final, and returned, once the last window that reaches it
+has run: ``(K-1)·clip_len`` to ``K·clip_len - 1`` frames after it arrived (10-14
+frames for K=3, clip_len=5; the first window also waits for frame ``K·clip_len`` so
+that short streams match the offline schedule). :meth:`Runtime.flush` returns the rest.
+
+Thread-safety: every public method takes the Runtime's lock, so calls from several
+threads are serialised and safe. For parallel work run one Runtime per camera in its
+own thread (ONNX Runtime releases the GIL; give each ``threads=`` so they do not
+oversubscribe the cores), or one Runtime with ``streams=N`` and :meth:`Runtime.push_batch`,
+which batches the encoder calls of the cameras that need a clip at the same step.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from edge_stad.errors import ConfigError, FrameError
+from edge_stad.preprocess import grid_size, resize
+from edge_stad.runtime.decode import decode, to_pixels
+from edge_stad.runtime.frame_detections import FrameDetections
+from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
+from edge_stad.runtime.linking import ENDED, Linker
+from edge_stad.runtime.windows import Window, clip_ending_at, regular_window, window_schedule
+
+STAGES = ("preprocess", "encoder", "head", "decode", "link", "results")
+
+
+class FrameResult(NamedTuple):
+    """The final output for one pushed frame, in that frame's pixels.
+
+    ``tubes``: float32 ``(m, 7)`` rows ``tube_id, label, score, x1, y1, x2, y2`` of the
+    tubes at this frame whose mean tubelet score is at least the Runtime's
+    ``min_tube_score`` (ids are stable for a tube's life and never reused by a Runtime);
+    ``detections``: float32 ``(n, 6)`` rows ``label, score, x1, y1, x2, y2``, the ACT
+    per-frame detections (soft-NMS'd, unthresholded) when the Runtime was created with
+    ``frame_detections=True``, else empty.
+    """
+
+    stream: int
+    frame: int
+    timestamp: Optional[float]
+    tubes: np.ndarray
+    detections: np.ndarray
+
+
+_NO_TUBES = np.zeros((0, 7), dtype=np.float32)
+_NO_DETECTIONS = np.zeros((0, 6), dtype=np.float32)
+
+
+class _Stream:
+    """What one camera's stream holds between frames: recent frames, clip features, open tubes."""
+
+    def __init__(self, K, clip_len, frame_detections):
+        self.K, self.clip_len = K, clip_len
+        self.linker = Linker(K, clip_len)
+        self.with_detections = frame_detections
+        self.clear()
+
+    def clear(self):
+        self.count = 0          # frames pushed; the newest is frame `count` (1-based)
+        self.image_hw = None    # the first frame's size: the stream's pixel frame
+        self.frames = {}        # frame -> resized uint8 frame, the last clip_len (all before the first window)
+        self.features = {}      # clip-end frame -> (feature, size map): the FIFO
+        self.last = None        # last processed frame
+        self.pending = deque()  # (frame, timestamp, (h, w)) not final yet
+        self.ended = []         # kept tubes that still cover pending frames
+        self.collector = FrameDetections(self.K, "stream") if self.with_detections else None
+
+    def add(self, resized, timestamp, hw):
+        """Store a frame; the windows it lets the stream process now."""
+        self.count += 1
+        self.frames[self.count] = resized
+        self.pending.append((self.count, timestamp, hw))
+        if self.image_hw is None:
+            self.image_hw = hw
+        K, n = self.K, self.clip_len
+        first = K * n - n + 1
+        if self.count == K * n or (self.count > K * n and (self.count - first) % n == 0):
+            return [regular_window(self.count - n + 1 if self.count == K * n else self.count, K, n)]
+        return []
+
+    def last_windows(self):
+        """The windows that end the stream: the whole schedule of a short one, or the uneven last window."""
+        if self.last is None:
+            return window_schedule(self.K, self.clip_len, self.count, "stream") if self.count >= self.clip_len else []
+        if self.last == self.count:
+            return []
+        return [(regular_window(self.last, self.K, self.clip_len) + (self.count,))[-self.K:]]
+
+    def clip(self, end):
+        return np.stack([self.frames[f] for f in clip_ending_at(end, self.clip_len)])
+
+    def processed(self, window):
+        """Forget what no later window needs."""
+        self.last = window[-1]
+        for end in [e for e in self.features if e < window[0]]:
+            del self.features[end]
+        for f in [f for f in self.frames if f <= self.count - self.clip_len]:
+            del self.frames[f]
+
+
+class Runtime:
+    """Streaming AMMA inference for one or more cameras.
+
+    ``engine``: an engine folder (from ``edge-stad build``), a checkpoint file (PyTorch),
+    or an opened backend object. ``backend``: ``auto`` (TensorRT plans where TensorRT
+    imports, else ONNX Runtime), ``onnxruntime``, ``tensorrt`` or ``torch``.
+    ``streams``: cameras served (see :meth:`push_batch`). ``min_tube_score``: tubes
+    listed in :attr:`FrameResult.tubes`. ``frame_detections``: also return ACT per-frame
+    detections (what frame-mAP scores; costs a soft-NMS per frame). ``history``: how many
+    undrained events, tubes and windows are kept for :meth:`events`, :meth:`tubes`,
+    :meth:`windows` (oldest dropped first, so an app that never drains them stays bounded).
+    """
+
+    def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
+                 min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000):
+        if hasattr(engine, "encode") and hasattr(engine, "config"):
+            self.backend = engine
+        else:
+            from edge_stad.engines.loader import open_backend
+
+            self.backend = open_backend(os.fspath(engine), backend, threads=threads, providers=providers,
+                                        device=device)
+        if int(streams) < 1:
+            raise ConfigError(f"streams must be >= 1, got {streams}")
+        cfg = self.backend.config
+        self.K, self.clip_len = int(cfg["K"]), int(cfg["clip_len"])
+        self.input_size = tuple(cfg["input_size"])
+        self.num_classes = int(cfg["num_classes"])
+        self.labels = tuple(getattr(self.backend, "labels", ()) or ()) or tuple(map(str, range(self.num_classes)))
+        self.min_tube_score = float(min_tube_score)
+        self.max_side = int(max_side)
+        self._grid = grid_size(self.input_size)
+        self._in_graph = bool(getattr(self.backend, "decodes_in_graph", False))
+        self._streams = [_Stream(self.K, self.clip_len, frame_detections) for _ in range(int(streams))]
+        self._lock = threading.RLock()
+        self._events = deque(maxlen=history)
+        self._tubes = deque(maxlen=history)
+        self._windows = deque(maxlen=history)
+        self._times = dict.fromkeys(STAGES, 0.0)
+        self._counts = {"frames": 0, "windows": 0, "clips": 0, "results": 0}
+        self._busy = 0.0
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def streams(self):
+        return len(self._streams)
+
+    @property
+    def latency_frames(self):
+        """``(min, max)`` frames between a frame's arrival and its result, in a running stream."""
+        return (self.K - 1) * self.clip_len, self.K * self.clip_len - 1
+
+    def push(self, frame, timestamp=None, stream=0):
+        """Add one BGR frame (uint8 HxWx3, any size; gray and BGRA accepted) to ``stream``.
+
+        Returns the :class:`FrameResult` s that became final with it, oldest first (usually
+        one per frame once the stream runs, none during the first frames). A bad frame raises
+        :class:`~edge_stad.errors.FrameError` and leaves the stream as it was.
+        """
+        with self._lock:
+            return self._step([(self._stream_index(stream), frame, timestamp)])
+
+    def push_batch(self, frames, timestamps=None):
+        """One frame per stream (``None`` skips a stream), the encoder batched across streams.
+
+        With a dynamic-batch engine (``edge-stad build --dynamic-batch``) the cameras that need
+        a clip at this step share one encoder call; a static engine runs them one by one.
+        """
+        with self._lock:
+            if len(frames) != len(self._streams):
+                raise ConfigError(f"push_batch needs one frame per stream ({len(self._streams)}), got {len(frames)}")
+            timestamps = [None] * len(frames) if timestamps is None else list(timestamps)
+            if len(timestamps) != len(frames):
+                raise ConfigError(f"push_batch got {len(frames)} frames but {len(timestamps)} timestamps")
+            return self._step([(i, f, t) for i, (f, t) in enumerate(zip(frames, timestamps)) if f is not None])
+
+    def flush(self, stream=None):
+        """End ``stream`` (default: all): run its last window, end its tubes, return every pending result.
+
+        The stream then starts afresh with the next pushed frame (tube ids keep counting).
+        """
+        with self._lock:
+            start = time.perf_counter()
+            indexes = range(len(self._streams)) if stream is None else [self._stream_index(stream)]
+            results = []
+            for i in indexes:
+                state = self._streams[i]
+                self._process([(i, w) for w in state.last_windows()])
+                self._record(i, state.linker.finish())
+                results += self._finalize(i, state.count)
+                state.clear()
+            self._busy += time.perf_counter() - start
+            return results
+
+    def reset(self, stream=None):
+        """Drop ``stream`` (default: all) without results: its pending frames and open tubes are discarded."""
+        with self._lock:
+            for i in range(len(self._streams)) if stream is None else [self._stream_index(stream)]:
+                self._streams[i].linker.finish()
+                self._streams[i].clear()
+
+    def events(self):
+        """``(stream, TubeEvent)`` of the tubes that started, grew or ended since the last call."""
+        return self._drain(self._events)
+
+    def tubes(self):
+        """``(stream, Tube)`` of the tubes that ended and passed the filters since the last call."""
+        return self._drain(self._tubes)
+
+    def windows(self):
+        """``(stream, Window)`` of the windows processed since the last call (tubelets in stream pixels)."""
+        return self._drain(self._windows)
+
+    def stats(self):
+        """Per-stage seconds and ms per frame, frames, windows, FPS, queue depth, open tubes and their tubelets."""
+        with self._lock:
+            frames = self._counts["frames"]
+            per_frame = {k: 1000 * v / frames if frames else 0.0 for k, v in self._times.items()}
+            return {
+                "frames": frames, "windows": self._counts["windows"], "clips_encoded": self._counts["clips"],
+                "seconds": dict(self._times), "ms_per_frame": per_frame,
+                "fps": frames / self._busy if self._busy else 0.0,
+                "queue_depth": sum(len(s.pending) for s in self._streams),
+                "open_tubes": sum(s.linker.active_tubes for s in self._streams),
+                "stored_tubelets": sum(s.linker.stored_tubelets for s in self._streams),
+                "latency_frames": self.latency_frames,
+            }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _drain(self, queue):
+        with self._lock:
+            items = list(queue)
+            queue.clear()
+            return items
+
+    def _stream_index(self, stream):
+        if not isinstance(stream, (int, np.integer)) or not 0 <= stream < len(self._streams):
+            raise ConfigError(f"stream must be an int in [0, {len(self._streams)}), got {stream!r}")
+        return int(stream)
+
+    def _step(self, items):
+        start = time.perf_counter()
+        checked = []
+        for i, frame, timestamp in items:  # every frame is checked before any state changes
+            if timestamp is not None:
+                try:
+                    timestamp = float(timestamp)
+                except (TypeError, ValueError):
+                    raise FrameError(f"timestamp must be a number of seconds or None, got {timestamp!r}") from None
+                if not math.isfinite(timestamp):
+                    raise FrameError(f"timestamp must be finite, got {timestamp}")
+            checked.append((i, check_frame(frame, self.max_side), timestamp))
+        jobs = []
+        for i, frame, timestamp in checked:
+            resized = resize(frame, self.input_size)
+            jobs += [(i, w) for w in self._streams[i].add(resized, timestamp, frame.shape[:2])]
+        self._counts["frames"] += len(checked)
+        self._times["preprocess"] += time.perf_counter() - start
+        self._process(jobs)
+        results = []
+        for i, _, _ in checked:
+            state = self._streams[i]
+            if state.last is not None:
+                results += self._finalize(i, state.last - (self.K - 1) * self.clip_len)
+        self._busy += time.perf_counter() - start
+        return results
+
+    def _timed(self, stage, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        self._times[stage] += time.perf_counter() - start
+        return out
+
+    def _process(self, jobs):
+        """Run the windows ``[(stream, window frames)]``: new clips through the encoder, then the head."""
+        if not jobs:
+            return
+        clips = []
+        for i, window in jobs:
+            state = self._streams[i]
+            for end in window:
+                if end not in state.features and (i, end) not in clips:
+                    clips.append((i, end))
+        if clips:
+            feat, wh = self._timed("encoder", self.backend.encode,
+                                   np.stack([self._streams[i].clip(end) for i, end in clips]))
+            for j, (i, end) in enumerate(clips):
+                self._streams[i].features[end] = (feat[j], wh[j])
+            self._counts["clips"] += len(clips)
+        feats = np.stack([[self._streams[i].features[e][0] for e in w] for i, w in jobs])
+        whs = np.stack([[self._streams[i].features[e][1] for e in w] for i, w in jobs])
+        if self._in_graph:
+            rows = self._timed("head", self.backend.detect, feats, whs)
+        else:
+            rows = self._timed("decode", decode, *self._timed("head", self.backend.head, feats, whs))
+        for (i, window), window_rows in zip(jobs, rows):
+            state = self._streams[i]
+            tubelets = self._timed("decode", to_pixels, window_rows, self.num_classes, self._grid, state.image_hw)
+            self._record(i, self._timed("link", state.linker.push, window[-1], tubelets, window))
+            if state.collector is not None:
+                self._timed("results", state.collector.add, Window(window, tubelets))
+            self._windows.append((i, Window(window, tubelets)))
+            state.processed(window)
+        self._counts["windows"] += len(jobs)
+
+    def _record(self, i, events):
+        state = self._streams[i]
+        for event in events:
+            self._events.append((i, event))
+            if event.kind == ENDED and event.tube is not None:
+                state.ended.append(event.tube)
+                self._tubes.append((i, event.tube))
+
+    def _finalize(self, i, upto):
+        """Results of stream ``i``'s pending frames up to frame ``upto``, now that no window can change them."""
+        start = time.perf_counter()
+        state = self._streams[i]
+        out = []
+        while state.pending and state.pending[0][0] <= upto:
+            frame, timestamp, hw = state.pending.popleft()
+            rows = [state.linker.boxes_at(frame, self.min_tube_score, min_tubelets=1)]
+            for tube in state.ended:
+                at = frame - int(tube.boxes[0, 0])
+                if 0 <= at < len(tube.boxes) and tube.score >= self.min_tube_score:
+                    rows.append(np.concatenate([[tube.tube_id, tube.label, tube.score], tube.boxes[at, 1:5]])[None])
+            tubes = np.concatenate(rows).astype(np.float32) if len(rows) > 1 else rows[0]
+            detections = _NO_DETECTIONS
+            if state.collector is not None:
+                detections = state.collector.pop(frame)[:, 1:]
+            if hw != state.image_hw:
+                tubes, detections = (_rescale(a, state.image_hw, hw, a.shape[1] - 4) for a in (tubes, detections))
+            out.append(FrameResult(i, frame, timestamp, tubes if len(tubes) else _NO_TUBES, detections))
+        if out:
+            state.ended = [t for t in state.ended if t.boxes[-1, 0] > out[-1].frame]
+            self._counts["results"] += len(out)
+        self._times["results"] += time.perf_counter() - start
+        return out
+
+
+def _rescale(rows, from_hw, to_hw, first):
+    """Boxes in columns ``first..first+3`` from a ``from_hw`` frame to a ``to_hw`` one."""
+    if not len(rows):
+        return rows
+    rows = rows.copy()
+    rows[:, first::2][:, :2] *= to_hw[1] / from_hw[1]
+    rows[:, first + 1::2][:, :2] *= to_hw[0] / from_hw[0]
+    return rows

@@ -1,0 +1,359 @@
+"""edge_stad.Runtime: streaming equals the offline evaluation path; latency, multi-stream, threads, bad input."""
+import json
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from test_export import tiny_model  # noqa: E402
+
+from edge_stad import Runtime  # noqa: E402
+from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
+from edge_stad.errors import ConfigError, EngineError, FrameError  # noqa: E402
+from edge_stad.eval.predict import predict_windows  # noqa: E402
+from edge_stad.runtime.frame_detections import frame_detections  # noqa: E402
+from edge_stad.runtime.linking import ENDED, link_video  # noqa: E402
+
+K, N = 3, 5
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rt") / "engine"
+    build_engine(tiny_model("shufflenetv2", K=K, size=64), out, BuildOptions(backend="onnxruntime"),
+                 labels=("a", "b", "c", "d"), log=lambda _: None)
+    return out
+
+
+def video(nframes, hw=(72, 96), seed=0):
+    """Frames with a bright block drifting over smooth noise: enough structure for peaks and tubes."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (hw[0] // 8, hw[1] // 8, 3), dtype=np.uint8)
+    frames = []
+    for t in range(nframes):
+        frame = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
+        x = 8 + 2 * t % (hw[1] - 30)
+        frame[20:50, x:x + 20] = (230, 200, 40)
+        frames.append(frame)
+    return frames
+
+
+class FrameList:
+    """The dataset interface predict_windows reads, over frames held in memory."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        gt = type("GT", (), {})()
+        gt.nframes = {"v": len(frames)}
+        gt.resolution = {"v": frames[0].shape[:2]}
+        self.gt = gt
+
+    def read_frame(self, name, f):
+        return self.frames[f - 1]
+
+
+def stream(runtime, frames, stream_id=0):
+    pushed = []
+    for i, frame in enumerate(frames, start=1):
+        pushed += [(i, r) for r in runtime.push(frame, timestamp=i / 25, stream=stream_id)]
+    return pushed + [(len(frames) + 1, r) for r in runtime.flush(stream_id)]
+
+
+@pytest.mark.parametrize("nframes", [4, 5, 7, 11, 13, 14, 15, 16, 19, 20, 37])
+def test_stream_equals_the_offline_evaluation_path(engine, nframes):
+    frames = video(nframes, seed=nframes)
+    runtime = Runtime(engine, min_tube_score=0.0, frame_detections=True)
+    results = [r for _, r in stream(runtime, frames)]
+    assert [r.frame for r in results] == list(range(1, nframes + 1))
+    assert [r.timestamp for r in results] == pytest.approx([f / 25 for f in range(1, nframes + 1)])
+    if nframes < N:  # too short for one clip: every frame final, nothing detected (offline refuses it)
+        assert not runtime.windows() and all(len(r.tubes) == len(r.detections) == 0 for r in results)
+        return
+    offline = predict_windows(runtime.backend, FrameList(frames), "v")
+    windows = [w for _, w in runtime.windows()]
+    assert [w.frames for w in windows] == [w.frames for w in offline]
+    for mine, ref in zip(windows, offline):
+        assert sorted(mine.tubelets) == sorted(ref.tubelets)
+        for label in ref.tubelets:
+            np.testing.assert_array_equal(mine.tubelets[label], ref.tubelets[label])
+    expected = link_video(offline, K, N)
+    got = {}
+    for _, tube in runtime.tubes():
+        got.setdefault(tube.label, []).append(tube)
+    assert {c: len(t) for c, t in got.items()} == {c: len(t) for c, t in expected.items() if t}
+    for label, tubes in expected.items():
+        for mine, ref in zip(got.get(label, []), tubes):
+            assert mine.score == ref.score
+            np.testing.assert_array_equal(mine.boxes, ref.boxes)
+    rows = np.concatenate([np.column_stack([np.full(len(r.detections), r.frame, np.float32), r.detections])
+                           for r in results])
+    np.testing.assert_array_equal(rows, frame_detections(offline, K, "stream"))
+
+
+def test_per_frame_tube_boxes_are_the_finished_tubes_boxes(engine):
+    runtime = Runtime(engine, min_tube_score=0.0)
+    results = [r for _, r in stream(runtime, video(60, seed=3))]
+    finished = {t.tube_id: t for _, t in runtime.tubes()}
+    assert finished
+    matched = 0
+    for result in results:
+        for row in result.tubes:
+            tube = finished.get(int(row[0]))
+            if tube is None:
+                continue  # an open tube that was later dropped by the filters (too short or weak)
+            at = result.frame - int(tube.boxes[0, 0])
+            np.testing.assert_allclose(row[3:], tube.boxes[at, 1:5], rtol=0, atol=1e-4)
+            assert int(row[1]) == tube.label
+            matched += 1
+    covered = sum(len(t.boxes) for t in finished.values())
+    assert matched >= 0.9 * covered  # all but frames in gaps a tube bridged later
+
+
+def test_latency_and_stats(engine):
+    runtime = Runtime(engine)
+    pushed = stream(runtime, video(60))
+    lo, hi = runtime.latency_frames
+    assert (lo, hi) == ((K - 1) * N, K * N - 1)
+    running = [(i, r.frame) for i, r in pushed if i <= 60 and r.frame > N]
+    assert running and all(lo <= i - f <= hi for i, f in running)
+    stats = runtime.stats()
+    assert stats["frames"] == 60 and stats["queue_depth"] == 0
+    assert stats["windows"] == len(range(11, 60, N)) + 1            # every clip_len frames, plus the last frame
+    assert stats["clips_encoded"] == stats["windows"] + K - 1       # each clip encoded once
+    assert set(stats["ms_per_frame"]) == {"preprocess", "encoder", "head", "decode", "link", "results"}
+    assert stats["fps"] > 0
+
+
+def test_new_stream_after_flush_and_reset_gives_the_same_results_with_new_ids(engine):
+    frames = video(30, seed=5)
+    fresh = Runtime(engine, min_tube_score=0.0)
+    reference = [r for _, r in stream(fresh, frames)]
+    runtime = Runtime(engine, min_tube_score=0.0)
+    for frame in video(12, seed=9):
+        runtime.push(frame)
+    runtime.reset()
+    stream(runtime, video(17, seed=8))
+    ids_before = {e.tube_id for _, e in runtime.events()}
+    again = [r for _, r in stream(runtime, frames)]
+    ids_after = {e.tube_id for _, e in runtime.events()}
+    assert ids_before and ids_after and not ids_before & ids_after
+    assert [r.frame for r in again] == [r.frame for r in reference]
+    for a, b in zip(again, reference):
+        np.testing.assert_array_equal(a.tubes[:, 1:], b.tubes[:, 1:])
+
+
+def test_push_batch_serves_several_cameras_like_separate_runtimes(engine):
+    cams = [video(26, seed=s) for s in (1, 2)]
+    separate = [[r for _, r in stream(Runtime(engine, min_tube_score=0.0), frames)] for frames in cams]
+    runtime = Runtime(engine, streams=2, min_tube_score=0.0)
+    together = []
+    for pair in zip(*cams):
+        together += runtime.push_batch(list(pair))
+    together += runtime.flush()
+    for s in (0, 1):
+        mine = [r for r in together if r.stream == s]
+        assert [r.frame for r in mine] == [r.frame for r in separate[s]]
+        for a, b in zip(mine, separate[s]):
+            np.testing.assert_allclose(a.tubes[:, 2:], b.tubes[:, 2:], atol=1e-5)
+    with pytest.raises(ConfigError, match="one frame per stream"):
+        runtime.push_batch([cams[0][0]])
+    with pytest.raises(ConfigError, match="stream must be"):
+        runtime.push(cams[0][0], stream=2)
+
+
+def test_runtimes_in_threads_and_one_runtime_shared_by_threads(engine):
+    cams = [video(24, seed=s) for s in range(3)]
+    expected = [[r.tubes for _, r in stream(Runtime(engine, min_tube_score=0.0), f)] for f in cams]
+    out = [None] * 3
+
+    def own(i):
+        out[i] = [r.tubes for _, r in stream(Runtime(engine, threads=1, min_tube_score=0.0), cams[i])]
+
+    shared = Runtime(engine, streams=3, threads=1, min_tube_score=0.0)
+    shared_out = [None] * 3
+
+    def share(i):
+        shared_out[i] = [r.tubes for _, r in stream(shared, cams[i], stream_id=i)]
+
+    for target in (own, share):
+        workers = [threading.Thread(target=target, args=(i,)) for i in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    for i in range(3):
+        for got in (out[i], shared_out[i]):
+            assert len(got) == len(expected[i])
+            for a, b in zip(got, expected[i]):
+                np.testing.assert_allclose(a[:, 1:], b[:, 1:], atol=1e-5)
+
+
+BAD_FRAMES = [
+    (np.zeros((64, 64, 3), np.float32), "dtype is float32, expected uint8"),
+    (np.full((64, 64, 3), np.nan, np.float32), "NaN or inf"),
+    (np.zeros((64, 64, 3), np.int16), "dtype is int16"),
+    (np.zeros((0, 64, 3), np.uint8), "empty frame"),
+    (np.zeros((64, 64, 2), np.uint8), "expected HxWx3"),
+    (np.zeros((4, 64, 64, 3), np.uint8), "expected HxWx3"),
+    (np.zeros((20000, 8, 3), np.uint8), "larger than"),
+    ([[1, 2, 3]], "NumPy array"),
+    (None, "NumPy array"),
+]
+
+
+def test_bad_inputs_raise_their_errors_and_leave_the_stream_intact(engine):
+    frames = video(22, seed=4)
+    reference = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), frames)]
+    runtime = Runtime(engine, min_tube_score=0.0)
+    got = []
+    for i, frame in enumerate(frames):
+        bad, message = BAD_FRAMES[i % len(BAD_FRAMES)]
+        with pytest.raises(FrameError, match=message):
+            runtime.push(bad)
+        with pytest.raises(FrameError, match="timestamp"):
+            runtime.push(frame, timestamp=float("nan") if i % 2 else "noon")
+        got += runtime.push(frame, timestamp=(i + 1) / 25)
+    got += runtime.flush()
+    assert [r.frame for r in got] == [r.frame for r in reference]
+    for a, b in zip(got, reference):
+        np.testing.assert_array_equal(a.tubes, b.tubes)
+
+
+def test_gray_bgra_non_contiguous_and_resized_frames(engine):
+    frames = video(20, seed=6)
+    reference = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), frames)]
+    gray = [np.repeat(f[:, :, 1:2], 3, axis=2) for f in frames]
+    gray_ref = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), gray)]
+    for variant in ([f[:, :, 1] for f in frames], [f[:, :, 1:2] for f in frames]):
+        got = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), variant)]
+        for a, b in zip(got, gray_ref):
+            np.testing.assert_array_equal(a.tubes, b.tubes)
+    for variant in ([np.dstack([f, np.full(f.shape[:2], 255, np.uint8)]) for f in frames],   # BGRA
+                    [np.asfortranarray(f) for f in frames],                                  # non-contiguous
+                    [np.ascontiguousarray(np.pad(f, ((0, 0), (0, 4), (0, 0)))[:, :-4]) for f in frames]):
+        got = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), variant)]
+        for a, b in zip(got, reference):
+            np.testing.assert_array_equal(a.tubes, b.tubes)
+    # A frame of another size: same content, boxes in its own pixels.
+    import cv2
+
+    twice = [cv2.resize(f, (192, 144), interpolation=cv2.INTER_NEAREST) if i % 2 else f for i, f in enumerate(frames)]
+    got = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), twice)]
+    scaled = [r for r in got if r.frame % 2 == 0 and len(r.tubes)]
+    assert scaled
+    for r in scaled:
+        assert r.tubes[:, 3:].max() <= 191 and r.tubes[:, [3, 5]].max() > 95  # beyond the first frame's width
+
+
+def test_engine_checks(engine, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(engine, tampered)
+    with open(tampered / "head.onnx", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(EngineError, match="sha256"):
+        Runtime(tampered)
+    other = tmp_path / "other_version"
+    shutil.copytree(engine, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="format version 99"):
+        Runtime(other)
+    with pytest.raises(EngineError, match="not an engine folder"):
+        Runtime(tmp_path)
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        Runtime(engine, backend="cuda")
+    with pytest.raises(ConfigError, match="checkpoint file"):
+        Runtime(engine, backend="torch")
+
+
+def test_torch_backend_from_a_checkpoint(engine, tmp_path):
+    from edge_stad.models import save_checkpoint
+
+    model = tiny_model("shufflenetv2", K=K, size=64)
+    save_checkpoint(tmp_path / "m.pt", model, labels=["a", "b", "c", "d"])
+    frames = video(21, seed=7)
+    torch_results = [r for _, r in stream(Runtime(tmp_path / "m.pt", min_tube_score=0.0), frames)]
+    onnx_results = [r for _, r in stream(Runtime(engine, min_tube_score=0.0), frames)]
+    assert Runtime(tmp_path / "m.pt").labels == ("a", "b", "c", "d")
+    assert sum(len(r.tubes) for r in torch_results) > 0
+    for a, b in zip(torch_results, onnx_results):
+        assert a.tubes.shape == b.tubes.shape
+        np.testing.assert_allclose(a.tubes[:, 2:], b.tubes[:, 2:], atol=1e-3)
+
+
+def test_runtime_runs_without_torch(engine):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from edge_stad import Runtime\n"
+            f"rt = Runtime({str(engine)!r})\n"
+            "frames = [np.full((48, 64, 3), i * 9 % 256, np.uint8) for i in range(17)]\n"
+            "n = sum(len(rt.push(f)) for f in frames) + len(rt.flush())\n"
+            "loaded = {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}\n"
+            "print(n, sorted(loaded & {'torch', 'onnx'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[0] == "17 []"
+
+
+def test_events_tell_the_tube_story(engine):
+    runtime = Runtime(engine)
+    stream(runtime, video(40, seed=2))
+    events = [e for _, e in runtime.events()]
+    started = {e.tube_id for e in events if e.kind == "started"}
+    ended = {e.tube_id for e in events if e.kind == ENDED}
+    assert started and started == ended  # flush ends every tube
+    kept = {t.tube_id for _, t in runtime.tubes()}
+    assert kept == {e.tube_id for e in events if e.kind == ENDED and e.tube is not None}
+    assert runtime.events() == [] and runtime.tubes() == []  # drained
+
+
+def test_run_command_writes_video_and_detections(engine, tmp_path, capsys):
+    import cv2
+
+    from edge_stad import cli
+    from edge_stad.eval.detections import read_detections
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = video(23, seed=11)
+    for i, frame in enumerate(frames, start=1):
+        cv2.imwrite(str(folder / f"{i}.png"), frame)
+    out, jsonl = tmp_path / "annotated.mp4", tmp_path / "det.jsonl"
+    assert cli.main(["run", str(folder), "--engine", str(engine), "--out", str(out), "--json", str(jsonl),
+                     "--min-score", "0", "--no-progress"]) == 0
+    assert "23 frames" in capsys.readouterr().out
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 23
+    detections = read_detections(jsonl)
+    offline = predict_windows(Runtime(engine).backend, FrameList(frames), "v")
+    assert [w.frames for w in detections.windows["frames"]] == [w.frames for w in offline]
+    assert detections.labels == ("a", "b", "c", "d") and detections.mode == "stream"
+
+
+def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys):
+    import cv2
+
+    from edge_stad import cli
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 72))
+    for frame in video(40, seed=12):
+        writer.write(frame)
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    assert cli.main(["run", str(path), "--engine", str(engine), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "truncated or corrupt" in captured.err
+    decoded = int(captured.out.split(" frames")[0])
+    assert 5 < decoded < 40
+    assert cli.main(["run", str(tmp_path / "missing.mp4"), "--engine", str(engine)]) == 1
+    assert "camera index" in capsys.readouterr().err
