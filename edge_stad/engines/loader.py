@@ -49,7 +49,7 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     if backend == "tensorrt":
         from edge_stad.engines.tensorrt_backend import open_tensorrt_engine
 
-        opened = open_tensorrt_engine(source, device=device)
+        opened = open_tensorrt_engine(source, device=device, manifest=manifest)
     else:
         from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend
 

@@ -228,14 +228,15 @@ class TensorRTBackend:
         self.close()
 
 
-def open_tensorrt_engine(folder, device=0):
-    """The TensorRT backend of engine ``folder``, after its manifest and checksums are verified.
+def open_tensorrt_engine(folder, device=0, manifest=None):
+    """The TensorRT backend of engine ``folder``, after its manifest and checksums are verified
+    (pass ``manifest`` when :func:`~edge_stad.engines.manifest.read_manifest` already did).
 
     The plans are the manifest's ``plans`` (written by ``edge-stad build`` where TensorRT is importable) and
     must be among its checksummed files. A folder without them is an :class:`EngineError` naming the build
     command; a missing ``tensorrt`` module a :class:`MissingDependencyError`.
     """
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
     if manifest["model"].get("name") != "amma":
         raise EngineError(f"engine {folder} holds a {manifest['model'].get('name')!r} model; this version runs amma")
     plans = manifest.get("plans") or {}

@@ -1,5 +1,6 @@
-"""Streaming runtime: window schedule, online tube linking and box interpolation.
+"""Streaming runtime: ``Runtime`` (stream.py), frame checks, window schedule, decode, online
+tube linking, per-frame detections, and the video sources and drawing of ``edge-stad run``.
 
-Every module here imports only NumPy, so the runtime core runs on a device that has
-the inference stack alone (Python 3.8+, no torch).
+The core (everything but sources and drawing, which add OpenCV) imports only NumPy, so
+it runs on a device that has the inference stack alone (Python 3.8+, no torch).
 """

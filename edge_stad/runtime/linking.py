@@ -84,10 +84,12 @@ def tubelet_nms(tubelets, threshold=0.6, top_k=10):
     can_stop = m > top_k and bool((scores >= 0).all())
     best_suppressed = -np.inf
     kept = 0
+    # Summed per-box IoU of every pair at once (the same float32 arithmetic as pair by pair).
+    pair = np.add.accumulate(nms_iou(boxes[:, None], boxes[None], areas[:, None], areas[None]), axis=2)[..., -1]
     order = descending(scores)
     while order.size:
         top, rest = order[0], order[1:]
-        overlap = np.add.accumulate(nms_iou(boxes[top], boxes[rest], areas[top], areas[rest]), axis=1)[:, -1]
+        overlap = pair[top, rest]
         hit = overlap > limit
         if hit.any():
             weight[rest[hit]] = 1 - overlap[hit]
@@ -154,6 +156,7 @@ class Linker:
         self._labels = {}
         self._next_id = 0
         self._last = None
+        self._spans = {}  # tube id -> the span boxes_at read last
 
     @property
     def active_tubes(self):
@@ -207,6 +210,7 @@ class Linker:
                     events.append(TubeEvent(ENDED, tube_id, label, self._last, tube))
         self._labels = {}
         self._last = None
+        self._spans = {}
         return events
 
     def _check_window(self, frame, frames):
@@ -258,6 +262,7 @@ class Linker:
                 state.rows[a].append(row)
                 events.append(TubeEvent(GREW, state.ids[a], label, frame))
         for a in ended[::-1].tolist():  # the reference files ended tubes in reverse rank order
+            self._spans.pop(state.ids[a], None)
             tube = self._assemble(state.ids[a], label, state.windows[a], state.rows[a], K * self.clip_len)
             events.append(TubeEvent(ENDED, state.ids[a], label, frame, tube))
         if ended.size:
@@ -330,16 +335,21 @@ class Linker:
         A tube's box is what its finished form will hold at ``frame`` once every window that
         reaches ``frame`` has been pushed, except in a gap the tube bridges later (no box
         yet). Only tubes with ``min_tubelets`` tubelets and a mean score >= ``min_score``
-        (the score reported) are listed; the cost is a few tubelets per listed tube.
+        (the score reported) are listed. Ask for frames in increasing order, each once no
+        later window can reach it (as the runtime does): the boxes between two clip ends
+        are then computed once per tube, from its few newest tubelets.
         """
         out = []
         for label in sorted(self._labels):
             state = self._labels[label]
             means = state.score_sum / np.maximum(state.count, 1)
             for i in np.flatnonzero((state.count >= min_tubelets) & (means >= min_score)).tolist():
-                box = _box_at(state.windows[i], state.rows[i], self.K, int(frame))
-                if box is not None:
-                    out.append([state.ids[i], label, means[i], *box[:4]])
+                tube_id = state.ids[i]
+                span = self._spans.get(tube_id)
+                if span is None or not span[0] <= frame <= span[1]:
+                    span = self._spans[tube_id] = _span_at(state.windows[i], state.rows[i], self.K, int(frame))
+                if span is not None:
+                    out.append([tube_id, label, means[i], *span[2][frame - span[0], :4]])
         return np.asarray(out, dtype=np.float32).reshape(-1, 7)
 
 
@@ -372,8 +382,13 @@ def _place(frames, rows, K, begin, end):
     return acc
 
 
-def _box_at(windows, rows, K, frame):
-    """Box and score of one open tube at ``frame`` from its newest tubelets, or None outside its clip ends."""
+def _span_at(windows, rows, K, frame):
+    """``(lo, hi, boxes)`` of one open tube between the clip ends around ``frame``, or None outside them.
+
+    Reads only the newest tubelets that reach ``lo..hi``. Callers ask for frames in
+    increasing order once no later window can reach them, so a span stays valid for
+    every frame inside it (:meth:`Linker.boxes_at` keeps the last one per tube).
+    """
     lo = hi = None
     tail = []
     for i in range(len(windows) - 1, -1, -1):  # windows grow frame by frame, so older ones stop mattering
@@ -390,7 +405,7 @@ def _box_at(windows, rows, K, frame):
         return None
     tail.reverse()
     frames = np.asarray([windows[i] for i in tail], dtype=np.int64)
-    return _place(frames, np.stack([rows[i] for i in tail]), K, lo, hi)[frame - lo]
+    return lo, hi, _place(frames, np.stack([rows[i] for i in tail]), K, lo, hi)
 
 
 def link_video(windows, K, clip_len, **params):

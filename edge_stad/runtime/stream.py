@@ -1,9 +1,9 @@
 """``edge_stad.Runtime``: push camera frames, get per-frame action boxes and tubes online.
 
-The runtime follows the streaming contract of docs (stream mode of the evaluation):
-a tubelet window is processed every ``clip_len`` frames, the encoder runs once per new
-clip and its features wait in a K-deep FIFO (NumPy on the CPU), the head and decode
-run once per window, the online :class:`~edge_stad.runtime.linking.Linker` grows the
+The runtime follows the streaming contract (the evaluation's stream mode): a tubelet
+window is processed every ``clip_len`` frames, the encoder runs once per new clip and
+its features wait in a K-deep FIFO (NumPy on the CPU), the head and decode run once
+per window, the online :class:`~edge_stad.runtime.linking.Linker` grows the
 tubes, and at the end of a stream (:meth:`Runtime.flush`) the last frame gets its
 uneven window. The windows, tubes and per-frame detections are exactly those of the
 offline path (:func:`edge_stad.eval.predict.predict_windows` then
