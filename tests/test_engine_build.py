@@ -234,3 +234,25 @@ def test_cli_export_and_eval_engine(tmp_path, tmp_path_factory, monkeypatch, cap
         from edge_stad.models import load_checkpoint
 
         load_checkpoint(tmp_path / "m.pt", K=5)
+
+
+def test_dynamic_batch_inputs_get_an_optimization_profile():
+    from types import SimpleNamespace
+
+    shapes = {}
+    profile = SimpleNamespace(set_shape=lambda name, *s: shapes.__setitem__(name, s))
+    added = []
+    builder = SimpleNamespace(create_optimization_profile=lambda: profile)
+    config = SimpleNamespace(add_optimization_profile=added.append)
+
+    def network(*inputs):
+        tensors = [SimpleNamespace(name=n, shape=s) for n, s in inputs]
+        return SimpleNamespace(num_inputs=len(tensors), get_input=tensors.__getitem__)
+
+    tensorrt_build._batch_profile(builder, network(("frames", (1, 5, 64, 64, 3))), config, 8)
+    assert not added  # static batch: no profile
+    tensorrt_build._batch_profile(builder, network(("feats", (-1, 3, 64, 8, 8)), ("whs", (-1, 3, 2, 8, 8))), config, 4)
+    assert added == [profile]
+    assert shapes["feats"] == ((1, 3, 64, 8, 8), (1, 3, 64, 8, 8), (4, 3, 64, 8, 8)) and "whs" in shapes
+    with pytest.raises(EngineError, match="dynamic axes besides the batch"):
+        tensorrt_build._batch_profile(builder, network(("frames", (-1, 5, -1, 64, 3))), config, 8)

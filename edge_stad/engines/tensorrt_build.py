@@ -110,9 +110,29 @@ class _EntropyCalibrator:
         return Calibrator()
 
 
+MAX_BATCH = 8  # largest batch of a dynamic-batch plan (cameras served by one Runtime)
+
+
+def _batch_profile(builder, network, config, max_batch):
+    """Dynamic-batch ONNX inputs need an optimization profile: batch 1 to ``max_batch``, tuned for 1."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    dynamic = [t for t in inputs if tuple(t.shape)[:1] == (-1,)]
+    if not dynamic:
+        return
+    profile = builder.create_optimization_profile()
+    for tensor in dynamic:
+        rest = tuple(tensor.shape)[1:]
+        if any(d < 0 for d in rest):
+            raise EngineError(f"input {tensor.name} has dynamic axes besides the batch: {tuple(tensor.shape)}")
+        profile.set_shape(tensor.name, (1,) + rest, (1,) + rest, (int(max_batch),) + rest)
+    config.add_optimization_profile(profile)
+
+
 def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing_cache=None, dla_core=None,
-               calibration_feeds=None, calibration_cache=None):
+               calibration_feeds=None, calibration_cache=None, max_batch=MAX_BATCH):
     """Build and atomically write a serialized TensorRT engine for ``onnx_path``.
+
+    A dynamic-batch ONNX (``--dynamic-batch``) gets batches 1 to ``max_batch``.
 
     ``precision``: ``fp32``, ``fp16`` (flag before 11; an FP16 ONNX on 11) or ``int8``
     (a QDQ ONNX: explicit quantization). ``calibration_feeds`` + ``calibration_cache``
@@ -135,6 +155,7 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
         raise EngineError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    _batch_profile(builder, network, config, max_batch)
     if major < 11:
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take fall back to FP16
