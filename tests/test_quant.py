@@ -127,7 +127,9 @@ def test_cpu_flavour_uses_uint8_activations_on_convolutions_only(int8, exported,
         for name in node.input:
             consumers.setdefault(name, []).append(node.op_type)
     producers = _producers(proto.graph)
-    convs = {"Conv", "ConvTranspose"}
+    convs = {"Conv"}
+    upsampling = [n for n in proto.graph.node if n.op_type == "ConvTranspose"]
+    assert upsampling and all(producers.get(n.input[1]) is None for n in upsampling)  # float weights, no DQ
     for node in proto.graph.node:   # every Q/DQ pair sits on a convolution's input or output
         if node.op_type == "DequantizeLinear" and node.input[0] in producers:
             q = producers[node.input[0]]

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from synth_data import tiny_synth  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
@@ -66,17 +67,17 @@ def stream(runtime, frames, stream_id=0):
     return pushed + [(len(frames) + 1, r) for r in runtime.flush(stream_id)]
 
 
-@pytest.mark.parametrize("nframes", [4, 5, 7, 11, 13, 14, 15, 16, 19, 20, 37])
-def test_stream_equals_the_offline_evaluation_path(engine, nframes):
-    frames = video(nframes, seed=nframes)
+def check_against_offline(engine, frames, dataset=None, name="v"):
+    """Stream ``frames`` and compare windows, tubes and per-frame detections with the offline path."""
+    nframes = len(frames)
     runtime = Runtime(engine, min_tube_score=0.0, frame_detections=True)
     results = [r for _, r in stream(runtime, frames)]
     assert [r.frame for r in results] == list(range(1, nframes + 1))
     assert [r.timestamp for r in results] == pytest.approx([f / 25 for f in range(1, nframes + 1)])
     if nframes < N:  # too short for one clip: every frame final, nothing detected (offline refuses it)
         assert not runtime.windows() and all(len(r.tubes) == len(r.detections) == 0 for r in results)
-        return
-    offline = predict_windows(runtime.backend, FrameList(frames), "v")
+        return {}
+    offline = predict_windows(runtime.backend, dataset or FrameList(frames), name)
     windows = [w for _, w in runtime.windows()]
     assert [w.frames for w in windows] == [w.frames for w in offline]
     for mine, ref in zip(windows, offline):
@@ -95,6 +96,23 @@ def test_stream_equals_the_offline_evaluation_path(engine, nframes):
     rows = np.concatenate([np.column_stack([np.full(len(r.detections), r.frame, np.float32), r.detections])
                            for r in results])
     np.testing.assert_array_equal(rows, frame_detections(offline, K, "stream"))
+    return expected
+
+
+@pytest.mark.parametrize("nframes", [4, 5, 7, 11, 13, 14, 15, 16, 19, 20, 37])
+def test_stream_equals_the_offline_evaluation_path(engine, nframes):
+    check_against_offline(engine, video(nframes, seed=nframes))
+
+
+def test_synthetic_test_videos_stream_like_the_evaluation_path(engine, tmp_path_factory):
+    from edge_stad.data.act import ActDataset
+
+    dataset = ActDataset(tiny_synth(tmp_path_factory), split=1)
+    tubes = 0
+    for name in dataset.gt.test_videos[0][:3]:
+        frames = [dataset.read_frame(name, f) for f in range(1, dataset.gt.nframes[name] + 1)]
+        tubes += sum(len(t) for t in check_against_offline(engine, frames, dataset, name).values())
+    assert tubes > 0
 
 
 def test_per_frame_tube_boxes_are_the_finished_tubes_boxes(engine):
