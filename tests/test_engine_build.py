@@ -61,25 +61,32 @@ def test_reference_io_reproduces_on_the_engine(fp32_engine):
     np.testing.assert_array_equal(hm, ref["head.hm"])
 
 
-def test_manifest_catches_a_modified_or_missing_file(fp32_engine, tmp_path):
+def broken_copies(engine, folder):
+    """Two copies of ``engine``: one with a modified head.onnx, one whose manifest claims format version 99."""
     import shutil
 
-    out, _ = fp32_engine
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    with open(copy / "head.onnx", "r+b") as f:
+    tampered, other = folder / "tampered", folder / "other_version"
+    shutil.copytree(engine, tampered)
+    with open(tampered / "head.onnx", "r+b") as f:
         f.seek(100)
-        f.write(b"\x00")
+        f.write(b"\x00\x01\x02")
+    shutil.copytree(engine, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    return tampered, other
+
+
+def test_manifest_catches_a_modified_or_missing_file(fp32_engine, tmp_path):
+    out, _ = fp32_engine
+    copy, other = broken_copies(out, tmp_path)
     with pytest.raises(EngineError, match="head.onnx does not match its sha256"):
         open_backend(copy)
     os.remove(copy / "head.onnx")
     with pytest.raises(EngineError, match="head.onnx is listed in the manifest but missing"):
         read_manifest(copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["format_version"] = 99
-    (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="engine format version 99"):
-        read_manifest(copy)
+        read_manifest(other)
     with pytest.raises(EngineError, match="no manifest.json"):
         read_manifest(tmp_path)
     (copy / "manifest.json").write_text("{ not json")

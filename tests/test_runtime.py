@@ -1,6 +1,4 @@
 """edge_stad.Runtime: streaming equals the offline evaluation path; latency, multi-stream, threads, bad input."""
-import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,6 +11,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from synth_data import tiny_synth  # noqa: E402
+from test_engine_build import broken_copies  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
@@ -271,18 +270,9 @@ def test_gray_bgra_non_contiguous_and_resized_frames(engine):
 
 
 def test_engine_checks(engine, tmp_path):
-    tampered = tmp_path / "tampered"
-    shutil.copytree(engine, tampered)
-    with open(tampered / "head.onnx", "r+b") as f:
-        f.seek(200)
-        f.write(b"\x00\x01\x02")
+    tampered, other = broken_copies(engine, tmp_path)
     with pytest.raises(EngineError, match="sha256"):
         Runtime(tampered)
-    other = tmp_path / "other_version"
-    shutil.copytree(engine, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["format_version"] = 99
-    (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="format version 99"):
         Runtime(other)
     with pytest.raises(EngineError, match="not an engine folder"):
@@ -357,15 +347,12 @@ def test_run_command_writes_video_and_detections(engine, tmp_path, capsys):
 
 
 def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys):
-    import cv2
+    from test_sources import write_video
 
     from edge_stad import cli
 
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 72))
-    for frame in video(40, seed=12):
-        writer.write(frame)
-    writer.release()
+    write_video(path, video(40, seed=12))
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
     assert cli.main(["run", str(path), "--engine", str(engine), "--no-progress"]) == 0

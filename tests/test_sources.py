@@ -24,14 +24,20 @@ def square_left(frame):
     return int(np.flatnonzero((frame[18] > 200).all(axis=1))[0])
 
 
-@pytest.fixture
-def avi(tmp_path):
-    path = str(tmp_path / "clip.avi")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))
-    for i in range(N):
-        writer.write(square_frame(i))
+def write_video(path, frames, fourcc="MJPG", fps=FPS):
+    """Encode BGR ``frames`` into ``path`` with OpenCV; returns the path as a string."""
+    path = str(path)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
     writer.release()
     return path
+
+
+@pytest.fixture
+def avi(tmp_path):
+    return write_video(tmp_path / "clip.avi", [square_frame(i) for i in range(N)])
 
 
 def test_video_file_frames_timestamps_and_content(avi):
@@ -60,11 +66,7 @@ def test_truncated_video_keeps_decoded_frames_and_warns(avi, tmp_path):
 
 
 def test_truncated_mp4_without_index_cannot_open(tmp_path):
-    path = str(tmp_path / "clip.mp4")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
-    for i in range(N):
-        writer.write(square_frame(i))
-    writer.release()
+    path = write_video(tmp_path / "clip.mp4", [square_frame(i) for i in range(N)], "mp4v")
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[:len(data) // 2])  # mp4v puts its index (moov) at the end: nothing is decodable
