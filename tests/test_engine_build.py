@@ -113,14 +113,14 @@ def int8_engine(tmp_path_factory):
 
 def test_int8_engine_with_gate_report(int8_engine):
     root, manifest = int8_engine
-    report = json.loads((root / "calibration" / "amma_shufflenetv2_k2_int8" / "report.json").read_text())
+    report = json.loads((root / "calibration" / "engine" / "report.json").read_text())   # named after the folder
     assert report["passed"] and report["calibration"]["windows"] == 4
     attempt = report["attempts"][0]
     assert {"frame_mAP_int8", "frame_mAP_drop", "agreement"} <= set(attempt)
     assert abs(report["frame_mAP_fp32"] - attempt["frame_mAP_int8"] - attempt["frame_mAP_drop"]) < 1e-9
     assert manifest["calibration"]["passed"] and manifest["precision"] == "int8"
     assert manifest["int8_flavor"] == "cpu"   # auto without TensorRT
-    assert (root / "calibration" / "amma_shufflenetv2_k2_int8" / "encoder.ranges.json").is_file()
+    assert (root / "calibration" / "engine" / "encoder.ranges.json").is_file()
 
 
 def test_int8_flavour_resolution():
@@ -139,7 +139,7 @@ def test_failed_gate_leaves_no_engine(tmp_path_factory, tmp_path, monkeypatch):
         build_engine(tiny_model("shufflenetv2"), tmp_path / "engine", opts, log=quiet)
     assert not (tmp_path / "engine").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".engine")]
-    report = json.loads((tmp_path / "cal" / "amma_shufflenetv2_k2_int8" / "report.json").read_text())
+    report = json.loads((tmp_path / "cal" / "engine" / "report.json").read_text())
     assert not report["passed"] and len(report["attempts"]) == 2
     assert report["attempts"][1]["kept_float"] and report["sensitivity"]["encoder"]
 

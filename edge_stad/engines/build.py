@@ -221,6 +221,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         tensorrt_build.tensorrt()  # fail before any work when it is missing
     config = dict(model.config)
     name = engine_name(config, opts.precision)
+    # Reports and caches are kept per engine folder, so builds into other --out folders never collide.
+    reports = os.path.join(opts.calibration_dir, os.path.basename(os.path.normpath(os.fspath(out))))
     report = None
     calibration = calibration_sets(config, opts, log) if opts.precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
@@ -240,18 +242,17 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
                               "PyTorch: " + _errors(export["fp16"]))
         elif opts.precision == "int8":
             final, report, feeds = build_int8(config, fp32, work, opts, log, *calibration)
-            report_dir = os.path.join(opts.calibration_dir, name)
-            write_json(os.path.join(report_dir, "report.json"), report)
+            write_json(os.path.join(reports, "report.json"), report)
             for g in ("encoder", "head"):
-                shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(report_dir, f"{g}.ranges.json"))
+                shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
             if not report["passed"]:
                 last = report["attempts"][-1]
                 kept = sum(map(len, last["kept_float"].values()))
                 raise ExportError(f"INT8 accuracy gate failed: frame-mAP drops {last['frame_mAP_drop']:.2f} points "
                                   f"(limit {opts.max_map_drop:g}) even with {kept} layers kept in float; see "
-                                  f"{report_dir}/report.json. No engine was written; "
+                                  f"{reports}/report.json. No engine was written; "
                                   "try --calib-method entropy/percentile, more --calib-clips, or --fp16")
-            _say(log, "int8", f"report: {report_dir}/report.json")
+            _say(log, "int8", f"report: {reports}/report.json")
         for g in ("encoder", "head"):
             shutil.copyfile(final[g], os.path.join(folder, f"{g}.onnx"))
         backend = OnnxRuntimeBackend(os.path.join(folder, "encoder.onnx"), os.path.join(folder, "head.onnx"), config)
@@ -265,7 +266,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
                 info = tensorrt_build.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
                                                  opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core)
                 if opts.trt_calib_cache and opts.precision == "int8":
-                    cache = os.path.join(opts.calibration_dir, name, f"{g}.trt-calibration.cache")
+                    cache = os.path.join(reports, f"{g}.trt-calibration.cache")
                     _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
                     tensorrt_build.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
                                               opts.workspace_mb, None, opts.dla_core, feeds[g], cache)
