@@ -101,11 +101,12 @@ def run(args):
                                        file=sys.stderr))
 
         def emit(results):
+            fps = runtime.stats()["fps"] if results else 0.0
             for result in results:
                 image = kept.popleft()
                 if sink is not None or display.enabled:
                     image = draw_tubes(image, result.tubes, runtime.labels)
-                    draw_status(image, f"frame {result.frame}  {runtime.stats()['fps']:.0f} fps")
+                    draw_status(image, f"frame {result.frame}  {fps:.0f} fps")
                     if sink is not None:
                         sink.write(image)
                     display.show(image)
