@@ -60,3 +60,7 @@ class SourceError(EdgeStadError, ValueError):
 
 class FrameError(EdgeStadError, ValueError):
     """A frame pushed to the runtime that it cannot use (shape, dtype, NaN/inf, empty, too large)."""
+
+
+class KernelError(EdgeStadError, RuntimeError):
+    """A CUDA kernel that cannot be compiled, loaded or launched (names the kernel and the driver's status)."""

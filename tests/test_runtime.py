@@ -302,6 +302,7 @@ def test_runtime_runs_without_torch(engine):
     code = ("import sys; sys.modules['torch'] = None\n"
             "import numpy as np\n"
             "from edge_stad import Runtime\n"
+            "import edge_stad.kernels.ops, edge_stad.kernels.loader  # the GPU path's host side is torch-free too\n"
             f"rt = Runtime({str(engine)!r})\n"
             "frames = [np.full((48, 64, 3), i * 9 % 256, np.uint8) for i in range(17)]\n"
             "n = sum(len(rt.push(f)) for f in frames) + len(rt.flush())\n"

@@ -342,7 +342,8 @@ def test_cuda_errors_and_missing_cuda_python(monkeypatch):
     with pytest.raises(EngineError, match="CUDA cudaSetDevice failed on device 3"):
         TensorRTBackend("encoder.plan", "head.plan", {}, device=3)
     monkeypatch.setattr(tensorrt_backend, "_cudart", REAL_CUDART)
-    monkeypatch.setitem(sys.modules, "cuda", None)    # neither cuda.bindings nor cuda.cudart importable
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):   # none importable,
+        monkeypatch.setitem(sys.modules, name, None)                                # even if imported before
     with pytest.raises(MissingDependencyError, match="pip install cuda-python"):
         TensorRTBackend("encoder.plan", "head.plan", {})
 

@@ -6,6 +6,7 @@ ONNX Runtime, with its CUDA provider when onnxruntime-gpu has one. A checkpoint 
 reference every engine is compared with. Only the backend asked for is imported.
 """
 import os
+import warnings
 
 from edge_stad.engines.manifest import read_manifest
 from edge_stad.errors import ConfigError, EngineError
@@ -67,8 +68,25 @@ def _torch_backend(path, device):
     from edge_stad.engines.torch_backend import TorchBackend
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
-    where = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
-    opened = TorchBackend(load_checkpoint(path).to(where))
+    model = load_checkpoint(path)
+    opened = None
+    if torch.cuda.is_available():
+        opened = _torch_cuda_backend(model, f"cuda:{device}")
+    if opened is None:
+        opened = TorchBackend(model.to(f"cuda:{device}" if torch.cuda.is_available() else "cpu"))
     opened.manifest = None
     opened.labels = tuple(read_checkpoint(path)["meta"].get("labels") or ())
     return opened
+
+
+def _torch_cuda_backend(model, device):
+    """The kernels' GPU path for ``model``, or None (with a warning saying why) where they cannot load."""
+    from edge_stad.engines.torch_cuda_backend import TorchCudaBackend
+    from edge_stad.errors import KernelError, MissingDependencyError
+
+    try:
+        return TorchCudaBackend(model, device)
+    except (KernelError, MissingDependencyError) as e:
+        warnings.warn(f"running PyTorch on {device} without edge_stad's CUDA kernels (host preprocessing and "
+                      f"linking): {e}", stacklevel=3)
+        return None

@@ -78,14 +78,18 @@ class HeadGraph(nn.Module):
         return decode_rows(hm, mov, wh, self.top_n)
 
 
-def decode_rows(hm, mov, wh, n):
-    """Torch twin of :func:`edge_stad.runtime.decode.decode` (correct ``idx // W`` rows), traceable to ONNX."""
+def decode_rows(hm, mov, wh, n, stable=False):
+    """Torch twin of :func:`edge_stad.runtime.decode.decode` (correct ``idx // W`` rows), traceable to ONNX.
+
+    Equal scores rank the lower index first in ONNX ``TopK`` and the host decode, not in
+    ``torch.topk``; ``stable=True`` ranks with a stable sort instead, for PyTorch itself.
+    """
     b, c, h, w = hm.shape
     k = mov.shape[1] // 2
     peaks = F.max_pool2d(hm, 3, stride=1, padding=1)
     heat = torch.where(hm == peaks, hm, torch.zeros_like(hm)).reshape(b, c, h * w)
-    cell_score, cell_index = torch.topk(heat, n, dim=2)                       # (B, C, N)
-    score, pick = torch.topk(cell_score.reshape(b, c * n), n, dim=1)          # (B, N)
+    cell_score, cell_index = _top(heat, n, 2, stable)                         # (B, C, N)
+    score, pick = _top(cell_score.reshape(b, c * n), n, 1, stable)            # (B, N)
     cls = torch.div(pick, n, rounding_mode="trunc")  # non-negative: trunc == floor, exports as one Div
     idx = torch.gather(cell_index.reshape(b, c * n), 1, pick)
     row = torch.div(idx, w, rounding_mode="trunc")  # non-negative: trunc == floor, exports as one Div
@@ -103,6 +107,13 @@ def decode_rows(hm, mov, wh, n):
     boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)  # (B, K, N, 4)
     return torch.cat([boxes.permute(0, 2, 1, 3).reshape(b, n, 4 * k), score[..., None], cls[..., None].float()],
                      dim=2)
+
+
+def _top(x, n, dim, stable):
+    if not stable:
+        return torch.topk(x, n, dim=dim)
+    values, index = torch.sort(x, dim=dim, descending=True, stable=True)
+    return values.narrow(dim, 0, n), index.narrow(dim, 0, n)
 
 
 def _trunc(x):

@@ -71,18 +71,20 @@ class AMMA(nn.Module):
     def grid_size(self):
         return grid_size(self.config["input_size"])
 
-    def encode(self, clips, body_dtype=None):
+    def encode(self, clips, body_dtype=None, motion=None):
         """Clips ``(N, 3n, H, W)`` -> per-clip feature ``(N, 64, H/8, W/8)`` and size map ``(N, 2, H/8, W/8)``.
 
         ``body_dtype`` (e.g. ``torch.float16``, with the backbone, decoder and head converted
         to it) runs everything after the micro-motion module in that type; the micro-motion
-        norm stays in the input's type.
+        norm stays in the input's type. ``motion``: the micro-motion image when something
+        else computed it (the CUDA kernel of :mod:`edge_stad.kernels`).
         """
         if clips.dim() != 4 or clips.shape[1] != 3 * self.clip_len:
             raise ValueError(f"encode expects clips of shape (N, {3 * self.clip_len}, H, W), got {tuple(clips.shape)}")
         if clips.shape[2] % 32 or clips.shape[3] % 32:
             raise ValueError("clip height and width must be multiples of 32, got {}x{}".format(*clips.shape[2:]))
-        motion = self.mm(clips) if self.mm is not None else None
+        if motion is None and self.mm is not None:
+            motion = self.mm(clips)
         rgb = clips[:, -3:]
         if body_dtype is not None:
             rgb, motion = rgb.to(body_dtype), None if motion is None else motion.to(body_dtype)

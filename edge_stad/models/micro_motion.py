@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_stad.errors import ConfigError
-
-EPS = 1e-6
+from edge_stad.kernels.reference import EPS
 
 
 def reference_pairs(clip_len):

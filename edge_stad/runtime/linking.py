@@ -32,8 +32,9 @@ from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 
-from edge_stad.boxes import area, descending, iou, nms_iou
+from edge_stad.boxes import descending
 from edge_stad.errors import ConfigError, TubeletError
+from edge_stad.kernels import reference
 from edge_stad.runtime.windows import Window, interpolate, regular_window
 
 STARTED, GREW, ENDED = "started", "grew", "ended"
@@ -62,19 +63,18 @@ class TubeEvent(NamedTuple):
     tube: Optional[Tube] = None
 
 
-def tubelet_nms(tubelets, threshold=0.6, top_k=10):
+def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None):
     """The reference's tubelet NMS: the ``top_k`` best of ``(m, 4K+1)`` float32 tubelets.
 
     Visiting tubelets from the highest score down, a later tubelet is suppressed when
     the **sum** over its K boxes of the IoU with the visited one exceeds
     ``threshold * K``; its score is multiplied by ``1 - sum`` (negative for K >= 2, so
     it ranks last but is still returned when fewer than ``top_k`` survive). Returns a
-    new array sorted by the rescaled score.
+    new array sorted by the rescaled score. ``overlap``: the ``(m, m)`` summed IoUs of
+    :func:`edge_stad.kernels.reference.nms_overlap`, when a kernel computed them already.
     """
     m, width = tubelets.shape
     K = (width - 1) // 4
-    boxes = tubelets[:, :4 * K].reshape(m, K, 4)
-    areas = area(boxes)
     scores = tubelets[:, -1]
     weight = np.ones_like(scores)
     limit = threshold * K
@@ -85,7 +85,7 @@ def tubelet_nms(tubelets, threshold=0.6, top_k=10):
     best_suppressed = -np.inf
     kept = 0
     # Summed per-box IoU of every pair at once (the same float32 arithmetic as pair by pair).
-    pair = np.add.accumulate(nms_iou(boxes[:, None], boxes[None], areas[:, None], areas[None]), axis=2)[..., -1]
+    pair = reference.nms_overlap(tubelets[:, :4 * K].reshape(m, K, 4)) if overlap is None else overlap
     order = descending(scores)
     while order.size:
         top, rest = order[0], order[1:]
@@ -103,6 +103,24 @@ def tubelet_nms(tubelets, threshold=0.6, top_k=10):
     out = tubelets[rank]
     out[:, -1] = rescaled[rank]
     return out
+
+
+class HostMatrices:
+    """The linker's two pairwise matrices from the NumPy references, one label at a time.
+
+    :class:`edge_stad.kernels.ops.CudaLinkMatrices` has the same two methods and computes
+    every label of a window in one kernel launch each.
+    """
+
+    @staticmethod
+    def nms_overlap(groups):
+        """``[(m, K, 4) tubelet boxes]`` per label -> ``[(m, m)]`` summed per-box NMS IoUs."""
+        return [reference.nms_overlap(boxes) for boxes in groups]
+
+    @staticmethod
+    def match_iou(groups):
+        """``[(tube boxes (A, K, 4), offsets (A,), candidate boxes (M, K, 4))]`` -> ``[(A, M)]`` mean IoUs."""
+        return [reference.match_iou(*group) for group in groups]
 
 
 class _Tubes:
@@ -146,13 +164,17 @@ class Linker:
     Call :meth:`push` with each processed frame's tubelets in frame order, then
     :meth:`finish` at the end of the stream; both return :class:`TubeEvent` lists.
     Tube ids are unique for the life of the Linker (a new stream continues the count).
+    ``matrices`` computes the pairwise IoU matrices (default :class:`HostMatrices`; the GPU
+    runtime passes :class:`edge_stad.kernels.ops.CudaLinkMatrices`); the greedy steps that
+    read them stay here.
     """
 
-    def __init__(self, K, clip_len, nms_threshold=0.6, top_k=10, match_iou=0.5, min_score=0.005):
+    def __init__(self, K, clip_len, nms_threshold=0.6, top_k=10, match_iou=0.5, min_score=0.005, matrices=None):
         if int(K) < 1 or int(clip_len) < 1 or int(top_k) < 1:
             raise ConfigError(f"K, clip_len and top_k must be >= 1, got {K}, {clip_len}, {top_k}")
         self.K, self.clip_len, self.top_k = int(K), int(clip_len), int(top_k)
         self.nms_threshold, self.match_iou, self.min_score = nms_threshold, match_iou, min_score
+        self.matrices = HostMatrices() if matrices is None else matrices
         self._labels = {}
         self._next_id = 0
         self._last = None
@@ -183,17 +205,32 @@ class Linker:
         if not hasattr(tubelets, "items"):
             raise TubeletError(f"frame {frame}: tubelets must map label -> (m, 4K+1) array, got "
                                f"{type(tubelets).__name__}")
-        candidates = {}
+        checked = {}
         for label, array in tubelets.items():
             array = self._check_tubelets(frame, label, array)
             if len(array):
-                candidates[int(label)] = tubelet_nms(array, self.nms_threshold, self.top_k)
+                checked[int(label)] = array
+        K = self.K
+        overlaps = self.matrices.nms_overlap([a[:, :4 * K].reshape(-1, K, 4) for a in checked.values()])
+        candidates = {label: tubelet_nms(array, self.nms_threshold, self.top_k, overlap)
+                      for (label, array), overlap in zip(checked.items(), overlaps)}
         self._last = frame
+        labels = sorted(set(candidates) | set(self._labels))
+        states = {label: self._labels.setdefault(label, _Tubes(K)) for label in labels}
+        offsets = {}
+        for label, state in states.items():  # rank each label's tubes, then match all labels at once
+            if len(state):
+                state.take(descending(state.score_sum / state.count))
+                offsets[label] = np.round((frame - state.last_frame) / self.clip_len).astype(np.int64)
+        both = [label for label in offsets if label in candidates]
+        means = self.matrices.match_iou([(states[label].last_boxes, offsets[label],
+                                          candidates[label][:, :4 * K].reshape(-1, K, 4)) for label in both])
+        means = dict(zip(both, means))
         events = []
-        for label in sorted(set(candidates) | set(self._labels)):
-            state = self._labels.setdefault(label, _Tubes(self.K))
-            empty = np.zeros((0, 4 * self.K + 1), dtype=np.float32)
-            events += self._link(label, state, frame, window, candidates.get(label, empty))
+        empty = np.zeros((0, 4 * K + 1), dtype=np.float32)
+        for label, state in states.items():
+            events += self._link(label, state, frame, window, candidates.get(label, empty), offsets.get(label),
+                                 means.get(label))
             if not len(state):
                 del self._labels[label]
         return events
@@ -238,17 +275,18 @@ class Linker:
             raise TubeletError(f"frame {frame} label {label}: tubelets hold NaN or inf")
         return array
 
-    def _link(self, label, state, frame, window, candidates):
-        """One window of one label: rank, match, end, start (BuildTubes' inner loop)."""
+    def _link(self, label, state, frame, window, candidates, offset, mean):
+        """One window of one label, its tubes ranked: match, end, start (BuildTubes' inner loop).
+
+        ``offset``: clips since each tube last grew; ``mean``: the tube x candidate mean IoUs.
+        """
         K = self.K
         events = []
         match = np.full(len(state), -1, dtype=np.int64)
         ended = np.zeros(0, dtype=np.int64)
         if len(state):
-            state.take(descending(state.score_sum / state.count))
-            offset = np.round((frame - state.last_frame) / self.clip_len).astype(np.int64)
             if len(candidates):
-                match = self._match(state, offset, candidates)
+                match = self._assign(mean >= self.match_iou)
             ended = np.flatnonzero((match < 0) & (offset >= K))
         grew = np.flatnonzero(match >= 0)
         if grew.size:
@@ -279,23 +317,10 @@ class Linker:
             events += [TubeEvent(STARTED, i, label, frame) for i in ids]
         return events
 
-    def _match(self, state, offset, candidates):
-        """Candidate index each ranked tube takes (-1: none), all IoUs computed at once."""
-        K = self.K
-        A, M = len(state), len(candidates)
-        k = np.arange(K)
-        overlapping = offset < K
-        # Candidate box k faces tube box k + o for k < K - o; past the window only the
-        # candidate's first box faces the tube's last box.
-        facing = np.where(overlapping[:, None], np.minimum(k + offset[:, None], K - 1), K - 1)
-        used = np.where(overlapping[:, None], k < (K - offset)[:, None], k == 0)
-        tube_boxes = state.last_boxes[np.arange(A)[:, None], facing]
-        pair = iou(candidates[:, :4 * K].reshape(1, M, K, 4), tube_boxes[:, None])
-        pair = np.where(used[:, None, :], pair, 0)
-        # Sum in box order, as the reference's sum() over a list does, then divide by the count.
-        count = np.where(overlapping, K - offset, 1).astype(np.float32)
-        mean = np.add.accumulate(pair, axis=2)[..., -1] / count[:, None]
-        ok = mean >= self.match_iou
+    @staticmethod
+    def _assign(ok):
+        """Candidate index each ranked tube takes (-1: none), given which pairs match well enough."""
+        A, M = ok.shape
         # Candidates are sorted by score, so a tube's best valid one is its first valid one.
         first = ok.argmax(axis=1)
         match = np.where(ok[np.arange(A), first], first, -1)

@@ -67,16 +67,16 @@ _NO_DETECTIONS = np.zeros((0, 6), dtype=np.float32)
 class _Stream:
     """What one camera's stream holds between frames: recent frames, clip features, open tubes."""
 
-    def __init__(self, K, clip_len, frame_detections):
+    def __init__(self, K, clip_len, frame_detections, link_matrices=None):
         self.K, self.clip_len = K, clip_len
-        self.linker = Linker(K, clip_len)
+        self.linker = Linker(K, clip_len, matrices=link_matrices)
         self.with_detections = frame_detections
         self.clear()
 
     def clear(self):
         self.count = 0          # frames pushed; the newest is frame `count` (1-based)
         self.image_hw = None    # the first frame's size: the stream's pixel frame
-        self.frames = {}        # frame -> resized uint8 frame, the last clip_len (all before the first window)
+        self.frames = {}        # frame -> prepared frame (resized uint8, or a device tensor), the last clip_len
         self.features = {}      # clip-end frame -> (feature, size map): the FIFO
         self.last = None        # last processed frame
         self.pending = deque()  # (frame, timestamp, (h, w)) not final yet
@@ -105,7 +105,7 @@ class _Stream:
         return [(regular_window(self.last, self.K, self.clip_len) + (self.count,))[-self.K:]]
 
     def clip(self, end):
-        return np.stack([self.frames[f] for f in clip_ending_at(end, self.clip_len)])
+        return [self.frames[f] for f in clip_ending_at(end, self.clip_len)]
 
     def processed(self, window):
         """Forget what no later window needs."""
@@ -131,7 +131,7 @@ class Runtime:
 
     def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
                  min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000):
-        if hasattr(engine, "encode") and hasattr(engine, "config"):
+        if hasattr(engine, "config") and (hasattr(engine, "encode") or getattr(engine, "device_resident", False)):
             self.backend = engine
         else:
             from edge_stad.engines.loader import open_backend
@@ -149,7 +149,10 @@ class Runtime:
         self.max_side = int(max_side)
         self._grid = grid_size(self.input_size)
         self._in_graph = bool(getattr(self.backend, "decodes_in_graph", False))
-        self._streams = [_Stream(self.K, self.clip_len, frame_detections) for _ in range(int(streams))]
+        # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
+        self._on_device = bool(getattr(self.backend, "device_resident", False))
+        matrices = getattr(self.backend, "link_matrices", None)   # the linking kernels, on a GPU backend
+        self._streams = [_Stream(self.K, self.clip_len, frame_detections, matrices) for _ in range(int(streams))]
         self._lock = threading.RLock()
         self._events = deque(maxlen=history)
         self._tubes = deque(maxlen=history)
@@ -272,8 +275,8 @@ class Runtime:
             checked.append((i, check_frame(frame, self.max_side), timestamp))
         jobs = []
         for i, frame, timestamp in checked:
-            resized = resize(frame, self.input_size)
-            jobs += [(i, w) for w in self._streams[i].add(resized, timestamp, frame.shape[:2])]
+            prepared = self.backend.prepare(frame) if self._on_device else resize(frame, self.input_size)
+            jobs += [(i, w) for w in self._streams[i].add(prepared, timestamp, frame.shape[:2])]
         self._counts["frames"] += len(checked)
         self._times["preprocess"] += time.perf_counter() - start
         self._process(jobs)
@@ -302,17 +305,23 @@ class Runtime:
                 if end not in state.features and (i, end) not in clips:
                     clips.append((i, end))
         if clips:
-            feat, wh = self._timed("encoder", self.backend.encode,
-                                   np.stack([self._streams[i].clip(end) for i, end in clips]))
+            frames = [self._streams[i].clip(end) for i, end in clips]
+            if self._on_device:
+                feat, wh = self._timed("encoder", self.backend.encode_prepared, frames)
+            else:
+                feat, wh = self._timed("encoder", self.backend.encode, np.stack([np.stack(c) for c in frames]))
             for j, (i, end) in enumerate(clips):
                 self._streams[i].features[end] = (feat[j], wh[j])
             self._counts["clips"] += len(clips)
-        feats = np.stack([[self._streams[i].features[e][0] for e in w] for i, w in jobs])
-        whs = np.stack([[self._streams[i].features[e][1] for e in w] for i, w in jobs])
-        if self._in_graph:
-            rows = self._timed("head", self.backend.detect, feats, whs)
+        feats = [[self._streams[i].features[e][0] for e in w] for i, w in jobs]
+        whs = [[self._streams[i].features[e][1] for e in w] for i, w in jobs]
+        if self._on_device:   # head and decode on the device: only the tubelet rows come back
+            rows = self._timed("head", self.backend.detect_prepared, feats, whs)
+        elif self._in_graph:
+            rows = self._timed("head", self.backend.detect, np.stack(feats), np.stack(whs))
         else:
-            rows = self._timed("decode", decode, *self._timed("head", self.backend.head, feats, whs))
+            rows = self._timed("decode", decode, *self._timed("head", self.backend.head, np.stack(feats),
+                                                              np.stack(whs)))
         for (i, window), window_rows in zip(jobs, rows):
             state = self._streams[i]
             tubelets = self._timed("decode", to_pixels, window_rows, self.num_classes, self._grid, state.image_hw)
