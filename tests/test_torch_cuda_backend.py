@@ -74,6 +74,7 @@ def test_reference_ops_encode_like_the_model(model):
     host_feat, host_wh = TorchBackend(model).encode(clip[None])
     np.testing.assert_allclose(feat.numpy(), host_feat, atol=1e-5 * np.abs(host_feat).max(), rtol=1e-4)
     np.testing.assert_allclose(wh.numpy(), host_wh, atol=1e-5 * np.abs(host_wh).max(), rtol=1e-4)
+    np.testing.assert_allclose(device.encode(clip[None])[0], host_feat, atol=1e-5 * np.abs(host_feat).max())
     other = device.prepare(video(1, hw=(72, 96))[0])
     resized = cv2.resize(video(1, hw=(72, 96))[0], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
     assert np.abs(other.numpy() - normalize_clip([resized])).max() <= 1 / 255 / min(STD_BGR) + 1e-6

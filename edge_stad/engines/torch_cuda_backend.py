@@ -15,6 +15,7 @@ any device, which is how the CPU test suite checks this backend's plumbing).
 import numpy as np
 import torch
 
+from edge_stad.engines.torch_backend import TorchBackend
 from edge_stad.export.graphs import decode_rows, inference_copy
 from edge_stad.kernels import reference
 from edge_stad.kernels.ops import CudaKernels, CudaLinkMatrices
@@ -66,15 +67,17 @@ class CudaTensorOps:
         return out
 
 
-class TorchCudaBackend:
-    """``model`` on ``device`` with the kernels of ``ops`` (default: :class:`CudaTensorOps`)."""
+class TorchCudaBackend(TorchBackend):
+    """``model`` on ``device`` with the kernels of ``ops`` (default: :class:`CudaTensorOps`).
+
+    Also a plain array backend (``encode``/``head``/``detect`` of :class:`TorchBackend`), so
+    offline evaluation can take it as well.
+    """
 
     device_resident = True
 
     def __init__(self, model, device="cuda", ops=None):
-        self.device = torch.device(device)
-        self.model = inference_copy(model).to(self.device)
-        self.config = model.config
+        super().__init__(inference_copy(model).to(device))
         self.input_size = tuple(self.config["input_size"])
         self.ops = CudaTensorOps(self.device) if ops is None else ops
         #: the linker's IoU matrices on the GPU too (Runtime passes them to its Linkers)
