@@ -6,17 +6,19 @@
 Builds (once, into --work) the FP32 and the INT8 (`cpu` flavour) engines of the checkpoint
 at --input-size with `edge-stad build`, decodes --frames frames of the synthetic test
 videos into memory (video decoding is not timed), then streams them through a fresh
-Runtime per backend and round: preprocess + encoder + head + decode + link + per-frame
-results, frame by frame, flush included. Rounds interleave the backends so that the
-ratios survive a noisy shared machine. The PyTorch baseline is the same checkpoint at
-the same input size behind the same Runtime (``TorchBackend``). Also profiles the INT8
-graphs per ONNX operator type. Writes --results .md and .json.
+Runtime per backend and round (edge_stad.bench.streaming, as `edge-stad bench` does):
+preprocess + encoder + head + decode + link + per-frame results, frame by frame; frames/s
+counts the whole video, flush included, the stage times the pushes. Rounds interleave the
+backends so that the ratios survive a noisy shared machine. The PyTorch baseline is the
+same checkpoint at the same input size behind the same Runtime (``TorchBackend``). Also
+profiles the INT8 graphs per ONNX operator type. Writes --results .md and .json.
+`edge-stad bench` measures random-weight or checkpoint engines on a synthetic video with
+telemetry; this script is the trained-checkpoint, real-test-video, per-operator view.
 """
 import argparse
 import os
 import platform
 import sys
-import time
 
 
 def main(argv=None):
@@ -38,12 +40,12 @@ def main(argv=None):
     from edge_stad import cli
     from edge_stad.bench.ort_profile import op_profile
     from edge_stad.bench.results import save_results
+    from edge_stad.bench.streaming import interleaved, stream
     from edge_stad.data.act import ActDataset
     from edge_stad.engines.loader import open_backend
     from edge_stad.engines.torch_backend import TorchBackend
     from edge_stad.models.checkpoint import load_checkpoint
     from edge_stad.preprocess import resize
-    from edge_stad.runtime.stream import Runtime
 
     size = args.input_size
     overrides = {"input_size": (size, size)} if size else {}
@@ -70,29 +72,15 @@ def main(argv=None):
     backends = {"onnxruntime INT8": engines["int8"], "onnxruntime FP32": engines["fp32"],
                 "pytorch FP32": TorchBackend(model)}
 
-    def stream(backend):
-        runtime = Runtime(backend, min_tube_score=args.min_tube_score)
-        start = time.perf_counter()
-        for frame in frames:
-            runtime.push(frame)
-        runtime.flush()
-        return time.perf_counter() - start, runtime.stats()
-
     for backend in backends.values():  # warm-up: first-call allocations, oneDNN/ORT kernel choices
-        warm = Runtime(backend)
-        for frame in frames[:40]:
-            warm.push(frame)
-    runs = {name: [] for name in backends}
-    for _ in range(args.rounds):
-        for name, backend in backends.items():
-            runs[name].append(stream(backend))
+        stream(backend, frames[:40])
+    runs = interleaved(backends, frames, args.rounds, min_tube_score=args.min_tube_score)
     summary = {}
     for name, results in runs.items():
-        seconds = sorted(r[0] for r in results)
-        median = seconds[len(seconds) // 2]
-        stats = next(r[1] for r in results if r[0] == median)
-        summary[name] = {"fps": len(frames) / median, "seconds": seconds, "ms_per_frame": stats["ms_per_frame"],
-                         "windows": stats["windows"], "clips_encoded": stats["clips_encoded"]}
+        median = sorted(results, key=lambda r: r.total_s)[len(results) // 2]
+        summary[name] = {"fps": len(frames) / median.total_s, "seconds": sorted(r.total_s for r in results),
+                         "ms_per_frame": {k: 1e3 * v / len(frames) for k, v in median.stage_s.items()},
+                         "windows": median.windows, "clips_encoded": median.clips}
     base = summary["pytorch FP32"]["fps"]
     for entry in summary.values():
         entry["vs_pytorch_fp32"] = entry["fps"] / base

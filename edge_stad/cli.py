@@ -13,20 +13,8 @@ import sys
 from edge_stad import __version__
 from edge_stad.errors import EdgeStadError
 
-# Subcommands in pipeline order. Those still marked as planned print what they will
-# do and which issue delivers them.
+# Subcommands in pipeline order.
 COMMANDS = ["demo", "synth", "convert", "train", "export", "build", "run", "eval", "bench", "profile"]
-
-PLANNED = {
-    "bench": ("benchmark params, MACs, FPS, latency and power of engines",
-              "Arrives with the benchmark issue (#8); `edge-stad profile` already reports params and MACs."),
-}
-
-
-def _load(name):
-    if name in PLANNED:
-        return None
-    return importlib.import_module("edge_stad.commands." + name)
 
 
 def build_parser():
@@ -39,25 +27,12 @@ def build_parser():
     parser.add_argument("--version", action="version", version="edge_stad " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMANDS:
-        module = _load(name)
-        if module is None:
-            summary, description = PLANNED[name]
-            p = sub.add_parser(name, help=summary + " [planned]", description=summary + ". " + description)
-            p.set_defaults(_run=_planned(name))
-            continue
+        module = importlib.import_module("edge_stad.commands." + name)
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
-
-
-def _planned(name):
-    def run(args):
-        print(f"edge-stad {name}: not available in this version yet. {PLANNED[name][1]}",
-              file=sys.stderr)
-        return 2
-    return run
 
 
 def main(argv=None):

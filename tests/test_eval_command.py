@@ -105,7 +105,3 @@ def test_cli_errors(tmp_path, capsys):
     os.remove(tmp_path / "Synth-GT.pkl")
     assert cli.main(args) == 1
     assert "refusing to load os.system" in capsys.readouterr().err
-
-
-def test_eval_is_no_longer_planned():
-    assert "eval" not in cli.PLANNED and "eval" in cli.COMMANDS

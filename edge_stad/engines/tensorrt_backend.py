@@ -95,10 +95,11 @@ class _Plan:
         self.outputs = [n for n, i in zip(self.names, is_input) if not i]
         self.shapes = {n: tuple(int(d) for d in s) for n, s in zip(self.names, shapes)}
         self.dtypes = {n: np.dtype(trt.nptype(d)) for n, d in zip(self.names, dtypes)}
-        inputs, outputs = IO[graph]
-        if sorted(self.inputs) != inputs or sorted(self.outputs) not in [sorted(o) for o in outputs]:
-            raise EngineError(f"{path} takes {self.inputs} and returns {self.outputs}; an edge_stad {graph} takes "
-                              f"{inputs} and returns {' or '.join(map(str, outputs))}")
+        if graph in IO:
+            inputs, outputs = IO[graph]
+            if sorted(self.inputs) != inputs or sorted(self.outputs) not in [sorted(o) for o in outputs]:
+                raise EngineError(f"{path} takes {self.inputs} and returns {self.outputs}; an edge_stad {graph} "
+                                  f"takes {inputs} and returns {' or '.join(map(str, outputs))}")
 
     def _buffer(self, name, nbytes):
         if name not in self.buffers or self.buffers[name][0] < nbytes:
@@ -226,6 +227,30 @@ class TensorRTBackend:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _OwnPlan(_Plan):
+    """A plan holding its own TensorRT runtime and CUDA stream (see :func:`open_plan`)."""
+
+    def __init__(self, trt, path, cuda):
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # must outlive the engine
+        super().__init__(trt, self.runtime, path, os.path.basename(path), cuda)
+
+    def close(self):
+        super().close()
+        self.cuda.close()
+
+
+def open_plan(path, device=0):
+    """One plan of any graph on CUDA device ``device``, for measurements (the GEMM peak of
+    :mod:`edge_stad.bench.peak`): ``run({input: array}) -> {output: array}``; ``close()`` frees it all."""
+    trt = tensorrt_build.tensorrt()
+    cuda = _Cuda(device)
+    try:
+        return _OwnPlan(trt, os.fspath(path), cuda)
+    except BaseException:
+        cuda.close()
+        raise
 
 
 def open_tensorrt_engine(folder, device=0, manifest=None):

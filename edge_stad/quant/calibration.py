@@ -53,18 +53,25 @@ def _from_act(root, config, count, part):
     return windows
 
 
-def _from_clips(sources, config, count):
+def windows_from_frames(frames, config, count, name="the frames"):
+    """Up to ``count`` windows evenly spread over one stream of BGR ``frames`` (any size; resized here)."""
     K, n, size = config["K"], config["clip_len"], tuple(config["input_size"])
+    frames = [resize(image, size) for image in frames]
+    if len(frames) < n:
+        raise DataError(f"{name}: {len(frames)} frames, fewer than one clip ({n} frames)")
+    first = min(K * n, len(frames))
+    windows = []
+    for end in _spread(len(frames) - first + 1, count):
+        picked = [frames[f - 1] for f in _window_frames(first + end, K, n)]
+        windows.append(np.stack(picked).reshape(K, n, *picked[0].shape))
+    return windows
+
+
+def _from_clips(sources, config, count):
     per_source = max(1, -(-count // len(sources)))
     windows = []
     for source in sources:
-        frames = [resize(image, size) for image, _ in iter_clip_frames(source)]
-        if len(frames) < n:
-            raise DataError(f"{source}: {len(frames)} frames, fewer than one clip ({n} frames)")
-        first = min(K * n, len(frames))
-        for end in _spread(len(frames) - first + 1, per_source):
-            picked = [frames[f - 1] for f in _window_frames(first + end, K, n)]
-            windows.append(np.stack(picked).reshape(K, n, *picked[0].shape))
+        windows += windows_from_frames((image for image, _ in iter_clip_frames(source)), config, per_source, source)
     return [windows[i] for i in _spread(len(windows), count)]
 
 

@@ -89,8 +89,8 @@ def _actor_poses(rng, plan, n, start, length, room):
     return out
 
 
-def render_video(folder, plan, preset, seed):
-    """Draw one video into ``folder`` (frames only); returns (tubes, nframes, info)."""
+def render_frames(plan, preset, seed):
+    """Draw one video in memory: ``(frames, tubes, info)``, BGR uint8 frames before JPEG encoding."""
     rng = np.random.default_rng([seed, plan.label, plan.index])
     w, h = preset.width, preset.height
     n = int(rng.integers(preset.frames[0], preset.frames[1] + 1))
@@ -124,17 +124,15 @@ def render_video(folder, plan, preset, seed):
     occluders = [scene.sample_occluder(rng, n, h, w) for _ in range(int(rng.random() < preset.occluder_probability))]
     sensor = scene.sample_sensor(rng, n, preset.blur_probability)
 
-    os.makedirs(folder)
     order = sorted(people, key=lambda p: (p[0], p[1]))     # farther (higher ground line) first
+    images = []
     for t in range(n):
         image = scene.view(texture, camera[t], h, w)
         for _, _, appearance, points in order:
             actors.draw(image, points[t], appearance)
         for occ in occluders:
             scene.paste(image, occ, t)
-        frame = scene.expose(image, sensor, t, rng)
-        with open(os.path.join(folder, frame_name(t + 1)), "wb") as f:
-            f.write(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes())
+        images.append(scene.expose(image, sensor, t, rng))
 
     tubes = []
     for _, _, appearance, points in people[:annotated]:
@@ -144,7 +142,41 @@ def render_video(folder, plan, preset, seed):
         tubes.append(np.concatenate([frames, box.astype(np.float32)], axis=1))
     info = {"split": "test" if plan.test else "train", "trimmed": plan.trimmed, "actors": annotated,
             "distractors": distractors, "occluders": len(occluders), "nframes": n}
-    return tubes, n, info
+    return images, tubes, info
+
+
+def render_video(folder, plan, preset, seed):
+    """Draw one video into ``folder`` (frames only); returns (tubes, nframes, info)."""
+    frames, tubes, info = render_frames(plan, preset, seed)
+    os.makedirs(folder)
+    for t, frame in enumerate(frames):
+        with open(os.path.join(folder, frame_name(t + 1)), "wb") as f:
+            f.write(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes())
+    return tubes, len(frames), info
+
+
+def synthetic_stream(count, split="test", preset="bench", seed=0):
+    """``count`` BGR frames: the ``split`` videos of ``preset`` rendered in memory and played back to back.
+
+    A fixed, dataset-free video for speed measurements (``edge-stad bench``) and calibration windows;
+    the same frames for the same arguments on every machine.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown synthetic preset {preset!r}; expected one of {sorted(PRESETS)}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    if count < 1:
+        raise ConfigError(f"a synthetic stream needs at least one frame, got {count}")
+    config = PRESETS[preset]
+    # one video of every class in turn, so that a short stream still shows all the motions
+    plans = sorted((p for p in plan_videos(config) if p.test == (split == "test")), key=lambda p: (p.index, p.label))
+    frames = []
+    while len(frames) < count:  # a long stream replays the split
+        for plan in plans:
+            frames += render_frames(plan, config, seed)[0]
+            if len(frames) >= count:
+                break
+    return frames[:count]
 
 
 def _render_job(job):

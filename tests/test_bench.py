@@ -1,0 +1,117 @@
+"""`edge-stad bench`: refusals of bad input, the synthetic video, the GEMM graph, one tiny end-to-end run."""
+import json
+
+import numpy as np
+import pytest
+
+from edge_stad import cli
+from edge_stad.bench.harness import BenchConfig, skip_reason
+from edge_stad.data.synth.generate import synthetic_stream
+from edge_stad.errors import ConfigError
+from edge_stad.quant.calibration import windows_from_frames
+from edge_stad.runtime.stream import STAGES
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backbones", "vgg16"], "unknown backbone 'vgg16'"),
+    (["--precisions", "fp32,int4"], "unknown precision 'int4'"),
+    (["--backend", "openvino"], "unknown backend 'openvino'"),
+    (["--models", "menet"], "unknown model 'menet'"),
+    (["--K", "3,x"], "--K takes comma-separated integers"),
+    (["--K", "0"], "K must be >= 1"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+    (["--input-size", "100"], "multiple of 32"),
+    (["--frames", "40", "--warmup", "40"], "frames > warmup"),
+    (["--checkpoint", "no/such.pt"], "checkpoint no/such.pt does not exist"),
+    (["--data", "no/such/set"], "labelled set no/such/set does not exist"),
+])
+def test_bad_input_is_a_clear_error(args, message, capsys):
+    assert cli.main(["bench", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edge-stad bench: error: ") and message in err
+
+
+def test_config_errors_are_typed():
+    with pytest.raises(ConfigError, match="expected one or more of fp32, fp16, int8"):
+        BenchConfig(precisions=("fp64",)).check()
+    with pytest.raises(SystemExit):  # argparse: mutually exclusive
+        cli.main(["bench", "--checkpoint", "x.pt", "--random-weights"])
+
+
+def test_skip_reasons_say_why():
+    assert "runs FP32" in skip_reason("torch", "int8", "cpu")
+    assert "on the CPU" in skip_reason("tensorrt", "fp32", "cpu")
+    assert skip_reason("onnxruntime", "int8", "cpu") is None
+
+
+def test_synthetic_stream_is_fixed_and_rotates_classes():
+    a, b = synthetic_stream(130), synthetic_stream(130)
+    assert len(a) == 130 and a[0].shape == (120, 160, 3) and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(synthetic_stream(5, split="train")[0], a[0])
+    with pytest.raises(ConfigError):
+        synthetic_stream(5, split="val")
+    windows = windows_from_frames(a, {"K": 3, "clip_len": 5, "input_size": [64, 96]}, 4)
+    assert len(windows) == 4 and windows[0].shape == (3, 5, 64, 96, 3)
+
+
+def test_gemm_graphs_compute_the_chain():
+    pytest.importorskip("onnx")
+    from edge_stad.bench.peak import gemm_onnx
+    from edge_stad.engines.onnxruntime_backend import create_session
+
+    x = np.random.default_rng(1).standard_normal((16, 16)).astype(np.float32)
+    w = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32) / 4
+    (y,) = create_session(gemm_onnx(16, 3, "fp32")).run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ w @ w @ w, rtol=1e-4, atol=1e-4)
+    for flavor in ("cpu", "tensorrt"):
+        (q,) = create_session(gemm_onnx(16, 3, "int8", flavor)).run(None, {"x": x})
+        assert np.abs(q - y).max() < 0.1 * np.abs(y).max()     # quantized, close
+
+
+def test_tiny_end_to_end_run(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    out, records = tmp_path / "out" / "bench", tmp_path / "records.json"
+    assert cli.main(["bench", "--backbones", "shufflenetv2", "--precisions", "fp32", "--backends",
+                     "onnxruntime,tensorrt", "--device", "cpu", "--input-size", "64", "--frames", "40", "--warmup",
+                     "20", "--rounds", "1", "--out", str(out), "--json", str(records), "--work", str(tmp_path / "w"),
+                     "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "random (untrained, built here; speed only)" in text and "## Speed" in text
+    doc = json.loads(records.read_text())
+    assert doc["weights"].startswith("random") and doc["video"]["frames"] == 40
+    ort, torch_fp32 = doc["records"]
+    assert (ort["backend"], ort["precision"], ort["baseline"]) == ("onnxruntime", "fp32", False)
+    assert (torch_fp32["backend"], torch_fp32["baseline"], torch_fp32["vs_pytorch_fp32"]) == ("torch", True, 1.0)
+    for r in doc["records"]:
+        # paper Table 3 (ShuffleNetV2: 6.0 M, 1.0 GMAC) at 288x288 whatever the timed size
+        assert r["params_m"] == pytest.approx(5.945, abs=1e-3)
+        assert r["paper_gmac_per_clip"] == pytest.approx(0.973, abs=1e-3)
+        assert 0 < r["stream_gmac_per_clip"] < 0.2 and r["input_size"] == [64, 64]
+        assert r["fps"] > 0 and r["engine_mb"] > 1 and r["latency_ms"]["samples"] == 20
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
+        assert set(r["stages_ms_per_frame"]) == set(STAGES) and r["stages_ms_per_frame"]["encoder"] > 0
+        assert r["achieved_gmac_per_s"] > 0 and 0 < r["fraction_of_peak"] < 1
+        assert r["power_w"].startswith("unavailable: ") and r["energy_per_clip_j"].startswith("unavailable: ")
+        assert r["rss_peak_mb"] > 50 and r["gpu_memory_mb"].startswith("unavailable: ")
+        assert r["accuracy"] == "unavailable: no labelled set given (--data)"
+        assert r["machine"]["cores"] >= 1 and "onnxruntime" in r["versions"] and r["config"]["frames"] == 40
+    assert ort["vs_pytorch_fp32"] == pytest.approx(ort["fps"] / torch_fp32["fps"])
+    assert [s["backend"] for s in doc["skipped"]] == ["tensorrt"] and "CPU" in doc["skipped"][0]["reason"]
+    for suffix in (".md", ".csv", "_fps.png", "_stages.png"):
+        assert (tmp_path / "out" / f"bench{suffix}").stat().st_size > 100
+    assert not (tmp_path / "out" / "bench.json").exists()
+
+
+def test_checkpoint_sets_backbone_and_K(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from edge_stad.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "mobile.pt"
+    save_checkpoint(path, create_model("amma", backbone="mobilenetv2", K=2, num_classes=4, input_size=64))
+    assert cli.main(["bench", "--checkpoint", str(path), "--backbones", "resnet18", "--device", "cpu"]) == 1
+    assert "holds backbone mobilenetv2; leave --backbones out or pass mobilenetv2" in capsys.readouterr().err
+    assert cli.main(["bench", "--checkpoint", str(path), "--K", "3", "--device", "cpu"]) == 1
+    assert "holds K 2" in capsys.readouterr().err
