@@ -1,11 +1,14 @@
-"""Train AMMA variants on the synthetic benchmark under one time budget and compare them.
+"""Train detector variants on the synthetic benchmark under one time budget and compare them.
 
     python benchmarks/train_ablation.py [--data data/synth_bench] [--minutes 20] [--out runs/ablation]
+    python benchmarks/train_ablation.py --variants mm_k3,menet_lite,menet_lite_rgb --parallel \
+        --results benchmarks/results/menet_synthetic
 
-Each variant is trained with `edge-stad train` semantics (the `synthetic` preset, CPU),
-then its best checkpoint is evaluated on the test split (frame-mAP@0.5 with the error
-breakdown, video-mAP). Variants run one after another so they get the same machine.
-Writes a markdown table to benchmarks/results/synthetic_ablation.md (and JSON beside it).
+Each variant is trained with `edge-stad train` semantics (its family's `synthetic` preset, CPU),
+then its last checkpoint is evaluated on the test split (frame-mAP@0.5 with the error breakdown,
+video-mAP). Variants run one after another so they get the same machine, or with --parallel all at
+once, one process each with an equal share of the cores, so that whatever else loads the machine
+hits them alike and the budget is matched. Writes a markdown table (and JSON beside it).
 """
 import argparse
 import os
@@ -17,7 +20,57 @@ VARIANTS = {
     # name: TrainConfig overrides
     "mm_k3": dict(K=3, clip_len=5, fusion_stages=3),
     "rgb_k1": dict(K=1, clip_len=1, fusion_stages=0),
+    "menet_lite": dict(model="menet-lite", srm_frames=4),
+    "menet_lite_rgb": dict(model="menet-lite", srm_frames=0),
 }
+
+
+def complexity(model):
+    """Params (M) and GMACs per frame of the trained model as the runtime streams it."""
+    from edge_stad.bench.complexity import profile_amma, profile_menet
+
+    if model.config["name"] == "amma":
+        p = profile_amma(model)
+        return p["params"]["total"] / 1e6, p["macs"]["stream"]["total"] / model.config["clip_len"] / 1e9
+    p = profile_menet(model)
+    return p["params"]["total"] / 1e6, p["macs"]["frame"]["total"] / 1e9
+
+
+def train_variant(name, args, threads=None):
+    """Train and evaluate one variant; its result record."""
+    import torch
+
+    from edge_stad.data.act import ActDataset
+    from edge_stad.eval.report import format_tables
+    from edge_stad.models import load_checkpoint
+    from edge_stad.train.inference import evaluate_model
+    from edge_stad.train.trainer import TrainConfig, Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    dataset = ActDataset(args.data)
+    cfg = TrainConfig(data=args.data, out=os.path.join(args.out, name), time_budget=args.minutes,
+                      max_steps=args.steps, epochs=100, val_every=0, progress=False, **VARIANTS[name])
+    began = time.monotonic()
+    trainer = Trainer(cfg, dataset=dataset)
+    result = trainer.fit()
+    train_s = time.monotonic() - began
+    model = load_checkpoint(result["last"])
+    evaluation = evaluate_model(model, dataset, split=1)
+    summary = evaluation.to_json()
+    print(f"== {name}\n" + format_tables(evaluation), flush=True)
+    params, gmacs = complexity(model)
+    return {"variant": name, "config": {k: v for k, v in vars(trainer.cfg).items() if k != "data"},
+            "model": model.config, "params_m": params, "gmac_per_frame": gmacs, "threads": torch.get_num_threads(),
+            "steps": trainer.step, "samples_seen": trainer.step * trainer.cfg.batch_size,
+            "train_seconds": round(train_s, 1), "frame_mAP": summary["frame_mAP"], "video_mAP": summary["video_mAP"],
+            "frame_errors_mean": summary["frame_errors_mean"], "frame_AP": summary["frame_AP"]}
+
+
+def _describe(config):
+    if config["model"] == "amma":
+        return f"AMMA {config['backbone']} K={config['K']} n={config['clip_len']} fusion={config['fusion_stages']}"
+    return f"{config['model']} 3D {config['backbone']} T={config['clip_len']} SRM frames={config['srm_frames']}"
 
 
 def main(argv=None):
@@ -26,55 +79,48 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join("runs", "ablation"))
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
     parser.add_argument("--steps", type=int, default=None, help="also cap the steps (the cosine schedule ends there)")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default="mm_k3,rgb_k1", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--parallel", action="store_true", help="train all variants at once, cores shared equally")
     parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results",
                                                           "synthetic_ablation"))
     args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
 
     import torch
 
     from edge_stad.bench.results import save_results
-    from edge_stad.data.act import ActDataset, is_act_dataset
-    from edge_stad.eval.report import format_tables
-    from edge_stad.models import load_checkpoint
-    from edge_stad.train.inference import evaluate_model
-    from edge_stad.train.trainer import TrainConfig, Trainer
+    from edge_stad.data.act import is_act_dataset
 
     if not is_act_dataset(args.data):
         from edge_stad.data.synth.generate import generate_dataset
 
         generate_dataset(args.data, preset="bench", seed=0, progress=True)
-    dataset = ActDataset(args.data)
-    records = []
-    for name in args.variants.split(","):
-        out = os.path.join(args.out, name)
-        cfg = TrainConfig(data=args.data, out=out, time_budget=args.minutes, max_steps=args.steps, epochs=100,
-                          val_every=0, progress=False, **VARIANTS[name])
-        began = time.monotonic()
-        trainer = Trainer(cfg, dataset=dataset)
-        result = trainer.fit()
-        train_s = time.monotonic() - began
-        model = load_checkpoint(result["last"])
-        evaluation = evaluate_model(model, dataset, split=1)
-        summary = evaluation.to_json()
-        print(f"== {name}\n" + format_tables(evaluation), flush=True)
-        records.append({"variant": name, "config": {k: v for k, v in vars(trainer.cfg).items() if k != "data"},
-                        "steps": trainer.step, "samples_seen": trainer.step * trainer.cfg.batch_size,
-                        "train_seconds": round(train_s, 1), "frame_mAP": summary["frame_mAP"],
-                        "video_mAP": summary["video_mAP"], "frame_errors_mean": summary["frame_errors_mean"],
-                        "frame_AP": summary["frame_AP"]})
+    if args.parallel:
+        import concurrent.futures
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or 1) // len(names))
+        with concurrent.futures.ProcessPoolExecutor(len(names), mp_context=multiprocessing.get_context("spawn")) as ex:
+            records = list(ex.map(train_variant, names, [args] * len(names), [threads] * len(names)))
+    else:
+        records = [train_variant(name, args) for name in names]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-    lines = ["# AMMA on the synthetic benchmark: micro-motion K=3 vs RGB-only K=1", "",
-             f"Command: `python benchmarks/train_ablation.py --minutes {args.minutes:g}"
-             + (f" --steps {args.steps}" if args.steps else "") + "`", f"Machine: {machine}", "",
-             "| variant | K | clip_len | fusion | input | steps | samples | frame-mAP@0.5 | video-mAP@0.2 | "
-             "video-mAP@0.5 | classification err | missed | other |", "|" + "---|" * 13]
+    command = (f"python benchmarks/train_ablation.py --variants {args.variants} --minutes {args.minutes:g}"
+               + (f" --steps {args.steps}" if args.steps else "") + (" --parallel" if args.parallel else ""))
+    lines = [f"# Synthetic benchmark, {args.minutes:g} minutes of training per variant", "",
+             f"Command: `{command}`", f"Machine: {machine}"
+             + (f"; variants trained in parallel, {records[0]['threads']} thread(s) each" if args.parallel else ""),
+             "", "| variant | model | input | params (M) | GMAC/frame | steps | samples | frame-mAP@0.5 | "
+             "video-mAP@0.2 | video-mAP@0.5 | classification err | missed | other |", "|" + "---|" * 13]
     for r in records:
         c, e = r["config"], r["frame_errors_mean"]
-        lines.append(f"| {r['variant']} | {c['K']} | {c['clip_len']} | {c['fusion_stages']} | {c['input_size']} | "
-                     f"{r['steps']} | {r['samples_seen']} | {r['frame_mAP']:.1f} | {r['video_mAP']['0.2']:.1f} | "
-                     f"{r['video_mAP']['0.5']:.1f} | {e['classification']:.1f} | {e['missed']:.1f} | "
-                     f"{e['other']:.1f} |")
+        lines.append(f"| {r['variant']} | {_describe(c)} | {c['input_size']} | {r['params_m']:.2f} | "
+                     f"{r['gmac_per_frame']:.3f} | {r['steps']} | {r['samples_seen']} | {r['frame_mAP']:.1f} | "
+                     f"{r['video_mAP']['0.2']:.1f} | {r['video_mAP']['0.5']:.1f} | {e['classification']:.1f} | "
+                     f"{e['missed']:.1f} | {e['other']:.1f} |")
     save_results(args.results, "\n".join(lines) + "\n", records)
     return 0
 

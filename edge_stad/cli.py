@@ -14,7 +14,7 @@ from edge_stad import __version__
 from edge_stad.errors import EdgeStadError
 
 # Subcommands in pipeline order.
-COMMANDS = ["demo", "synth", "convert", "train", "export", "build", "run", "eval", "bench", "profile"]
+COMMANDS = ["demo", "synth", "convert", "train", "distill", "export", "build", "run", "eval", "bench", "profile"]
 
 
 def build_parser():

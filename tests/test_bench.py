@@ -16,7 +16,7 @@ from edge_stad.runtime.stream import STAGES
     (["--backbones", "vgg16"], "unknown backbone 'vgg16'"),
     (["--precisions", "fp32,int4"], "unknown precision 'int4'"),
     (["--backend", "openvino"], "unknown backend 'openvino'"),
-    (["--models", "menet"], "unknown model 'menet'"),
+    (["--models", "yowo"], "unknown model 'yowo'"),
     (["--K", "3,x"], "--K takes comma-separated integers"),
     (["--K", "0"], "K must be >= 1"),
     (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
@@ -115,3 +115,23 @@ def test_checkpoint_sets_backbone_and_K(tmp_path, capsys):
     assert "holds backbone mobilenetv2; leave --backbones out or pass mobilenetv2" in capsys.readouterr().err
     assert cli.main(["bench", "--checkpoint", str(path), "--K", "3", "--device", "cpu"]) == 1
     assert "holds K 2" in capsys.readouterr().err
+
+
+def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    records = tmp_path / "records.json"
+    assert cli.main(["bench", "--models", "menet-lite", "--precisions", "fp32", "--backends", "onnxruntime,torch",
+                     "--device", "cpu", "--input-size", "64", "--frames", "12", "--warmup", "6", "--rounds", "1",
+                     "--out", str(tmp_path / "bench"), "--json", str(records), "--work", str(tmp_path / "w"),
+                     "--no-progress", "--no-plots"]) == 0
+    assert "MENet rows: a clip is one frame" in capsys.readouterr().out
+    ort, torch_fp32 = json.loads(records.read_text())["records"]
+    for r in (ort, torch_fp32):
+        # the whole model per frame at 224x224 and 24 classes (seed_methods.md 1.6: MENet-Lite's defaults)
+        assert (r["model"], r["backbone"], r["K"]) == ("menet-lite", "shufflenetv2", 1)
+        assert r["params_m"] == pytest.approx(18.561, abs=1e-3)
+        assert r["paper_gmac_per_clip"] == pytest.approx(2.057, abs=1e-3)
+        assert 0 < r["stream_gmac_per_clip"] < r["paper_gmac_per_clip"] and r["fps"] > 0
+        assert r["stages_ms_per_frame"]["encoder"] > 0 and r["stages_ms_per_frame"]["head"] > 0
+    assert torch_fp32["baseline"] and not ort["baseline"]

@@ -1,4 +1,4 @@
-"""Parameters and MACs of AMMA models, per component, in the conventions people quote.
+"""Parameters and MACs of AMMA and MENet models, per component, in the conventions people quote.
 
 MACs come from ``torch.utils.flop_counter`` (MACs = FLOPs / 2); nothing here counts
 layers by hand. Three figures per model, all "per clip":
@@ -15,6 +15,9 @@ layers by hand. Three figures per model, all "per clip":
   (deformable conv included, transposed conv at its true cost), divided by K.
 * ``stream`` - what one new clip really costs in streaming: the encoder on one clip
   plus the head on K cached features (the stacked branches rerun for every clip).
+
+MENet (:func:`profile_menet`) has one convention, the true cost: ``frame`` is every
+component on every output frame; ``stream`` refreshes the 3D branch every s frames.
 """
 import copy
 import math
@@ -144,3 +147,51 @@ def profile_amma(model, batch=1):
         },
         "dcn_main_macs_per_clip": true["dcn_main"] / (batch * k),
     }
+
+
+MENET_COMPONENTS = ("backbone_3d", "non_local", "srm", "backbone_2d", "cfam", "head")
+MENET_BRANCH_3D = ("backbone_3d", "non_local")  # what ``encode_3d`` runs, cached in stream mode
+
+
+def _menet_component_macs(model, clips):
+    """MACs of each MENet part on ``clips``; each part is counted in its own pass on its real input."""
+    frames = clips[:, -3 * model.frames_2d:]
+    video = model.clip_to_video(clips)
+    feat = model.backbone_3d(video)
+    image = model.image_2d(frames)
+    fused = torch.cat((model.encode_3d(clips), model.backbone_2d(image)), 1)
+    attended = model.cfam(fused)
+    return {
+        "backbone_3d": count_macs(lambda: model.backbone_3d(video)),
+        "non_local": count_macs(lambda: model.non_local(feat)) if model.non_local is not None else 0.0,
+        "srm": count_macs(lambda: model.srm(frames)) if model.srm is not None else 0.0,
+        "backbone_2d": count_macs(lambda: model.backbone_2d(image)),
+        "cfam": count_macs(lambda: model.cfam(fused)),
+        "head": count_macs(lambda: model.conv_final(attended)),
+    }
+
+
+def profile_menet(model, batch=1, refresh_every=(2, 3, 4)):
+    """Params and true MACs per output frame of a MENet model at its configured input size.
+
+    Counting runs on a ``meta``-device copy. Returns ``params`` and ``macs`` (``frame``: the
+    full model on every frame; ``stream``: keyed by ``str(s)``, the 3D branch - backbone and
+    non-local block - run once every s frames, the rest every frame), each a ``total`` plus a
+    per-component split (see :data:`MENET_COMPONENTS`).
+    """
+    cfg = model.config
+    h, w = cfg["input_size"]
+    meta = copy.deepcopy(model).to("meta").eval().requires_grad_(False)
+    clips = torch.zeros(batch, 3 * cfg["clip_len"], h, w, device="meta")
+    frame = {c: m / batch for c, m in _menet_component_macs(meta, clips).items()}
+
+    def split(components):
+        return {"total": sum(components.values()), "components": components}
+
+    stream = {str(s): split({c: m / s if c in MENET_BRANCH_3D else m for c, m in frame.items()})
+              for s in refresh_every}
+    modules = {"backbone_3d": model.backbone_3d, "non_local": model.non_local, "srm": model.srm,
+               "backbone_2d": model.backbone_2d, "cfam": model.cfam, "head": model.conv_final}
+    params = {c: count_params(modules[c]) for c in MENET_COMPONENTS}
+    return {"config": dict(cfg), "params": {"total": count_params(model), "components": params},
+            "macs": {"frame": split(frame), "stream": stream}}

@@ -31,8 +31,9 @@ from edge_stad.bench.streaming import interleaved
 from edge_stad.errors import ConfigError, EngineError, ExportError, MissingDependencyError
 from edge_stad.runtime.stream import STAGES
 
-MODELS = ("amma",)
-BACKBONES = ("resnet18", "mobilenetv2", "shufflenetv2")
+MODELS = ("amma", "menet-lite", "menet")
+BACKBONES = ("resnet18", "mobilenetv2", "shufflenetv2", "resnext101")   # MENet's: its 3D branch
+DEFAULT_BACKBONES = {"amma": "shufflenetv2", "menet-lite": "shufflenetv2", "menet": "resnext101"}
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 BASELINE = ("torch", "fp32")
@@ -40,14 +41,16 @@ RANDOM_INPUT_SIZE = 128
 # Paper Table 3's setting: the params and paper-convention GMAC columns are counted for it, whatever
 # the timed engine's size, K, decoder or classes (those go into the stream GMAC column).
 PAPER_SETTING = {"input_size": (288, 288), "K": 5, "decoder": "dcn", "num_classes": 21}
+# MENet's (seed_methods.md 1.6): YOWO's 224x224 and UCF101-24's 24 classes; GMACs per frame.
+MENET_PAPER_SETTING = {"input_size": (224, 224), "num_classes": 24}
 MB = float(1 << 20)
 
 
 @dataclass
 class BenchConfig:
     models: Tuple[str, ...] = ("amma",)
-    backbones: Optional[Tuple[str, ...]] = None   # None: shufflenetv2, or the checkpoint's
-    Ks: Optional[Tuple[int, ...]] = None          # None: 3, or the checkpoint's
+    backbones: Optional[Tuple[str, ...]] = None   # None: the family's (DEFAULT_BACKBONES), or the checkpoint's
+    Ks: Optional[Tuple[int, ...]] = None          # None: 3, or the checkpoint's; AMMA only
     precisions: Tuple[str, ...] = ("fp32", "int8")
     backends: Tuple[str, ...] = BACKENDS
     device: str = "auto"
@@ -158,7 +161,7 @@ class _Runner:
         self.samplers = []
 
 
-def _load_model(cfg, backbone, K, num_classes):
+def _load_model(cfg, name, backbone, K, num_classes):
     import torch
 
     from edge_stad.models import create_model
@@ -168,8 +171,10 @@ def _load_model(cfg, backbone, K, num_classes):
         overrides = {"input_size": (cfg.input_size,) * 2} if cfg.input_size else {}
         return load_checkpoint(cfg.checkpoint, **overrides).eval()
     torch.manual_seed(0)
-    return create_model("amma", backbone=backbone, K=K, num_classes=num_classes,
-                        input_size=cfg.input_size or RANDOM_INPUT_SIZE).eval()
+    size = cfg.input_size or RANDOM_INPUT_SIZE
+    if name != "amma":
+        return create_model(name, backbone_3d=backbone, num_classes=num_classes, input_size=size).eval()
+    return create_model("amma", backbone=backbone, K=K, num_classes=num_classes, input_size=size).eval()
 
 
 def _groups(cfg):
@@ -178,21 +183,32 @@ def _groups(cfg):
         from edge_stad.models.checkpoint import load_checkpoint
 
         config = load_checkpoint(cfg.checkpoint).config   # also infers the authors' checkpoints' config
+        held = {"backbone": config.get("backbone", config.get("backbone_3d")), "K": config.get("K", 1)}
         for flag, name, asked in (("--backbones", "backbone", cfg.backbones), ("--K", "K", cfg.Ks)):
-            if asked and tuple(asked) != (config[name],):
-                raise ConfigError(f"{cfg.checkpoint} holds {name} {config[name]}; leave {flag} out or pass "
-                                  f"{config[name]}")
-        return [(config["name"], config["backbone"], config["K"])]
-    return [(m, b, k) for m in cfg.models for b in (cfg.backbones or ("shufflenetv2",)) for k in (cfg.Ks or (3,))]
+            if asked and tuple(asked) != (held[name],):
+                raise ConfigError(f"{cfg.checkpoint} holds {name} {held[name]}; leave {flag} out or pass "
+                                  f"{held[name]}")
+        return [(config["name"], held["backbone"], held["K"])]
+    return [(m, b, k) for m in cfg.models for b in (cfg.backbones or (DEFAULT_BACKBONES[m],))
+            for k in ((cfg.Ks or (3,)) if m == "amma" else (1,))]
 
 
 def complexity(model):
     """Params and GMACs per clip: at paper Table 3's setting (:data:`PAPER_SETTING`), and the timed model's
-    true streaming cost at its own size (what achieved MAC/s is computed from)."""
-    from edge_stad.bench.complexity import profile_amma
+    true streaming cost at its own size (what achieved MAC/s is computed from). A MENet's clip is one
+    frame (the whole model per frame), its paper setting :data:`MENET_PAPER_SETTING`."""
+    from edge_stad.bench.complexity import profile_amma, profile_menet
     from edge_stad.models import create_model
 
     config = {k: v for k, v in model.config.items() if k != "name"}
+    if model.config["name"] != "amma":
+        config.pop("anchors")   # sized for the grid of the trained input; the counts do not depend on them
+        paper = profile_menet(create_model(model.config["name"], **dict(config, **MENET_PAPER_SETTING)))
+        own = profile_menet(model)
+        return {"params_m": paper["params"]["total"] / 1e6,
+                "paper_gmac_per_clip": paper["macs"]["frame"]["total"] / 1e9,
+                "model_params_m": own["params"]["total"] / 1e6,
+                "stream_gmac_per_clip": own["macs"]["frame"]["total"] / 1e9}
     paper = profile_amma(create_model(model.config["name"], **dict(config, **PAPER_SETTING)))
     own = profile_amma(model)
     return {"params_m": paper["params"]["total"] / 1e6, "paper_gmac_per_clip": paper["macs"]["paper"]["total"] / 1e9,
@@ -208,7 +224,7 @@ def _calibration_data(cfg, config, log):
     from edge_stad.quant.calibration import windows_from_frames
 
     h, w = config["input_size"]
-    path = os.path.join(cfg.work, "calibration", f"synth_train_k{config['K']}_n{config['clip_len']}_{h}x{w}"
+    path = os.path.join(cfg.work, "calibration", f"synth_train_k{config.get('K', 1)}_n{config['clip_len']}_{h}x{w}"
                                                  f"_{cfg.calib_clips}.npy")
     if not os.path.isfile(path):
         log(f"[calibration] {cfg.calib_clips} windows of the synthetic training videos -> {path}")
@@ -238,20 +254,22 @@ def _build(cfg, model, labels, precision, backend, device, log):
 
 
 def _torch_runner(model, device):
-    from edge_stad.engines.torch_backend import TorchBackend
+    from edge_stad.engines.torch_backend import torch_backend
 
     model = model if device == "cpu" else copy.deepcopy(model).to(device)
     size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / MB
-    return _Runner("torch fp32", TorchBackend(model), "fp32", "torch", None, size)
+    return _Runner("torch fp32", torch_backend(model), "fp32", "torch", None, size)
 
 
 def _accuracy(runner, dataset):
     from edge_stad.eval.predict import evaluate_backend
+    from edge_stad.eval.predict_frames import evaluate_frame_backend
 
     if runner.backend.config["num_classes"] != len(dataset.labels):
         return telemetry.unavailable(f"the model has {runner.backend.config['num_classes']} classes, the labelled "
                                      f"set {len(dataset.labels)}")
-    ev = evaluate_backend(runner.backend, dataset)
+    frame_model = hasattr(runner.backend, "encode_3d")
+    ev = (evaluate_frame_backend if frame_model else evaluate_backend)(runner.backend, dataset)
     return {"frame_mAP@0.5": 100 * float(ev.frame.mean), "video_mAP@0.5": 100 * float(ev.video[0.5].mean),
             "test_videos": len(ev.videos)}
 
@@ -389,10 +407,10 @@ def run_bench(cfg, command=None, log=print, progress=True):
                disable=not progress, file=sys.stderr)
     try:
         for model_name, backbone, K in groups:
-            model = _load_model(cfg, backbone, K, num_classes)
-            info = {"model": model_name, "backbone": model.config["backbone"], "K": model.config["K"],
+            model = _load_model(cfg, model_name, backbone, K, num_classes)
+            info = {"model": model_name, "backbone": backbone, "K": K,
                     "clip_len": model.config["clip_len"], "input_size": list(model.config["input_size"]),
-                    "decoder": model.config["decoder"], "num_classes": model.config["num_classes"],
+                    "decoder": model.config.get("decoder"), "num_classes": model.config["num_classes"],
                     "device": device, "weights": weights}
             info.update(complexity(model))
             runners = {}

@@ -3,6 +3,8 @@
   edge-stad build --backbone shufflenetv2 --int8      # the demo checkpoint, INT8, calibrated
                                                       # and gated on data/synth_bench
   edge-stad build --checkpoint runs/amma/best.pt --fp16 --backend tensorrt
+  edge-stad build --checkpoint runs/menet/best.pt --int8          # a trained MENet / MENet-Lite
+  edge-stad build --model menet-lite --random-weights --int8     # untrained, for speed only
 
 Stages (each reports progress): export the encoder and head graphs to ONNX and check them
 against PyTorch (error < 1e-4, relative to outputs larger than 1); FP16 graphs (FP32 I/O,
@@ -18,6 +20,15 @@ appears only when every stage passed: encoder.onnx, head.onnx, [*.plan], referen
 manifest.json (config, versions, calibration summary, sha256 of every file). The INT8
 report goes to calibration/<engine>/report.json.
 
+MENet and MENet-Lite (the model is read from the checkpoint; --model menet-lite with
+--random-weights) build encoder3d.onnx (T-frame clip -> 3D feature, what the runtime caches)
+and detector.onnx (latest SRM frames + that feature -> YOLOv2 region map, decoded on the
+host), into engines/<model>_<3D backbone>_t<T>_<precision>. FP16 keeps the SRM and the
+channel attention's energy/softmax in FP32; INT8 calibrates on clips of --calib-data and their
+latest frames, keeps the attention MatMul/Softmax in float, and gates on decoded-box agreement
+and the frame-level frame-mAP. `edge-stad eval --engine` scores such an engine;
+edge_stad.engines.loader.open_backend opens it (a frame backend: edge_stad.eval.predict_frames).
+
 Without --checkpoint the demo checkpoint (runs/demo/best.pt, from `edge-stad demo`) is
 used; --random-weights builds an untrained model, for speed benchmarks only.
 """
@@ -26,17 +37,21 @@ import shlex
 import sys
 
 HELP = "checkpoint -> ONNX -> FP16/INT8 (calibrated, gated) -> engine folder (ONNX Runtime or TensorRT)"
+MODELS = ("amma", "menet", "menet-lite")
 DEMO_CHECKPOINTS = (os.path.join("runs", "demo", "best.pt"), os.path.join("runs", "demo", "last.pt"))
 
 
 def add_model_arguments(p):
     src = p.add_argument_group("model")
-    src.add_argument("--checkpoint", help="edge_stad or authors' AMMA checkpoint (default: the demo's)")
+    src.add_argument("--checkpoint", help="edge_stad (AMMA, MENet, MENet-Lite) or authors' AMMA checkpoint "
+                                          "(default: the demo's)")
     src.add_argument("--random-weights", action="store_true",
                      help="build an untrained model (speed benchmarks only; never for detection)")
+    src.add_argument("--model", choices=MODELS,
+                     help="model family: the checkpoint's (must match if given); with --random-weights default amma")
     src.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2"),
-                     help="must match the checkpoint; with --random-weights default shufflenetv2")
-    src.add_argument("--K", type=int, help="clips per tubelet (must match the checkpoint; random default 3)")
+                     help="AMMA only; must match the checkpoint; with --random-weights default shufflenetv2")
+    src.add_argument("--K", type=int, help="AMMA's clips per tubelet (must match the checkpoint; random default 3)")
     src.add_argument("--input-size", type=int,
                      help="square input size (default: the checkpoint's; 128 with --random-weights)")
     src.add_argument("--num-classes", type=int, default=8, help="classes for --random-weights (default 8)")
@@ -88,8 +103,10 @@ def load_model(args):
         from edge_stad.models import create_model
 
         torch.manual_seed(0)
-        model = create_model("amma", backbone=args.backbone or "shufflenetv2", K=args.K or 3,
-                             num_classes=args.num_classes, input_size=args.input_size or 128)
+        family = args.model or "amma"
+        _amma_options_only(args, family)
+        amma = {"backbone": args.backbone or "shufflenetv2", "K": args.K or 3} if family == "amma" else {}
+        model = create_model(family, num_classes=args.num_classes, input_size=args.input_size or 128, **amma)
         return model.eval(), ()
     path = args.checkpoint
     if path is None:
@@ -101,12 +118,24 @@ def load_model(args):
         print(f"using the demo checkpoint {path}")
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
+    checkpoint = read_checkpoint(path)
+    family = (checkpoint["model_config"] or {}).get("name", "amma")  # the authors' checkpoints are AMMA's
+    if args.model and args.model != family:
+        raise CheckpointError(f"{path} holds a {family} model, not {args.model}")
+    _amma_options_only(args, family)
     overrides = {k: v for k, v in (("backbone", args.backbone), ("K", args.K)) if v is not None}
     if args.input_size:  # fully convolutional: a checkpoint runs at another input size
         overrides["input_size"] = (args.input_size, args.input_size)
     model = load_checkpoint(path, **overrides)
-    labels = read_checkpoint(path)["meta"].get("labels") or ()
-    return model, tuple(labels)
+    return model, tuple(checkpoint["meta"].get("labels") or ())
+
+
+def _amma_options_only(args, family):
+    from edge_stad.errors import ConfigError
+
+    given = [f"--{k}" for k in ("backbone", "K") if getattr(args, k) is not None]
+    if family != "amma" and given:
+        raise ConfigError(f"{' and '.join(given)} describe AMMA models, not {family}")
 
 
 def run(args):
@@ -116,6 +145,7 @@ def run(args):
 def build_from_args(args):
     """Build from parsed arguments; options the parser lacks (``edge-stad export``) keep their defaults."""
     from edge_stad.engines.build import BuildOptions, build_engine, engine_name
+    from edge_stad.engines.onnxruntime_backend import is_frame_model
 
     model, labels = load_model(args)
     names = [f for f in BuildOptions.__dataclass_fields__ if f != "calibration_dir"]
@@ -125,6 +155,9 @@ def build_from_args(args):
     manifest = build_engine(model, out, opts, labels=labels, command=command)
     print(f"\nengine: {os.path.abspath(out)} ({manifest['precision']}, {manifest['backend']})")
     print(f"evaluate it: edge-stad eval --data DATASET --engine {out}")
+    if is_frame_model(model.config):
+        print(f"python: edge_stad.engines.loader.open_backend({out!r}) (a frame backend)")
+        return 0
     print(f"run it: edge-stad run VIDEO --engine {out} --out annotated.mp4")
     print(f"python: edge_stad.Runtime({out!r})")
     return 0

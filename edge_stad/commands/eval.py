@@ -11,7 +11,9 @@ pickle is read with a data-only unpickler: a file that asks to run code is refus
 frame-level detections are built from its tubelet windows (or taken from its frame
 records), tubes are linked from the windows (or taken from its tube records).
 --engine runs an engine folder (from `edge-stad build`; ONNX Runtime, CPU) over the
-test videos in stream mode instead, exactly as the runtime will, and scores that.
+test videos in stream mode instead, exactly as the runtime will, and scores that. A
+MENet engine detects frame by frame; its tubes come from the online linker, or with
+--linker viterbi from YOWO's offline Viterbi linker (the paper's video-mAP protocol).
 
 --mode auto (default) picks `trimmed` when every ground-truth tube of the split spans
 its whole video (JHMDB-21; there both modes give the same numbers) and `untrimmed`
@@ -34,6 +36,8 @@ def add_arguments(parser):
     source.add_argument("--detections", metavar="FILE", help="detections .jsonl or .jsonl.gz")
     source.add_argument("--engine", metavar="DIR", help="engine folder to run over the test videos")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads with --engine (default: all cores)")
+    parser.add_argument("--linker", choices=("online", "viterbi"), default="online",
+                        help="tubes of a MENet --engine: the online linker (default) or YOWO's offline Viterbi")
     parser.add_argument("--split", type=int, default=1, metavar="N", help="test split (JHMDB: 1-3; default 1)")
     parser.add_argument("--mode", choices=("auto", "trimmed", "untrimmed"), default="auto",
                         help="frame-mAP handling of frames without ground truth (default: auto, see above)")
@@ -79,6 +83,7 @@ def _run_engine(args):
     from edge_stad.engines.loader import open_backend
     from edge_stad.eval.evaluate import split_videos
     from edge_stad.eval.predict import predict
+    from edge_stad.eval.predict_frames import predict_frame_detections
 
     if os.path.isfile(args.data):
         from edge_stad.errors import ConfigError
@@ -93,4 +98,6 @@ def _run_engine(args):
                               f"{list(dataset.labels)}: an engine built for another dataset")
     videos = split_videos(dataset.gt, args.split)
     with tqdm(total=len(videos), desc="engine", unit="video", file=sys.stderr) as bar:
+        if hasattr(backend, "encode_3d"):
+            return predict_frame_detections(backend, dataset, videos, linker=args.linker, progress=bar)
         return predict(backend, dataset, videos, progress=bar)

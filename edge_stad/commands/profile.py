@@ -1,4 +1,6 @@
-"""Parameters and MACs of AMMA models, per component, in three conventions.
+"""Parameters and MACs per component of AMMA (default) or MENet models.
+
+AMMA (--model amma) is counted in three conventions, per clip:
 
   paper   normal-mode MACs of a K-clip tubelet / K, counted like the authors' counter
           (ptflops rules: conv + bias, BN, ReLU, pooling; the deformable conv's main
@@ -7,43 +9,90 @@
   normal  every conv and matmul really run in normal mode / K (all of the decoder)
   stream  what one new clip really costs when streaming: encoder on 1 clip + head on K
 
+MENet (--model menet: the paper's 3D-ResNeXt-101 + non-local, YOLOv2 + SRM, CFAM 1024;
+--model menet-lite: 3D ShuffleNetV2 2.0x, 8 frames, YOLOv2-tiny + SRM, CFAM 256) is
+counted per output frame, split into backbone_3d, non_local, srm, backbone_2d, cfam and
+head:
+
+  frame       every component on every frame (the plain sliding-window detector)
+  stream s=N  the 3D branch (backbone_3d + non_local) refreshed every N frames and
+              reused in between, the 2D branch, SRM, CFAM and head on every frame
+
 Counting uses torch.utils.flop_counter on shapes only (no weights, no data), so it is
 instant. Examples:
 
   edge-stad profile --backbone shufflenetv2 --K 3
   edge-stad profile --backbone all --decoder dcn --json profile.json
   edge-stad profile --checkpoint runs/demo/best.pt
+  edge-stad profile --model menet
+  edge-stad profile --model menet-lite --num-classes 8 --input-size 128 --refresh-every 2,4 --json
 """
 import json
 import sys
 
+from edge_stad.errors import ConfigError
+
 HELP = "parameters and MACs (paper convention and true streaming cost) per component"
 BACKBONE_CHOICES = ("resnet18", "mobilenetv2", "shufflenetv2")
+MODEL_CHOICES = ("amma", "menet", "menet-lite")
+AMMA_DEFAULTS = {"num_classes": 21, "clip_len": 5, "input_size": 288}
 
 
 def add_arguments(p):
+    p.add_argument("--model", choices=MODEL_CHOICES, default="amma",
+                   help="model family to profile (default amma); menet and menet-lite print a per-component table "
+                        "with the per-frame and streaming cost")
     p.add_argument("--backbone", default="all",
-                   help="resnet18, mobilenetv2, shufflenetv2, a comma-separated list, or all (default)")
-    p.add_argument("--K", type=int, default=5, help="clips per tubelet (default 5, as the paper)")
-    p.add_argument("--num-classes", type=int, default=21, help="action classes (21 = JHMDB, 24 = UCF101-24)")
-    p.add_argument("--clip-len", type=int, default=5, help="frames per clip (default 5, as the authors' code)")
-    p.add_argument("--input-size", type=int, default=288, help="square input size, a multiple of 32 (default 288)")
+                   help="AMMA: resnet18, mobilenetv2, shufflenetv2, a comma-separated list, or all (default)")
+    p.add_argument("--K", type=int, default=5, help="AMMA: clips per tubelet (default 5, as the paper)")
+    p.add_argument("--num-classes", type=int,
+                   help="action classes (21 = JHMDB, 24 = UCF101-24; default 21 for AMMA, 24 for MENet)")
+    p.add_argument("--clip-len", type=int,
+                   help="frames per clip (AMMA default 5, as the authors' code; MENet's 3D branch: 16, lite 8)")
+    p.add_argument("--input-size", type=int,
+                   help="square input size, a multiple of 32 (default 288 for AMMA, 224 for MENet)")
     p.add_argument("--fusion-stages", type=int, default=3,
-                   help="backbone stages followed by micro-motion fusion; 0 = RGB only (default 3)")
+                   help="AMMA: backbone stages followed by micro-motion fusion; 0 = RGB only (default 3)")
     p.add_argument("--decoder", choices=("dcn", "conv", "both"), default="both",
-                   help="dcn = deformable as the reference, conv = plain 3x3 deployment default (default both)")
+                   help="AMMA: dcn = deformable as the reference, conv = plain 3x3 deployment default (default both)")
+    p.add_argument("--backbone-3d",
+                   help="MENet: 3D backbone (resnext101, resnext50, shufflenetv2, mobilenetv2; default: the variant's)")
+    p.add_argument("--refresh-every", default="2,3,4",
+                   help="MENet: comma-separated 3D-branch refresh intervals s for the stream figures (default 2,3,4)")
     p.add_argument("--checkpoint", help="profile the architecture stored in this checkpoint instead")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the results as JSON to FILE (or stdout when FILE is omitted)")
 
 
+def _shared(args, defaults):
+    """--num-classes / --clip-len / --input-size given on the command line, else ``defaults``."""
+    given = {"num_classes": args.num_classes, "clip_len": args.clip_len, "input_size": args.input_size}
+    return dict(defaults, **{k: v for k, v in given.items() if v is not None})
+
+
 def _configs(args):
+    if args.model != "amma":
+        cfg = _shared(args, {})
+        if args.backbone_3d:
+            cfg["backbone_3d"] = args.backbone_3d
+        yield cfg
+        return
     names = BACKBONE_CHOICES if args.backbone == "all" else [b.strip() for b in args.backbone.split(",")]
     decoders = ("dcn", "conv") if args.decoder == "both" else (args.decoder,)
     for backbone in names:
         for decoder in decoders:
-            yield {"backbone": backbone, "K": args.K, "num_classes": args.num_classes, "clip_len": args.clip_len,
-                   "input_size": args.input_size, "fusion_stages": args.fusion_stages, "decoder": decoder}
+            yield dict(_shared(args, AMMA_DEFAULTS), backbone=backbone, K=args.K, fusion_stages=args.fusion_stages,
+                       decoder=decoder)
+
+
+def _refresh_every(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ConfigError(f"--refresh-every takes positive integers separated by commas, got {text!r}")
+    return values
 
 
 def _table(result):
@@ -65,18 +114,47 @@ def _table(result):
     return "\n".join(lines)
 
 
+def _menet_table(result):
+    cfg, params, macs = result["config"], result["params"], result["macs"]
+    width = f" {cfg['width_3d']}x" if cfg["width_3d"] else ""
+    non_local = " + non-local" if cfg["non_local"] else ""
+    lines = [f"{cfg['name']}  3D {cfg['backbone_3d']}{width}{non_local} ({cfg['clip_len']} frames)  "
+             f"2D {cfg['backbone_2d']}  srm_frames={cfg['srm_frames']}  cfam={cfg['cfam_channels']}  "
+             f"classes={cfg['num_classes']}  input={cfg['input_size'][0]}x{cfg['input_size'][1]}"]
+    figures = [macs["frame"]] + list(macs["stream"].values())
+    heads = ["frame GMAC"] + [f"s={s} GMAC" for s in macs["stream"]]
+    lines.append(f"  {'component':<14}{'params (M)':>12}" + "".join(f"{h:>14}" for h in heads))
+
+    def row(name, n_params, gmacs):
+        return f"  {name:<14}{n_params / 1e6:>12.3f}" + "".join(f"{m / 1e9:>14.3f}" for m in gmacs)
+
+    for comp, n in params["components"].items():
+        lines.append(row(comp, n, [f["components"][comp] for f in figures]))
+    lines.append(row("total", params["total"], [f["total"] for f in figures]))
+    return "\n".join(lines)
+
+
 def run(args):
-    from edge_stad.bench.complexity import profile_amma
+    from edge_stad.bench.complexity import profile_amma, profile_menet
     from edge_stad.models import create_model, load_checkpoint
 
     if args.checkpoint:
         models = [load_checkpoint(args.checkpoint)]
     else:
-        models = [create_model("amma", **cfg) for cfg in _configs(args)]
-    results = [profile_amma(m) for m in models]
+        models = [create_model(args.model, **cfg) for cfg in _configs(args)]
+    refresh = _refresh_every(args.refresh_every)
+    results, tables = [], []
+    for m in models:
+        if m.config["name"] == "amma":
+            results.append(profile_amma(m))
+            tables.append(_table(results[-1]))
+        else:
+            results.append(profile_menet(m, refresh_every=refresh))
+            tables.append(_menet_table(results[-1]))
     if args.json != "-":
-        print("\n\n".join(_table(r) for r in results))
-        print("\nGMAC figures are per clip; see `edge-stad profile --help` for the conventions.")
+        print("\n\n".join(tables))
+        unit = "per clip" if models[0].config["name"] == "amma" else "per output frame"
+        print(f"\nGMAC figures are {unit}; see `edge-stad profile --help` for the conventions.")
     if args.json:
         text = json.dumps(results, indent=2)
         if args.json == "-":

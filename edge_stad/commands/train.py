@@ -1,6 +1,11 @@
-"""Train AMMA on an ACT-layout dataset (UCF101-24, JHMDB-21, the synthetic set, your own data).
+"""Train AMMA or MENet on an ACT-layout dataset (UCF101-24, JHMDB-21, the synthetic set, your own data).
 
-Options left out come from --preset:
+--model amma (default) trains the tubelet detector on --backbone resnet18 / mobilenetv2 / shufflenetv2;
+--model menet-lite (3D --backbone shufflenetv2 / mobilenetv2) and --model menet (resnext101) train the
+YOWO-style frame detector with YOWO's region loss, anchors from k-means on the training boxes and
+--srm-frames short-range-motion frames (4 = 3 SRM maps, as the paper; 0 = RGB key frame only).
+
+Options left out come from --preset (AMMA's):
 
   synthetic       AdamW 1e-3, cosine annealed over --time-budget (or --max-steps, else 20
                   epochs), batch 8, K=3, 128x128, no augmentation: from scratch on the
@@ -10,6 +15,10 @@ Options left out come from --preset:
   paper-ucf24     the paper on UCF101-24: same, the lr halved every epoch after the second
   reference-code  the authors' README: AdamW (wd 0.03), lr 2.5e-4, 16 epochs, x0.1 at 8
 
+MENet's presets: synthetic (AdamW 1e-3, cosine, batch 8, 8 frames, 128x128, 3D width 1.0), paper-ucf24 (SGD 0.9,
+wd 5e-4, lr 1e-3, batch 32, halved at 20k/30k/40k/50k steps) and paper-jhmdb (lr 1e-4, batch 16,
+halved every 10k steps), both 16 frames at 224x224 with augmentation.
+
 Writes OUT/last.pt (every epoch), OUT/best.pt (best validation frame-mAP), OUT/metrics.csv
 (and TensorBoard scalars if tensorboard is installed). --resume OUT/last.pt continues
 exactly where the run stopped. Multi-GPU / multi-node: torchrun --nproc_per_node N
@@ -17,28 +26,35 @@ $(which edge-stad) train ...  (gloo on CPU, NCCL on GPU).
 
 Examples:
   edge-stad train --data data/synth_bench --backbone shufflenetv2 --time-budget 20
+  edge-stad train --data data/synth_bench --model menet-lite --time-budget 20 --out runs/menet_lite
   edge-stad train --data data/JHMDB --preset paper-jhmdb --backbone resnet18 --pretrained ctdet_coco_resdcn18.pth
 """
-HELP = "train an AMMA model (presets, progress, CSV log, atomic checkpoints, --resume, DDP)"
+HELP = "train an AMMA or MENet model (presets, progress, CSV log, atomic checkpoints, --resume, DDP)"
 
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="ACT-layout dataset folder (rgb-images/ + *-GT.pkl)")
     p.add_argument("--out", default="runs/amma", help="output folder for checkpoints and logs (default runs/amma)")
+    p.add_argument("--model", default="amma", choices=("amma", "menet", "menet-lite"),
+                   help="amma (tubelets, default), menet (paper) or menet-lite (edge) frame detectors")
     p.add_argument("--preset", default="synthetic",
                    choices=("synthetic", "paper-jhmdb", "paper-ucf24", "reference-code"))
-    p.add_argument("--backbone", default="shufflenetv2", choices=("resnet18", "mobilenetv2", "shufflenetv2"))
+    p.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2", "resnext101"),
+                   help="AMMA: 2D backbone (default shufflenetv2); MENet: 3D branch (menet-lite default "
+                        "shufflenetv2, menet resnext101)")
     p.add_argument("--split", type=int, default=1, help="dataset split (JHMDB has 3; default 1)")
-    p.add_argument("--K", type=int, help="clips per tubelet")
-    p.add_argument("--clip-len", type=int, help="frames per clip")
+    p.add_argument("--K", type=int, help="AMMA: clips per tubelet")
+    p.add_argument("--clip-len", type=int, help="frames per clip (MENet: of the 3D branch)")
     p.add_argument("--input-size", type=int, help="square input size, a multiple of 32")
     p.add_argument("--decoder", choices=("conv", "dcn"), default="conv", help="conv (deployable, default) or dcn")
     p.add_argument("--fusion-stages", type=int, default=3, help="micro-motion fusion stages; 0 = RGB only")
+    p.add_argument("--srm-frames", type=int, help="MENet: frames of the SRM maps (4 = 3 maps; 0 = RGB only)")
+    p.add_argument("--width-3d", type=float, help="MENet: width multiplier of the 3D branch (synthetic preset 1.0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--optimizer", choices=("adam", "adamw"))
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     p.add_argument("--max-steps", type=int, help="stop after this many steps (a cosine schedule ends there)")
     p.add_argument("--time-budget", type=float, metavar="MIN",
                    help="stop training after this many minutes (a cosine schedule anneals within them)")
@@ -51,7 +67,8 @@ def add_arguments(p):
                    help="also write last.pt every N steps (default: epoch ends only)")
     p.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
     p.add_argument("--seed", type=int, default=317, help="seed of sample order and augmentation (default 317)")
-    p.add_argument("--pretrained", help="initialise from local weights (torchvision, CenterNet, SSDLite, AMMA)")
+    p.add_argument("--pretrained", help="initialise from local weights (AMMA: torchvision, CenterNet, SSDLite, AMMA; "
+                                        "MENet: the 3D branch from `edge-stad distill student` (OUT/backbone_3d.pt))")
     p.add_argument("--resume", help="continue from a last.pt / best.pt of this trainer")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -61,8 +78,9 @@ def config_from_args(args):
     from edge_stad.train.trainer import TrainConfig
 
     return TrainConfig(
-        data=args.data, out=args.out, preset=args.preset, backbone=args.backbone, split=args.split, K=args.K,
-        clip_len=args.clip_len, input_size=args.input_size, decoder=args.decoder, fusion_stages=args.fusion_stages,
+        data=args.data, out=args.out, preset=args.preset, model=args.model, backbone=args.backbone, split=args.split,
+        K=args.K, clip_len=args.clip_len, input_size=args.input_size, decoder=args.decoder,
+        fusion_stages=args.fusion_stages, srm_frames=args.srm_frames, width_3d=args.width_3d,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         optimizer=args.optimizer, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
         time_budget=args.time_budget,

@@ -1,10 +1,14 @@
 """Checkpoint -> engine folder: export, reduce precision, gate, (TensorRT), verify, manifest.
 
+AMMA engines hold ``encoder`` + ``head``; MENet / MENet-Lite engines ``encoder3d`` + ``detector``,
+calibrated on clips and their latest frames, gated on decoded boxes and frame-mAP of the
+frame-level evaluation, their attention products kept out of INT8 (:class:`_FrameModel`).
+
 The folder is assembled under a temporary sibling and renamed into place only when every
 stage passed, so a failed or interrupted build leaves no engine behind (the INT8 report
 in ``calibration/<engine>/`` stays, to show why). Stages:
 
-1. export the FP32 encoder/head ONNX and check them against PyTorch;
+1. export the FP32 graphs (encoder/head or encoder3d/detector) and check them against PyTorch;
 2. FP16: convert (I/O and sensitive ops FP32); INT8: calibrate on real windows, quantize
    to QDQ, run the accuracy gate against FP32 on held-out windows (output agreement and,
    on a labelled dataset, frame-mAP); when the frame-mAP drop exceeds ``max_map_drop``,
@@ -30,7 +34,13 @@ from edge_stad.atomic import atomic_write, write_json
 from edge_stad.data.staging import staged_dir
 from edge_stad.engines import tensorrt_build
 from edge_stad.engines.manifest import write_manifest
-from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend
+from edge_stad.engines.onnxruntime_backend import (
+    FRAME_GRAPHS,
+    TUBELET_GRAPHS,
+    OnnxRuntimeBackend,
+    OnnxRuntimeFrameBackend,
+    is_frame_model,
+)
 from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -59,6 +69,8 @@ class BuildOptions:
 
 
 def engine_name(config, precision):
+    if is_frame_model(config):
+        return f"{config['name']}_{config['backbone_3d']}_t{config['clip_len']}_{precision}"
     return f"{config['name']}_{config['backbone']}_k{config['K']}_{precision}"
 
 
@@ -70,11 +82,107 @@ def _errors(record):
     return ", ".join(f"{k} {v:.2e}" for k, v in record["parity_max_abs_error"].items())
 
 
-def _quantize(work, fp32, feeds, opts, exclude):
+class _TubeletModel:
+    """AMMA: windows of K clips; the head is calibrated on the encoder's features; the gate compares tubelets."""
+
+    graphs = TUBELET_GRAPHS
+    fp16_float = "FP32 I/O, normalisation, micro-motion and decode"
+
+    @staticmethod
+    def backend(paths, config):
+        return OnnxRuntimeBackend(*(paths[g] for g in TUBELET_GRAPHS), config)
+
+    @staticmethod
+    def feeds(windows, fp32_backend):
+        from edge_stad.quant.int8 import encoder_feeds, head_feeds
+
+        return {"encoder": encoder_feeds(windows), "head": head_feeds(windows, fp32_backend.encode)}
+
+    @staticmethod
+    def always_float(fp32):
+        return {}
+
+    @staticmethod
+    def agreement(reference, candidate, windows):
+        from edge_stad.quant.gate import output_agreement
+
+        agree = output_agreement(reference, candidate, windows)
+        return agree, f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
+
+    @staticmethod
+    def frame_map(backend, dataset):
+        from edge_stad.eval.predict import evaluate_backend
+
+        return float(evaluate_backend(backend, dataset).frame.mean * 100)
+
+    @staticmethod
+    def reference_io(folder, backend, config):
+        save_reference_io(folder, backend, config)
+
+
+class _FrameModel:
+    """MENet: one-clip windows; the detector is calibrated on each clip's latest frames and the FP32
+    encoder3d's feature of it; the gate compares decoded boxes; the attention products stay float."""
+
+    graphs = FRAME_GRAPHS
+    fp16_float = "FP32 I/O, normalisation, SRM and attention energy/softmax"
+    float_scopes = ("/cfam/sc/", "/non_local/")
+    float_reason = ("attention energies and softmax weights (E = F F^T) span a range one int8 scale cannot "
+                    "resolve; the model computes them in FP32 (edge_stad.export.frame_graphs)")
+
+    @staticmethod
+    def backend(paths, config):
+        return OnnxRuntimeFrameBackend(*(paths[g] for g in FRAME_GRAPHS), config)
+
+    @staticmethod
+    def feeds(windows, fp32_backend):
+        from edge_stad.quant.int8 import frame_feeds
+
+        return frame_feeds(windows, fp32_backend.encode_3d, fp32_backend.frames_2d)
+
+    @classmethod
+    def always_float(cls, fp32):
+        from edge_stad.quant.int8 import attention_nodes
+
+        nodes = {g: attention_nodes(fp32[g], cls.float_scopes) for g in cls.graphs}
+        return {g: found for g, found in nodes.items() if found}
+
+    @staticmethod
+    def agreement(reference, candidate, windows):
+        from edge_stad.quant.gate import region_agreement
+
+        agree = region_agreement(reference, candidate, windows)
+        return agree, (f"box agreement {agree['box_agreement']:.3f} of {agree['reference_boxes']} boxes (IoU "
+                       f"{agree['mean_iou']:.3f}, score diff {agree['score_abs_diff']:.3f}), top-box IoU "
+                       f"{agree['top_box_iou']:.3f}, region max diff {agree['region_max_abs_diff']:.3g}")
+
+    @staticmethod
+    def frame_map(backend, dataset):
+        from edge_stad.eval.predict_frames import evaluate_frame_backend
+
+        return float(evaluate_frame_backend(backend, dataset).frame.mean * 100)
+
+    @staticmethod
+    def reference_io(folder, backend, config):
+        from edge_stad.export.onnx_export import example_inputs
+
+        clip = example_inputs(config, batch=1)
+        frames = clip[:, -backend.frames_2d:]
+        feat3d = backend.encode_3d(clip)
+        _write_reference_io(folder, {"encoder3d.clip": clip, "encoder3d.feat3d": feat3d, "detector.frames": frames,
+                                     "detector.feat3d": feat3d, "detector.region": backend.detect(frames, feat3d)})
+
+
+def model_kind(config):
+    """:class:`_FrameModel` for MENet configs, else :class:`_TubeletModel`: what differs along the build."""
+    return _FrameModel if is_frame_model(config) else _TubeletModel
+
+
+def _quantize(work, fp32, feeds, opts, exclude, graphs):
     from edge_stad.quant.int8 import quantize_int8
 
     paths = {}
-    for graph in ("encoder", "head"):
+    for graph in graphs:
         paths[graph] = os.path.join(work, f"{graph}.int8.onnx")
         quantize_int8(fp32[graph], paths[graph], feeds[graph], opts.calib_method, exclude.get(graph, ()),
                       flavor=opts.int8_flavor,
@@ -82,15 +190,13 @@ def _quantize(work, fp32, feeds, opts, exclude):
     return paths
 
 
-def _gate(model_config, fp32_backend, int8_paths, gate_windows, eval_dataset):
-    from edge_stad.eval.predict import evaluate_backend
-    from edge_stad.quant.gate import output_agreement
-
-    int8_backend = OnnxRuntimeBackend(int8_paths["encoder"], int8_paths["head"], model_config)
-    result = {"agreement": output_agreement(fp32_backend, int8_backend, gate_windows)}
+def _gate(kind, model_config, fp32_backend, int8_paths, gate_windows, eval_dataset):
+    int8_backend = kind.backend(int8_paths, model_config)
+    agreement, message = kind.agreement(fp32_backend, int8_backend, gate_windows)
+    result = {"agreement": agreement}
     if eval_dataset is not None:
-        result["frame_mAP_int8"] = float(evaluate_backend(int8_backend, eval_dataset).frame.mean * 100)
-    return result
+        result["frame_mAP_int8"] = kind.frame_map(int8_backend, eval_dataset)
+    return result, message
 
 
 def calibration_sets(model_config, opts, log):
@@ -114,34 +220,36 @@ def calibration_sets(model_config, opts, log):
 def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, labelled):
     """Quantize and gate; returns ``(int8 paths, report, calibration feeds)``."""
     from edge_stad.data.act import ActDataset
-    from edge_stad.eval.predict import evaluate_backend
-    from edge_stad.quant.int8 import encoder_feeds, head_feeds
     from edge_stad.quant.sensitivity import layer_errors
 
-    fp32_backend = OnnxRuntimeBackend(fp32["encoder"], fp32["head"], model_config)
-    feeds = {"encoder": encoder_feeds(windows), "head": head_feeds(windows, fp32_backend.encode)}
+    kind = model_kind(model_config)
+    fp32_backend = kind.backend(fp32, model_config)
+    feeds = kind.feeds(windows, fp32_backend)
     eval_dataset = ActDataset(opts.calib_data) if labelled else None
     report = {"calibration": {"source": os.path.abspath(opts.calib_data), "windows": len(windows),
                               "method": opts.calib_method, "gate_windows": len(gate_windows)},
               "max_map_drop": opts.max_map_drop, "attempts": []}
+    always = kind.always_float(fp32)
+    if always:
+        report["always_float"] = {"nodes": always, "why": kind.float_reason}
+        _say(log, "int8", f"kept in float: {', '.join(n for nodes in always.values() for n in nodes)} (attention)")
     if eval_dataset is not None:
-        report["frame_mAP_fp32"] = float(evaluate_backend(fp32_backend, eval_dataset).frame.mean * 100)
+        report["frame_mAP_fp32"] = kind.frame_map(fp32_backend, eval_dataset)
     ranking = paths = None
     for kept in (0,) + EXCLUDE_STEPS:
         exclude = {}
         if kept:
             if ranking is None:
-                ranking = {g: layer_errors(fp32[g], paths[g], feeds[g][:4]) for g in ("encoder", "head")}
+                ranking = {g: layer_errors(fp32[g], paths[g], feeds[g][:4]) for g in kind.graphs}
                 report["sensitivity"] = {g: [r._asdict() for r in rows[:16]] for g, rows in ranking.items()}
             worst = sorted(((r.local_db, g, r.node) for g, rows in ranking.items() for r in rows))[:kept]
             for _, g, node in worst:
                 exclude.setdefault(g, []).append(node)
-        paths = _quantize(work, fp32, feeds, opts, exclude)
-        gate = _gate(model_config, fp32_backend, paths, gate_windows, eval_dataset)
+        paths = _quantize(work, fp32, feeds, opts, {g: always.get(g, []) + exclude.get(g, []) for g in kind.graphs},
+                          kind.graphs)
+        gate, msg = _gate(kind, model_config, fp32_backend, paths, gate_windows, eval_dataset)
         gate["kept_float"] = exclude
         report["attempts"].append(gate)
-        agree = gate["agreement"]
-        msg = f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
         if eval_dataset is None:
             _say(log, "int8", msg + " (no labelled test split: frame-mAP gate skipped)")
             break
@@ -170,6 +278,11 @@ def save_reference_io(folder, backend, config, seed=0):
     outputs = backend.head_session.run(None, {"feats": feat[None], "whs": wh[None]})
     for output, value in zip(backend.head_session.get_outputs(), outputs):
         arrays["head." + output.name] = value
+    _write_reference_io(folder, arrays)
+
+
+def _write_reference_io(folder, arrays):
+    """``folder/reference_io.npz`` from ``{"<graph>.<input or output>": array}``."""
     with atomic_write(os.path.join(folder, "reference_io.npz"), "wb") as f:
         np.savez(f, **arrays)
 
@@ -204,7 +317,7 @@ def resolve_int8_flavor(opts, use_trt, log):
 
 
 def build_engine(model, out, opts, labels=(), command=None, log=print):
-    """Build the engine folder ``out`` for ``model`` (an AMMA in eval mode); returns its manifest.
+    """Build the engine folder ``out`` for ``model`` (an AMMA or MENet in eval mode); returns its manifest.
 
     ``labels`` names the classes (from the checkpoint); ``command`` is recorded in the manifest.
     """
@@ -220,6 +333,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     if opts.backend == "tensorrt":
         tensorrt_build.tensorrt()  # fail before any work when it is missing
     config = dict(model.config)
+    kind = model_kind(config)
     name = engine_name(config, opts.precision)
     # Reports and caches are kept per engine folder, so builds into other --out folders never collide.
     reports = os.path.join(opts.calibration_dir, os.path.basename(os.path.normpath(os.fspath(out))))
@@ -227,7 +341,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     calibration = calibration_sets(config, opts, log) if opts.precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
         _say(log, "export", f"{name}: FP32 ONNX, checking against PyTorch")
-        fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in ("encoder", "head")}
+        fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in kind.graphs}
         export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=opts.decode_in_graph)
         for g in fp32:
             os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
@@ -238,12 +352,11 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
             export["fp16"] = export_onnx(model, os.path.join(work, "fp16"), dynamic_batch=opts.dynamic_batch,
                                          decode=opts.decode_in_graph, half=True)
             final = {g: os.path.join(work, "fp16", f"{g}.onnx") for g in fp32}
-            _say(log, "fp16", "FP16 graphs (FP32 I/O, normalisation, micro-motion and decode); error vs FP32 "
-                              "PyTorch: " + _errors(export["fp16"]))
+            _say(log, "fp16", f"FP16 graphs ({kind.fp16_float}); error vs FP32 PyTorch: " + _errors(export["fp16"]))
         elif opts.precision == "int8":
             final, report, feeds = build_int8(config, fp32, work, opts, log, *calibration)
             write_json(os.path.join(reports, "report.json"), report)
-            for g in ("encoder", "head"):
+            for g in kind.graphs:
                 shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
             if not report["passed"]:
                 last = report["attempts"][-1]
@@ -253,14 +366,14 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
                                   f"{reports}/report.json. No engine was written; "
                                   "try --calib-method entropy/percentile, more --calib-clips, or --fp16")
             _say(log, "int8", f"report: {reports}/report.json")
-        for g in ("encoder", "head"):
-            shutil.copyfile(final[g], os.path.join(folder, f"{g}.onnx"))
-        backend = OnnxRuntimeBackend(os.path.join(folder, "encoder.onnx"), os.path.join(folder, "head.onnx"), config)
-        save_reference_io(folder, backend, config)
-        graphs = {"encoder": "encoder.onnx", "head": "head.onnx"}
+        graphs = {g: f"{g}.onnx" for g in kind.graphs}
+        for g in kind.graphs:
+            shutil.copyfile(final[g], os.path.join(folder, graphs[g]))
+        backend = kind.backend({g: os.path.join(folder, graphs[g]) for g in kind.graphs}, config)
+        kind.reference_io(folder, backend, config)
         plans = {}
         if use_trt:
-            for g in ("encoder", "head"):
+            for g in kind.graphs:
                 _say(log, "tensorrt", f"building {g}.plan")
                 plans[g] = f"{g}.plan"
                 info = tensorrt_build.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),

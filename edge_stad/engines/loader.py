@@ -4,11 +4,17 @@
 ONNX Runtime, with its CUDA provider when onnxruntime-gpu has one. A checkpoint file
 (``.pt``/``.pth``) instead of an engine folder runs the PyTorch model itself, the
 reference every engine is compared with. Only the backend asked for is imported.
+
+MENet / MENet-Lite engines and checkpoints open as *frame backends*
+(:mod:`edge_stad.eval.predict_frames`): ONNX Runtime's :class:`OnnxRuntimeFrameBackend` or
+PyTorch's ``TorchFrameBackend``; there is no TensorRT runner for them yet (``auto`` takes ONNX
+Runtime; their plans are built for the device).
 """
 import os
 import warnings
 
 from edge_stad.engines.manifest import read_manifest
+from edge_stad.engines.onnxruntime_backend import FRAME_MODELS, graph_names, is_frame_model
 from edge_stad.errors import ConfigError, EngineError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
@@ -24,7 +30,8 @@ def default_providers():
 
 
 def open_backend(source, backend="auto", threads=None, providers=None, device=0):
-    """A backend (:mod:`edge_stad.eval.predict` interface) with ``manifest`` and ``labels`` set.
+    """A backend (:mod:`edge_stad.eval.predict` interface; a frame backend for MENet) with ``manifest``
+    and ``labels`` set.
 
     ``source`` is an engine folder (manifest and checksums verified first) or a
     checkpoint file. ``threads`` sets ONNX Runtime's intra-op threads (CPU), ``providers``
@@ -41,22 +48,33 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     if backend == "torch":
         raise ConfigError(f"the torch backend runs a checkpoint file (.pt), not the engine folder {source}")
     manifest = read_manifest(source)
-    if manifest["model"].get("name") != "amma":
-        raise EngineError(f"engine {source} holds a {manifest['model'].get('name')!r} model; this version runs amma")
+    name = manifest["model"].get("name")
+    if name not in ("amma",) + FRAME_MODELS:
+        raise EngineError(f"engine {source} holds a {name!r} model; this version runs amma, "
+                          + ", ".join(FRAME_MODELS))
+    missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
+    if missing:
+        raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
+                          f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
+    frame_model = is_frame_model(manifest["model"])
+    if frame_model and backend == "tensorrt":
+        raise ConfigError(f"{source} holds a {name} engine: this version runs those with ONNX Runtime only "
+                          "(backend onnxruntime or auto)")
     if backend == "auto":
         from edge_stad.engines import tensorrt_build
 
-        backend = "tensorrt" if manifest.get("plans") and tensorrt_build.available() else "onnxruntime"
+        usable = manifest.get("plans") and not frame_model and tensorrt_build.available()
+        backend = "tensorrt" if usable else "onnxruntime"
     if backend == "tensorrt":
         from edge_stad.engines.tensorrt_backend import open_tensorrt_engine
 
         opened = open_tensorrt_engine(source, device=device, manifest=manifest)
     else:
-        from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend
+        from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeFrameBackend
 
-        paths = [os.path.join(source, manifest["graphs"][g]) for g in ("encoder", "head")]
-        opened = OnnxRuntimeBackend(*paths, manifest["model"], threads=threads,
-                                    providers=providers or default_providers())
+        paths = [os.path.join(source, manifest["graphs"][g]) for g in graph_names(manifest["model"])]
+        opened = (OnnxRuntimeFrameBackend if frame_model else OnnxRuntimeBackend)(
+            *paths, manifest["model"], threads=threads, providers=providers or default_providers())
     opened.manifest = manifest
     opened.labels = tuple(manifest.get("labels") or ())
     return opened
@@ -65,15 +83,18 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
 def _torch_backend(path, device):
     import torch
 
-    from edge_stad.engines.torch_backend import TorchBackend
+    from edge_stad.engines.torch_backend import TorchBackend, TorchFrameBackend
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
     model = load_checkpoint(path)
+    target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
     opened = None
-    if torch.cuda.is_available():
-        opened = _torch_cuda_backend(model, f"cuda:{device}")
+    if is_frame_model(model.config):
+        opened = TorchFrameBackend(model.to(target))
+    elif torch.cuda.is_available():
+        opened = _torch_cuda_backend(model, target)
     if opened is None:
-        opened = TorchBackend(model.to(f"cuda:{device}" if torch.cuda.is_available() else "cpu"))
+        opened = TorchBackend(model.to(target))
     opened.manifest = None
     opened.labels = tuple(read_checkpoint(path)["meta"].get("labels") or ())
     return opened

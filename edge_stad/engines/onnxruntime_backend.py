@@ -1,16 +1,35 @@
-"""ONNX Runtime sessions for an engine's encoder and head (the CPU default; no torch).
+"""ONNX Runtime sessions for an engine's graphs (the CPU default; no torch).
 
-Implements the backend interface of :mod:`edge_stad.eval.predict`; open an engine folder
-with :func:`edge_stad.engines.loader.open_backend`. The head graph either
-returns ``hm, mov, wh`` (decoded here, on the host) or, when exported with in-graph
-decoding, the tubelet rows directly; both give the same rows.
+* :class:`OnnxRuntimeBackend` (AMMA: ``encoder`` + ``head``) implements the backend interface of
+  :mod:`edge_stad.eval.predict`. The head graph either returns ``hm, mov, wh`` (decoded here, on
+  the host) or, when exported with in-graph decoding, the tubelet rows directly; both give the
+  same rows.
+* :class:`OnnxRuntimeFrameBackend` (MENet, MENet-Lite: ``encoder3d`` + ``detector``) implements the
+  frame backend interface of :mod:`edge_stad.eval.predict_frames`.
+
+Open an engine folder with :func:`edge_stad.engines.loader.open_backend`.
 """
 import os
 
 import numpy as np
 
-from edge_stad.errors import EngineError, MissingDependencyError
+from edge_stad.errors import EngineError, FrameError, MissingDependencyError
 from edge_stad.runtime.decode import decode
+from edge_stad.runtime.region_decode import detector_frames
+
+# The graphs an engine of each model family holds, in run order.
+TUBELET_GRAPHS = ("encoder", "head")
+FRAME_GRAPHS = ("encoder3d", "detector")
+FRAME_MODELS = ("menet", "menet-lite")  # model names whose engines run frame by frame
+
+
+def is_frame_model(config):
+    return config.get("name") in FRAME_MODELS
+
+
+def graph_names(config):
+    """The graphs of an engine of the model ``config`` (``encoder, head`` or ``encoder3d, detector``)."""
+    return FRAME_GRAPHS if is_frame_model(config) else TUBELET_GRAPHS
 
 
 def create_session(model, threads=None, providers=None):
@@ -68,3 +87,47 @@ def _run(session, feed):
         outs = [session.run(None, {k: v[i:i + 1] for k, v in feed.items()}) for i in range(count)]
         return [np.concatenate(parts) for parts in zip(*outs)]
     return session.run(None, feed)
+
+
+class OnnxRuntimeFrameBackend:
+    """A MENet engine: ``encode_3d`` on T-frame clips, ``detect`` on the latest S frames and those
+    features -> the raw region map (decoded on the host, :mod:`edge_stad.runtime.region_decode`).
+
+    Inputs are checked against the graphs, and the graphs against ``config`` (the manifest's
+    model) when the sessions open, so that a manifest describing another model, or frames of
+    another size, fail with a message instead of ONNX Runtime's shape error or garbage boxes.
+    """
+
+    def __init__(self, encoder3d, detector, config, threads=None, providers=None):
+        self.config = config
+        self.manifest = None
+        self.encoder3d = create_session(encoder3d, threads, providers)
+        self.detector = create_session(detector, threads, providers)
+        self.frames_2d = detector_frames(config)
+        h, w = config["input_size"]
+        for session, graph, name, count in ((self.encoder3d, "encoder3d", "clip", config["clip_len"]),
+                                            (self.detector, "detector", "frames", self.frames_2d)):
+            shape = {i.name: i.shape for i in session.get_inputs()}.get(name)
+            if shape is None or list(shape[1:]) != [count, h, w, 3]:
+                raise EngineError(f"the {graph} graph takes {name} {shape}, but the model config says "
+                                  f"(B, {count}, {h}, {w}, 3): graph and manifest describe different models")
+
+    def encode_3d(self, frames):
+        """uint8 BGR clips ``(N, T, H, W, 3)`` -> 3D features ``(N, C3, h, w)``."""
+        return _run(self.encoder3d, {"clip": _frames(frames, self.config["clip_len"], self.config, "clips")})[0]
+
+    def detect(self, frames, feat3d):
+        """uint8 BGR latest frames ``(N, S, H, W, 3)`` and ``encode_3d``'s features -> region ``(N, A(5+C), h, w)``."""
+        feed = {"frames": _frames(frames, self.frames_2d, self.config, "frames"),
+                "feat3d": np.ascontiguousarray(feat3d, np.float32)}
+        return _run(self.detector, feed)[0]
+
+
+def _frames(frames, count, config, what):
+    """``frames`` as the graph takes them, or a :class:`FrameError` naming the expected layout."""
+    frames = np.asarray(frames)
+    h, w = config["input_size"]
+    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[1:] != (count, h, w, 3):
+        raise FrameError(f"{what} must be uint8 (N, {count}, {h}, {w}, 3) resized BGR frames, oldest first; got "
+                         f"{frames.dtype} {frames.shape}")
+    return np.ascontiguousarray(frames)

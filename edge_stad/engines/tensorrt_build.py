@@ -191,6 +191,11 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
             "strongly_typed": major >= 11, "implicit_int8": implicit}
 
 
+# The inputs of every graph an engine folder can hold (AMMA's encoder/head, MENet's encoder3d/detector).
+GRAPH_INPUTS = {"encoder": ("frames",), "head": ("feats", "whs"), "encoder3d": ("clip",),
+                "detector": ("frames", "feat3d")}
+
+
 def verify_plans(folder, plans):
     """Run each plan on the inputs of ``folder/reference_io.npz`` and compare with the ONNX Runtime
     outputs stored there; returns ``{graph: {output: max abs error}}``.
@@ -207,7 +212,7 @@ def verify_plans(folder, plans):
     for graph, plan in plans.items():
         prefix = graph + "."
         names = [k[len(prefix):] for k in reference.files if k.startswith(prefix)]
-        inputs = {"encoder": ("frames",), "head": ("feats", "whs")}[graph]
+        inputs = GRAPH_INPUTS[graph]
         feed = {name: reference[prefix + name] for name in inputs}
         with open(os.path.join(folder, plan), "rb") as f:
             loader = EngineFromBytes(f.read())

@@ -1,7 +1,8 @@
-"""A PyTorch AMMA model behind the backend interface of :mod:`edge_stad.eval.predict`.
+"""PyTorch models behind the backend interfaces of :mod:`edge_stad.eval.predict` (AMMA: tubelet
+windows) and :mod:`edge_stad.eval.predict_frames` (MENet: frame by frame).
 
 The reference for every exported engine: same preprocessing (NumPy normalisation of
-uint8 frames), the model's own ``encode``/``head``, host decoding.
+uint8 frames), the model's own stream calls, host decoding.
 """
 import numpy as np
 import torch
@@ -30,3 +31,32 @@ class TorchBackend:
 
     def detect(self, feats, whs, reference_y_rounding=False):
         return decode(*self.head(feats, whs), reference_y_rounding=reference_y_rounding)
+
+
+class TorchFrameBackend:
+    """A MENet model: ``encode_3d`` on the T-frame clip (cached, refreshed every s frames) and
+    ``detect`` per frame on the latest frames and that cached feature -> the raw region map."""
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+        self.device = next(model.parameters()).device
+
+    def _clips(self, frames):
+        clips = np.stack([normalize_clip(list(clip)) for clip in frames])
+        return torch.from_numpy(clips).to(self.device)
+
+    @torch.no_grad()
+    def encode_3d(self, frames):
+        """uint8 BGR clips ``(N, T, H, W, 3)`` -> 3D-branch features ``(N, C3, h, w)``."""
+        return self.model.encode_3d(self._clips(frames)).cpu().numpy()
+
+    @torch.no_grad()
+    def detect(self, frames, feat3d):
+        """uint8 BGR latest frames ``(N, S, H, W, 3)`` + ``encode_3d``'s features -> region ``(N, A(5+C), h, w)``."""
+        return self.model.detect(self._clips(frames), torch.from_numpy(feat3d).to(self.device)).cpu().numpy()
+
+
+def torch_backend(model):
+    """The backend that runs ``model`` (AMMA or MENet) the way its engines do."""
+    return TorchFrameBackend(model) if model.config["name"].startswith("menet") else TorchBackend(model)

@@ -39,20 +39,31 @@ def inference_copy(model, half=False):
     return model
 
 
+def normalization(n):
+    """``(scale, shift)``, each ``(1, 3n, 1, 1)``: ``x * scale + shift`` is :func:`~edge_stad.preprocess.normalize_clip`
+    of ``n`` planar frames (one multiply-add per channel; see the module docstring)."""
+    scale = [1.0 / (255.0 * s) for s in STD_BGR] * n
+    shift = [-m / s for m, s in zip(MEAN_BGR, STD_BGR)] * n
+    return (torch.tensor(scale, dtype=torch.float32).reshape(1, 3 * n, 1, 1),
+            torch.tensor(shift, dtype=torch.float32).reshape(1, 3 * n, 1, 1))
+
+
+def planar(frames, scale, shift, n, hw):
+    """uint8 BGR frames ``(B, n, H, W, 3)`` -> the normalised planar model input ``(B, 3n, H, W)`` (float32)."""
+    return frames.permute(0, 1, 4, 2, 3).reshape(-1, 3 * n, *hw).float() * scale + shift
+
+
 class EncoderGraph(nn.Module):
     def __init__(self, model, half=False):
         super().__init__()
         self.model = inference_copy(model, half)
         self.half = half
-        n = self.model.clip_len
-        scale = [1.0 / (255.0 * s) for s in STD_BGR] * n
-        shift = [-m / s for m, s in zip(MEAN_BGR, STD_BGR)] * n
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).reshape(1, 3 * n, 1, 1))
-        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).reshape(1, 3 * n, 1, 1))
+        scale, shift = normalization(self.model.clip_len)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
 
     def forward(self, frames):
-        n, (h, w) = self.model.clip_len, self.model.config["input_size"]
-        x = frames.permute(0, 1, 4, 2, 3).reshape(-1, 3 * n, h, w).float() * self.scale + self.shift
+        x = planar(frames, self.scale, self.shift, self.model.clip_len, self.model.config["input_size"])
         if not self.half:
             return self.model.encode(x)
         feat, wh = self.model.encode(x, body_dtype=torch.float16)

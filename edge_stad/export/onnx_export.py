@@ -1,4 +1,5 @@
-"""Export an AMMA model to ``encoder.onnx`` + ``head.onnx`` and prove the files right.
+"""Export an AMMA model to ``encoder.onnx`` + ``head.onnx`` and prove the files right (MENet models:
+``encoder3d.onnx`` + ``detector.onnx``, :mod:`edge_stad.export.frame_graphs`, same machinery).
 
 TorchScript-based exporter (``dynamo=False``), opset 17 for the ``conv`` decoder (the
 deployment default, TensorRT 8.5 included); the ``dcn`` decoder exports its deformable
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 
 from edge_stad.atomic import atomic_write
-from edge_stad.engines.onnxruntime_backend import create_session
-from edge_stad.errors import ExportError, MissingDependencyError
+from edge_stad.engines.onnxruntime_backend import create_session, is_frame_model
+from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
 from edge_stad.export.graphs import EncoderGraph, HeadGraph
 from edge_stad.models.deform_conv import deform_conv2d_op
 from edge_stad.runtime.decode import decode as decode_rows_host
@@ -140,10 +141,19 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
     K random clips (head, checked on its ``hm, mov, wh`` form); an in-graph decode must then equal the
     host decode of that head's ONNX Runtime outputs (a float comparison, not a tie-break,
     decides which of two equal-looking peaks ranks first, so torch's outputs cannot serve).
+    A MENet model gets ``encoder3d.onnx`` + ``detector.onnx`` instead
+    (:func:`~edge_stad.export.frame_graphs.export_frame_onnx`).
     """
     config = model.config
-    opset = opset_for(config)
     tolerance = (FP16_TOLERANCE if half else FP32_TOLERANCE) if tolerance is None else tolerance
+    if is_frame_model(config):
+        if decode:
+            raise ConfigError(f"{config['name']} region maps are decoded on the host (YOLOv2 regions); "
+                              "drop --decode-in-graph")
+        from edge_stad.export.frame_graphs import export_frame_onnx
+
+        return export_frame_onnx(model, folder, dynamic_batch, half, verify, tolerance, seed)
+    opset = opset_for(config)
     encoder, head = EncoderGraph(model, half), HeadGraph(model, half=half)
     frames = torch.from_numpy(example_inputs(config, batch=config["K"], seed=seed))
     with torch.no_grad():   # the FP32 reference
@@ -175,6 +185,12 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
              "head": (ort_head, [t.numpy() for t in head_out])}
     if decode:
         pairs["decode"] = ([create_session(paths["head"]).run(None, feeds)[0]], [decode_rows_host(*ort_head)])
+    return check_parity(record, pairs, tolerance)
+
+
+def check_parity(record, pairs, tolerance):
+    """Add the errors of ``pairs`` (``{graph: (ONNX Runtime outputs, reference outputs)}``) to the export
+    ``record`` and return it; an :class:`ExportError` when one exceeds ``tolerance`` (:func:`scaled_error`)."""
     record["parity_max_abs_error"] = {graph: max_abs_error(*pair) for graph, pair in pairs.items()}
     record["parity_scaled_error"] = {graph: scaled_error(*pair) for graph, pair in pairs.items()}
     for graph, error in record["parity_scaled_error"].items():

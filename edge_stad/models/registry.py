@@ -34,3 +34,17 @@ def _amma(**config):
     from edge_stad.models.amma import AMMA
 
     return AMMA(**config)
+
+
+@register("menet")
+def _menet(**config):
+    from edge_stad.models.menet import MENet
+
+    return MENet(name="menet", **config)
+
+
+@register("menet-lite")
+def _menet_lite(**config):
+    from edge_stad.models.menet import LITE_DEFAULTS, MENet
+
+    return MENet(name="menet-lite", **dict(LITE_DEFAULTS, **config))

@@ -2,7 +2,9 @@
 
 A *window* is ``uint8 (K, n, H, W, 3)``: K clips of ``n`` resized BGR frames, oldest
 first, ending at a key frame, exactly what the runtime feeds the encoder (and, through
-the encoder, the head). Sources:
+the encoder, the head). Frame-level models (MENet: no ``K`` in their config) take windows
+of one clip, ``(1, T, H, W, 3)``: the 3D branch reads the clip, the detector its latest
+frames. Sources:
 
 * an ACT dataset folder (UCF101-24, JHMDB-21, ``edge-stad synth`` output): windows at
   frames spread evenly over the videos of the chosen split part (``train`` by default:
@@ -34,6 +36,11 @@ def _spread(total, count):
     return sorted(set(np.linspace(0, total - 1, count).round().astype(int).tolist()))
 
 
+def _clips_per_window(config):
+    """K, or 1 for a frame-level model."""
+    return config.get("K", 1)
+
+
 def _window_frames(end, K, clip_len):
     return [f for clip_end in regular_window(end, K, clip_len) for f in clip_ending_at(clip_end, clip_len)]
 
@@ -41,7 +48,7 @@ def _window_frames(end, K, clip_len):
 def _from_act(root, config, count, part):
     dataset = ActDataset(root)
     videos = dataset.train_videos if part == "train" else dataset.test_videos
-    K, n, size = config["K"], config["clip_len"], tuple(config["input_size"])
+    K, n, size = _clips_per_window(config), config["clip_len"], tuple(config["input_size"])
     ends = [(v, f) for v in videos for f in range(min(K * n, dataset.nframes(v)), dataset.nframes(v) + 1)]
     if not ends:
         raise DataError(f"{root}: the {part} videos hold no frames to calibrate on")
@@ -55,7 +62,7 @@ def _from_act(root, config, count, part):
 
 def windows_from_frames(frames, config, count, name="the frames"):
     """Up to ``count`` windows evenly spread over one stream of BGR ``frames`` (any size; resized here)."""
-    K, n, size = config["K"], config["clip_len"], tuple(config["input_size"])
+    K, n, size = _clips_per_window(config), config["clip_len"], tuple(config["input_size"])
     frames = [resize(image, size) for image in frames]
     if len(frames) < n:
         raise DataError(f"{name}: {len(frames)} frames, fewer than one clip ({n} frames)")
@@ -84,7 +91,7 @@ def _from_array(path, config, count):
         if len(data.files) != 1:
             raise DataError(f"{path}: expected one array of windows, found {data.files}")
         data = data[data.files[0]]
-    K, n, (h, w) = config["K"], config["clip_len"], config["input_size"]
+    K, n, (h, w) = _clips_per_window(config), config["clip_len"], config["input_size"]
     if data.dtype != np.uint8 or data.ndim != 6 or tuple(data.shape[1:]) != (K, n, h, w, 3):
         raise DataError(f"{path}: calibration windows must be uint8 (N, {K}, {n}, {h}, {w}, 3) for this model "
                         f"(K={K}, clip_len={n}, input {h}x{w}), got {data.dtype} {tuple(data.shape)}")

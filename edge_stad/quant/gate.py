@@ -5,8 +5,15 @@ the share whose class and key-frame peak cell the INT8 head also reports among i
 tubelets, and the mean L1 distance (grid cells) between the boxes of those matched
 tubelets. With a labelled dataset, also frame-mAP@0.5 of both on its test split; the
 drop in points is what ``--max-map-drop`` bounds.
+
+MENet engines (:func:`region_agreement`) are compared on decoded boxes instead: of the FP32
+detector's top boxes on each clip, the share the INT8 detector also reports (same class,
+IoU >= 0.5), their mean IoU and score difference; also the IoU of the two top boxes and the
+largest region-map difference, which say something where no box scores ``min_score``.
 """
 import numpy as np
+
+from edge_stad.runtime.region_decode import box_iou, decode_region, detector_frames
 
 TOP = 10
 MIN_SCORE = 0.1
@@ -39,3 +46,36 @@ def output_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE
     return {"windows": len(windows), "reference_tubelets": total,
             "peak_agreement": matched / total if total else 1.0,
             "box_l1_grid_cells": float(np.mean(l1)) if l1 else 0.0}
+
+
+def _region_and_boxes(backend, clip, top):
+    feat3d = backend.encode_3d(clip)
+    region = backend.detect(clip[:, -detector_frames(backend.config):], feat3d)[0]
+    return region, decode_region(region, backend.config["anchors"], backend.config["num_classes"], top_k=top)
+
+
+def region_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE, iou=0.5):
+    """Compare two frame backends on one-clip windows ``(1, T, H, W, 3)``; returns ``{box_agreement,
+    mean_iou, score_abs_diff, reference_boxes}`` over the reference's boxes scoring ``min_score`` or more,
+    ``top_box_iou`` (mean IoU of the two top-scoring boxes, 0 where their classes differ; meaningful
+    when no box reaches ``min_score``, as with untrained weights) and ``region_max_abs_diff``."""
+    matched = total = 0
+    ious, score_diffs, top_ious, region_diff = [], [], [], 0.0
+    for window in windows:
+        (ref_region, ref), (cand_region, cand) = (_region_and_boxes(b, window[:1], top)
+                                                  for b in (reference, candidate))
+        region_diff = max(region_diff, float(np.max(np.abs(ref_region - cand_region))))
+        if len(ref) and len(cand):
+            top_ious.append(float(box_iou(ref[0, :4], cand[0, :4])) if ref[0, 5] == cand[0, 5] else 0.0)
+        for row in ref[ref[:, 4] >= min_score]:
+            total += 1
+            same = cand[cand[:, 5] == row[5]]
+            overlap = box_iou(row[:4], same[:, :4]) if len(same) else np.zeros(0)
+            if len(overlap) and overlap.max() >= iou:
+                matched += 1
+                ious.append(float(overlap.max()))
+                score_diffs.append(abs(float(row[4] - same[overlap.argmax(), 4])))
+    return {"windows": len(windows), "reference_boxes": total, "box_agreement": matched / total if total else 1.0,
+            "mean_iou": float(np.mean(ious)) if ious else 1.0,
+            "score_abs_diff": float(np.mean(score_diffs)) if score_diffs else 0.0,
+            "top_box_iou": float(np.mean(top_ious)) if top_ious else 1.0, "region_max_abs_diff": region_diff}

@@ -13,10 +13,13 @@ weights, float biases, in one of two flavours (measured in benchmarks/results/in
   only added a weight dequantization and a Q/DQ pair to every run.
   TensorRT cannot build this flavour.
 
-Nodes listed in ``exclude`` stay in float (the sensitivity pass chooses them). The head
-is calibrated on the FP32 encoder's features of the calibration windows, the encoder on
-every clip of those windows. The tensor ranges are cached (JSON, onnxruntime's format)
-so that re-quantizing with other layers kept in float does not recalibrate.
+Nodes listed in ``exclude`` stay in float (the sensitivity pass chooses them; for MENet also
+the attention products, :func:`attention_nodes`). The head is calibrated on the FP32
+encoder's features of the calibration windows, the encoder on every clip of those windows;
+MENet's detector on the latest frames of each calibration clip with the FP32 encoder3d's
+feature of that clip, its encoder3d on the clips. The tensor ranges are cached (JSON,
+onnxruntime's format) so that re-quantizing with other layers kept in float does not
+recalibrate.
 """
 import logging
 
@@ -55,6 +58,24 @@ def head_feeds(windows, encode):
         feat, wh = encode(window)
         feeds.append({"feats": feat[None].astype(np.float32), "whs": wh[None].astype(np.float32)})
     return feeds
+
+
+def frame_feeds(windows, encode_3d, frames_2d):
+    """MENet's calibration feeds from one-clip windows ``(1, T, H, W, 3)``: ``encoder3d`` gets each
+    clip, ``detector`` its latest ``frames_2d`` frames and ``encode_3d``'s (the FP32 graph's) feature."""
+    clips = [np.ascontiguousarray(window[:1]) for window in windows]
+    return {"encoder3d": [{"clip": clip} for clip in clips],
+            "detector": [{"frames": np.ascontiguousarray(clip[:, -frames_2d:]), "feat3d": encode_3d(clip)}
+                         for clip in clips]}
+
+
+def attention_nodes(onnx_path, scopes, op_types=("MatMul", "Softmax")):
+    """Names of the ``op_types`` nodes under the exporter's module ``scopes`` (``"/cfam/sc/"``): attention
+    energies and weights, whose ranges one int8 scale cannot hold (the model computes them in FP32)."""
+    import onnx
+
+    return [node.name for node in onnx.load(str(onnx_path)).graph.node
+            if node.op_type in op_types and any(scope in node.name for scope in scopes)]
 
 
 def feed_reader(feeds):

@@ -14,6 +14,13 @@ has run: ``(K-1)·clip_len`` to ``K·clip_len - 1`` frames after it arrived (10-
 frames for K=3, clip_len=5; the first window also waits for frame ``K·clip_len`` so
 that short streams match the offline schedule). :meth:`Runtime.flush` returns the rest.
 
+Frame detectors (MENet, MENet-Lite) stream through the same API: every frame is a one-frame
+window (K = 1), its 3D-branch feature is computed on the ``clip_len`` frames ending at frames 1,
+1 + ``refresh``, ... and reused in between, the 2D branch runs on every frame, the region map is
+decoded on the host and the same Linker links the frames online. A frame's result is final at
+once (latency 0 frames); its detections are the decoded boxes (what the frame-level evaluation
+scores, :func:`edge_stad.eval.predict_frames.predict_frame_rows`).
+
 Thread-safety: every public method takes the Runtime's lock, so calls from several
 threads are serialised and safe. For parallel work run one Runtime per camera in its
 own thread (ONNX Runtime releases the GIL; give each ``threads=`` so they do not
@@ -37,6 +44,7 @@ from edge_stad.runtime.decode import decode, to_pixels
 from edge_stad.runtime.frame_detections import FrameDetections
 from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
 from edge_stad.runtime.linking import ENDED, Linker
+from edge_stad.runtime.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
 from edge_stad.runtime.windows import Window, clip_ending_at, regular_window, window_schedule
 
 STAGES = ("preprocess", "encoder", "head", "decode", "link", "results")
@@ -115,9 +123,38 @@ class _Stream:
         for f in [f for f in self.frames if f <= self.count - self.clip_len]:
             del self.frames[f]
 
+    def pop_detections(self, frame):
+        """The final per-frame detections of ``frame`` (``label, score, x1, y1, x2, y2``)."""
+        return self.collector.pop(frame)[:, 1:] if self.collector is not None else _NO_DETECTIONS
+
+
+class _FrameStream(_Stream):
+    """A frame detector's stream: a one-frame window per frame, the last ``clip_len`` frames for the 3D
+    branch and its cached feature."""
+
+    def __init__(self, clip_len, frame_detections, link_matrices=None):
+        super().__init__(1, 1, frame_detections, link_matrices)
+        self.clip_len = clip_len
+
+    def clear(self):
+        super().clear()
+        self.collector = None
+        self.detections = {} if self.with_detections else None   # frame -> decoded rows
+        self.feat3d = None
+
+    def add(self, resized, timestamp, hw):
+        super().add(resized, timestamp, hw)
+        return [(self.count,)]
+
+    def last_windows(self):
+        return []
+
+    def pop_detections(self, frame):
+        return self.detections.pop(frame) if self.detections is not None else _NO_DETECTIONS
+
 
 class Runtime:
-    """Streaming AMMA inference for one or more cameras.
+    """Streaming AMMA or MENet inference for one or more cameras.
 
     ``engine``: an engine folder (from ``edge-stad build``), a checkpoint file (PyTorch),
     or an opened backend object. ``backend``: ``auto`` (TensorRT plans where TensorRT
@@ -127,11 +164,13 @@ class Runtime:
     detections (what frame-mAP scores; costs a soft-NMS per frame). ``history``: how many
     undrained events, tubes and windows are kept for :meth:`events`, :meth:`tubes`,
     :meth:`windows` (oldest dropped first, so an app that never drains them stays bounded).
+    ``refresh``: frame detectors only, frames between runs of the 3D branch (1: every frame, the
+    paper's model).
     """
 
     def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
-                 min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000):
-        if hasattr(engine, "config") and (hasattr(engine, "encode") or getattr(engine, "device_resident", False)):
+                 min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1):
+        if hasattr(engine, "config") and any(hasattr(engine, a) for a in ("encode", "encode_3d", "device_resident")):
             self.backend = engine
         else:
             from edge_stad.engines.loader import open_backend
@@ -141,7 +180,11 @@ class Runtime:
         if int(streams) < 1:
             raise ConfigError(f"streams must be >= 1, got {streams}")
         cfg = self.backend.config
-        self.K, self.clip_len = int(cfg["K"]), int(cfg["clip_len"])
+        self._frame_model = hasattr(self.backend, "encode_3d")
+        if self._frame_model and int(refresh) < 1:
+            raise ConfigError(f"refresh (frames between 3D-branch runs) must be >= 1, got {refresh}")
+        self.refresh = int(refresh)
+        self.K, self.clip_len = (1, 1) if self._frame_model else (int(cfg["K"]), int(cfg["clip_len"]))
         self.input_size = tuple(cfg["input_size"])
         self.num_classes = int(cfg["num_classes"])
         self.labels = tuple(getattr(self.backend, "labels", ()) or ()) or tuple(map(str, range(self.num_classes)))
@@ -152,7 +195,8 @@ class Runtime:
         # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
         self._on_device = bool(getattr(self.backend, "device_resident", False))
         matrices = getattr(self.backend, "link_matrices", None)   # the linking kernels, on a GPU backend
-        self._streams = [_Stream(self.K, self.clip_len, frame_detections, matrices) for _ in range(int(streams))]
+        self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices) if self._frame_model
+                         else _Stream(self.K, self.clip_len, frame_detections, matrices) for _ in range(int(streams))]
         self._lock = threading.RLock()
         self._events = deque(maxlen=history)
         self._tubes = deque(maxlen=history)
@@ -298,6 +342,9 @@ class Runtime:
         """Run the windows ``[(stream, window frames)]``: new clips through the encoder, then the head."""
         if not jobs:
             return
+        if self._frame_model:
+            self._process_frames(jobs)
+            return
         clips = []
         for i, window in jobs:
             state = self._streams[i]
@@ -332,6 +379,31 @@ class Runtime:
             state.processed(window)
         self._counts["windows"] += len(jobs)
 
+    def _process_frames(self, jobs):
+        """A frame detector's windows: the 3D branch where it is due, the 2D branch and decode on every frame."""
+        due = [(i, w[-1]) for i, w in jobs if (w[-1] - 1) % self.refresh == 0]
+        if due:
+            clips = np.stack([np.stack(self._streams[i].clip(f)) for i, f in due])
+            feat3d = self._timed("encoder", self.backend.encode_3d, clips)
+            for j, (i, _) in enumerate(due):
+                self._streams[i].feat3d = feat3d[j]
+            self._counts["clips"] += len(due)
+        S = detector_frames(self.backend.config)
+        latest = np.stack([np.stack(self._streams[i].clip(w[-1])[-S:]) for i, w in jobs])
+        regions = self._timed("head", self.backend.detect, latest, np.stack([self._streams[i].feat3d for i, _ in jobs]))
+        cfg = self.backend.config
+        for (i, window), region in zip(jobs, regions):
+            state, frame = self._streams[i], window[-1]
+            found = self._timed("decode", decode_region, region, cfg["anchors"], self.num_classes)
+            rows = to_frame_rows(found, frame, state.image_hw)
+            tubelets = frame_window(frame, rows, self.num_classes)
+            self._record(i, self._timed("link", state.linker.push, frame, tubelets.tubelets, window))
+            if state.detections is not None:
+                state.detections[frame] = rows[:, 1:]
+            self._windows.append((i, tubelets))
+            state.processed(window)
+        self._counts["windows"] += len(jobs)
+
     def _record(self, i, events):
         state = self._streams[i]
         for event in events:
@@ -353,9 +425,7 @@ class Runtime:
                 if 0 <= at < len(tube.boxes) and tube.score >= self.min_tube_score:
                     rows.append(np.concatenate([[tube.tube_id, tube.label, tube.score], tube.boxes[at, 1:5]])[None])
             tubes = np.concatenate(rows).astype(np.float32) if len(rows) > 1 else rows[0]
-            detections = _NO_DETECTIONS
-            if state.collector is not None:
-                detections = state.collector.pop(frame)[:, 1:]
+            detections = state.pop_detections(frame)
             if hw != state.image_hw:
                 tubes, detections = (_rescale(a, state.image_hw, hw, a.shape[1] - 4) for a in (tubes, detections))
             out.append(FrameResult(i, frame, timestamp, tubes if len(tubes) else _NO_TUBES, detections))

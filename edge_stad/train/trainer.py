@@ -1,4 +1,5 @@
-"""The AMMA trainer: presets, progress, logs, validation, atomic checkpoints, exact resume, DDP.
+"""The trainer of every model family (AMMA, MENet; see :mod:`edge_stad.train.tasks`): presets,
+progress, logs, validation, atomic checkpoints, exact resume, DDP.
 
 Every random choice is a function of ``(seed, epoch, index)`` (the epoch's sample order,
 each sample's augmentation), so a run resumed from a checkpoint, or split over DDP
@@ -25,10 +26,10 @@ import torch
 import torch.distributed as dist
 
 from edge_stad.errors import ConfigError
-from edge_stad.models import create_model, read_checkpoint, save_checkpoint
+from edge_stad.models import read_checkpoint, save_checkpoint
 from edge_stad.models.checkpoint import load_state_dict_checked
-from edge_stad.train.losses import amma_loss, normalizers
-from edge_stad.train.presets import lr_factor, preset
+from edge_stad.train.presets import default_backbone, lr_factor, preset
+from edge_stad.train.tasks import task_for
 
 
 @dataclasses.dataclass
@@ -38,13 +39,16 @@ class TrainConfig:
     data: str
     out: str = "runs/amma"
     preset: str = "synthetic"
-    backbone: str = "shufflenetv2"
+    model: str = "amma"                  # amma, menet, menet-lite
+    backbone: Optional[str] = None       # AMMA's 2D / MENet's 3D backbone; None: the family's default
     split: int = 1
     K: Optional[int] = None
     clip_len: Optional[int] = None
     input_size: Optional[int] = None
     decoder: str = "conv"
     fusion_stages: int = 3
+    srm_frames: Optional[int] = None     # MENet: frames of the short-range motion maps (0: RGB only)
+    width_3d: Optional[float] = None     # MENet: width multiplier of the 3D branch (None: the backbone's default)
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -68,8 +72,9 @@ class TrainConfig:
 
     def resolved(self):
         """A copy with every ``None`` filled from the preset."""
-        values = preset(self.preset, self.backbone)
         filled = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        filled["backbone"] = self.backbone or default_backbone(self.model)
+        values = preset(self.preset, filled["backbone"], self.model)
         for key, value in values.items():
             if filled.get(key) is None:
                 filled[key] = value
@@ -93,35 +98,31 @@ def epoch_batches(num_samples, batch_size, seed, epoch, rank=0, world=1):
 
 
 def _make_optimizer(cfg, model):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ConfigError(f"optimizer must be adam or adamw, got {cfg.optimizer!r}")
+    raise ConfigError(f"optimizer must be sgd, adam or adamw, got {cfg.optimizer!r}")
 
 
 class Trainer:
     def __init__(self, cfg, dataset=None):
         from edge_stad.data.act import ActDataset
-        from edge_stad.data.samples import TubeletSamples
 
         self.cfg = cfg = cfg.resolved()
+        self.task = task_for(cfg.model)
         torch.set_flush_denormal(True)  # random-init nets produce denormals that slow CPUs ~20x
         self.rank, self.world = _init_distributed(cfg.device)
         self.device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{_local_rank()}")
         self.dataset = dataset if dataset is not None else ActDataset(cfg.data, split=cfg.split)
-        labels = self.dataset.gt.labels
         torch.manual_seed(cfg.seed)
-        self.model = create_model("amma", backbone=cfg.backbone, K=cfg.K, num_classes=len(labels),
-                                  clip_len=cfg.clip_len, decoder=cfg.decoder, fusion_stages=cfg.fusion_stages,
-                                  input_size=cfg.input_size)
+        self.model = self.task.build_model(cfg, self.dataset)
         if cfg.pretrained and not cfg.resume:
-            from edge_stad.train.pretrained import load_pretrained
-
-            load_pretrained(self.model, cfg.pretrained)
+            self.task.load_pretrained(self.model, cfg.pretrained)
         self.model.to(self.device)
-        self.samples = TubeletSamples(self.dataset, self.dataset.train_videos, cfg.K, cfg.clip_len, cfg.input_size,
-                                      augment=cfg.augment, seed=cfg.seed)
+        self.samples = self.task.samples(cfg, self.dataset)
         if len(self.samples) < cfg.batch_size * self.world:
             raise ConfigError(f"{cfg.data} has {len(self.samples)} training samples, fewer than one batch of "
                               f"{cfg.batch_size} per process")
@@ -177,7 +178,7 @@ class Trainer:
         if cfg.schedule == "cosine" and (cfg.max_steps or cfg.time_budget):
             done = self.step / cfg.max_steps if cfg.max_steps else self.clock.elapsed() / (60 * cfg.time_budget)
             progress = cfg.epochs * min(done, 1.0)
-        lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.epochs, cfg.milestones, cfg.gamma)
+        lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.epochs, cfg.milestones, cfg.gamma, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -185,11 +186,10 @@ class Trainer:
     def train_step(self, batch):
         """One optimisation step on a collated batch; returns the loss parts as floats."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        # dropout masks (MENet's CFAM) from (seed, step, rank) too, so a resumed run draws the same ones
+        torch.manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.step, self.rank]).generate_state(1)[0]))
         output = self.net(batch["clips"])
-        counts = normalizers(batch)
-        if self.world > 1:  # normalise by the global batch; DDP's gradient mean then equals one big batch
-            dist.all_reduce(counts)
-        total, parts = amma_loss(output, batch, counts)
+        total, parts = self.task.loss(self.model, output, batch, self.world)
         self.optimizer.zero_grad(set_to_none=True)
         (total * self.world).backward()
         self.optimizer.step()
@@ -220,8 +220,7 @@ class Trainer:
                 stats = self.train_step(batch)
                 self.batch_in_epoch += 1
                 if bar is not None:
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", hm=f"{stats['hm']:.3f}", mov=f"{stats['mov']:.3f}",
-                                    wh=f"{stats['wh']:.2f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(lr=f"{lr:.2e}", **{k: f"{v:.3f}" for k, v in stats.items()})
                     bar.update(1)
                 if log is not None and self.step % cfg.log_every == 0:
                     log.write("train", self.epoch + 1, self.step, clock.elapsed(), lr=lr, **stats)
@@ -306,7 +305,8 @@ def _bar(enabled, total, desc):
 class _Log:
     """``metrics.csv`` (and TensorBoard scalars when ``tensorboard`` is installed)."""
 
-    FIELDS = ("kind", "epoch", "step", "elapsed_s", "loss", "hm", "mov", "wh", "lr", "frame_map", "video_map")
+    FIELDS = ("kind", "epoch", "step", "elapsed_s", "loss", "hm", "mov", "wh", "box", "obj", "cls", "lr",
+              "frame_map", "video_map")
 
     def __init__(self, out):
         path = os.path.join(out, "metrics.csv")

@@ -22,8 +22,24 @@ def channel_shuffle(x, groups=2):
     return x.reshape(-1, groups, c // groups, h, w).transpose(1, 2).reshape(-1, c, h, w)
 
 
-class ShuffleBlock(nn.Module):
+class SplitShuffleUnit(nn.Module):
+    """The ShuffleNetV2 unit's data flow, 2D or 3D: stride 1 passes one half of the channels through and
+    transforms the other (``banch2``), stride 2 transforms the input twice (``banch1``, ``banch2``); then
+    the halves are interleaved (``shuffle``)."""
+
+    def forward(self, x):
+        if self.stride == 1:
+            half = x.shape[1] // 2
+            out = torch.cat((x[:, :half], self.banch2(x[:, half:])), 1)
+        else:
+            out = torch.cat((self.banch1(x), self.banch2(x)), 1)
+        return self.shuffle(out)
+
+
+class ShuffleBlock(SplitShuffleUnit):
     """ShuffleNetV2 unit: stride 1 splits channels and transforms one half; stride 2 transforms both."""
+
+    shuffle = staticmethod(channel_shuffle)
 
     def __init__(self, inp, oup, stride):
         super().__init__()
@@ -48,14 +64,6 @@ class ShuffleBlock(nn.Module):
             nn.BatchNorm2d(half),
             nn.ReLU(inplace=True),
         )
-
-    def forward(self, x):
-        if self.stride == 1:
-            half = x.shape[1] // 2
-            out = torch.cat((x[:, :half], self.banch2(x[:, half:])), 1)
-        else:
-            out = torch.cat((self.banch1(x), self.banch2(x)), 1)
-        return channel_shuffle(out, 2)
 
 
 def shufflenetv2_features():

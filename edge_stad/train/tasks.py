@@ -1,0 +1,104 @@
+"""What the trainer does differently per model family: the model, its samples, its loss, its validation.
+
+* :class:`TubeletTask` (AMMA): K-clip tubelet samples, heatmap / movement / size loss, validation on
+  tubelet windows.
+* :class:`FrameTask` (MENet, MENet-Lite): one T-frame clip per annotated key frame, YOWO's region
+  loss with anchors from k-means on the training boxes, validation frame by frame.
+
+``loss`` returns this process's share of the global batch's loss (summed over processes it is the
+loss of the whole batch), so one ``(total * world).backward()`` under DDP's gradient mean is right
+for both.
+"""
+import torch.distributed as dist
+
+from edge_stad.models import create_model
+
+FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame"}
+
+
+class TubeletTask:
+    loss_parts = ("hm", "mov", "wh")
+
+    def build_model(self, cfg, dataset):
+        return create_model("amma", backbone=cfg.backbone, K=cfg.K, num_classes=len(dataset.gt.labels),
+                            clip_len=cfg.clip_len, decoder=cfg.decoder, fusion_stages=cfg.fusion_stages,
+                            input_size=cfg.input_size)
+
+    def load_pretrained(self, model, path):
+        from edge_stad.train.pretrained import load_pretrained
+
+        return load_pretrained(model, path)
+
+    def samples(self, cfg, dataset):
+        from edge_stad.data.samples import TubeletSamples
+
+        return TubeletSamples(dataset, dataset.train_videos, cfg.K, cfg.clip_len, cfg.input_size,
+                              augment=cfg.augment, seed=cfg.seed)
+
+    def loss(self, model, output, batch, world):
+        from edge_stad.train.losses import amma_loss, normalizers
+
+        counts = normalizers(batch)
+        if world > 1:  # normalise by the global batch; DDP's gradient mean then equals one big batch
+            dist.all_reduce(counts)
+        return amma_loss(output, batch, counts)
+
+    def evaluate(self, model, dataset, split, progress=None):
+        from edge_stad.engines.torch_backend import TorchBackend
+        from edge_stad.eval.predict import evaluate_backend
+
+        return evaluate_backend(TorchBackend(model), dataset, split, progress=progress)
+
+
+class FrameTask:
+    loss_parts = ("box", "obj", "cls")
+
+    def build_model(self, cfg, dataset):
+        from edge_stad.data.anchors import dataset_anchors
+
+        grid = (cfg.input_size // 32, cfg.input_size // 32)   # the region head's stride
+        anchors, _ = dataset_anchors(dataset.gt, dataset.train_videos, grid)
+        return create_model(cfg.model, backbone_3d=cfg.backbone, width_3d=cfg.width_3d, clip_len=cfg.clip_len,
+                            num_classes=len(dataset.gt.labels), input_size=cfg.input_size,
+                            srm_frames=cfg.srm_frames, anchors=[[float(a), float(b)] for a, b in anchors])
+
+    def load_pretrained(self, model, path):
+        """The 3D branch from ``edge-stad distill student``'s ``backbone_3d.pt`` (every key must fit)."""
+        from edge_stad.errors import CheckpointError
+        from edge_stad.models.checkpoint import load_state_dict_checked, read_checkpoint
+
+        prefix = "backbone_3d."
+        state = read_checkpoint(path)["state_dict"]
+        other = [k for k in state if not k.startswith(prefix)]
+        if other:
+            raise CheckpointError(f"{path} is not a 3D-branch state dict (keys '{prefix}*', as `edge-stad distill "
+                                  f"student` writes): it also holds {other[:3]}")
+        load_state_dict_checked(model.backbone_3d, {k[len(prefix):]: v for k, v in state.items()}, source=path)
+
+    def samples(self, cfg, dataset):
+        from edge_stad.data.frame_samples import FrameSamples
+
+        return FrameSamples(dataset, dataset.train_videos, cfg.clip_len, cfg.input_size, augment=cfg.augment,
+                            seed=cfg.seed)
+
+    def loss(self, model, output, batch, world):
+        from edge_stad.train.region_loss import region_loss
+
+        total, parts = region_loss(output, batch["boxes"], model.config["num_classes"], model.config["anchors"])
+        return total / world, {k: v / world for k, v in parts.items()}
+
+    def evaluate(self, model, dataset, split, progress=None):
+        from edge_stad.engines.torch_backend import TorchFrameBackend
+        from edge_stad.eval.predict_frames import evaluate_frame_backend
+
+        return evaluate_frame_backend(TorchFrameBackend(model), dataset, split, progress=progress)
+
+
+def task_for(model_name):
+    """The :class:`TubeletTask` or :class:`FrameTask` of a registered model name."""
+    from edge_stad.errors import ConfigError
+
+    if model_name not in FAMILIES:
+        raise ConfigError(f"the trainer knows models {', '.join(FAMILIES)}, not {model_name!r}")
+    return TubeletTask() if FAMILIES[model_name] == "tubelet" else FrameTask()
+
