@@ -3,12 +3,16 @@
     python benchmarks/train_ablation.py [--data data/synth_bench] [--minutes 20] [--out runs/ablation]
     python benchmarks/train_ablation.py --variants mm_k3,menet_lite,menet_lite_rgb --parallel \
         --results benchmarks/results/menet_synthetic
+    python benchmarks/train_ablation.py --variants menet_lite --init ce=runs/distill/ce/backbone_3d.pt \
+        --init mars=runs/distill/mars/backbone_3d.pt --results benchmarks/results/menet_distill
 
 Each variant is trained with `edge-stad train` semantics (its family's `synthetic` preset, CPU),
 then its last checkpoint is evaluated on the test split (frame-mAP@0.5 with the error breakdown,
 video-mAP). Variants run one after another so they get the same machine, or with --parallel all at
 once, one process each with an equal share of the cores, so that whatever else loads the machine
-hits them alike and the budget is matched. Writes a markdown table (and JSON beside it).
+hits them alike and the budget is matched. Each ``--init NAME=PATH`` adds, for every MENet variant,
+a run ``VARIANT+NAME`` whose 3D branch starts from PATH (`edge-stad distill student`'s
+``backbone_3d.pt``). Writes a markdown table (and JSON beside it).
 """
 import argparse
 import os
@@ -36,8 +40,26 @@ def complexity(model):
     return p["params"]["total"] / 1e6, p["macs"]["frame"]["total"] / 1e9
 
 
+def parse_inits(values):
+    """``["ce=path", ...]`` -> ``{"ce": "path"}``."""
+    inits = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--init takes NAME=PATH, got {value!r}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--init {name}: no file {path}")
+        inits[name] = path
+    return inits
+
+
+def run_names(names, inits):
+    """The runs to do: every variant, then every MENet variant once per initialisation."""
+    return names + [f"{n}+{i}" for n in names if VARIANTS[n].get("model", "amma") != "amma" for i in inits]
+
+
 def train_variant(name, args, threads=None):
-    """Train and evaluate one variant; its result record."""
+    """Train and evaluate one run (``VARIANT`` or ``VARIANT+INIT``); its result record."""
     import torch
 
     from edge_stad.data.act import ActDataset
@@ -49,8 +71,10 @@ def train_variant(name, args, threads=None):
     if threads:
         torch.set_num_threads(threads)
     dataset = ActDataset(args.data)
+    variant, _, init = name.partition("+")
     cfg = TrainConfig(data=args.data, out=os.path.join(args.out, name), time_budget=args.minutes,
-                      max_steps=args.steps, epochs=100, val_every=0, progress=False, **VARIANTS[name])
+                      max_steps=args.steps, epochs=100, val_every=0, progress=False,
+                      pretrained=parse_inits(args.init)[init] if init else None, **VARIANTS[variant])
     began = time.monotonic()
     trainer = Trainer(cfg, dataset=dataset)
     result = trainer.fit()
@@ -60,8 +84,9 @@ def train_variant(name, args, threads=None):
     summary = evaluation.to_json()
     print(f"== {name}\n" + format_tables(evaluation), flush=True)
     params, gmacs = complexity(model)
-    return {"variant": name, "config": {k: v for k, v in vars(trainer.cfg).items() if k != "data"},
-            "model": model.config, "params_m": params, "gmac_per_frame": gmacs, "threads": torch.get_num_threads(),
+    return {"variant": name, "init": cfg.pretrained,
+            "config": {k: v for k, v in vars(trainer.cfg).items() if k != "data"}, "model": model.config,
+            "params_m": params, "gmac_per_frame": gmacs, "threads": torch.get_num_threads(),
             "steps": trainer.step, "samples_seen": trainer.step * trainer.cfg.batch_size,
             "train_seconds": round(train_s, 1), "frame_mAP": summary["frame_mAP"], "video_mAP": summary["video_mAP"],
             "frame_errors_mean": summary["frame_errors_mean"], "frame_AP": summary["frame_AP"]}
@@ -80,6 +105,8 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
     parser.add_argument("--steps", type=int, default=None, help="also cap the steps (the cosine schedule ends there)")
     parser.add_argument("--variants", default="mm_k3,rgb_k1", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--init", action="append", default=[], metavar="NAME=PATH",
+                        help="also train each MENet variant from this 3D-branch state (repeatable)")
     parser.add_argument("--parallel", action="store_true", help="train all variants at once, cores shared equally")
     parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results",
                                                           "synthetic_ablation"))
@@ -88,6 +115,10 @@ def main(argv=None):
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    try:
+        names = run_names(names, parse_inits(args.init))
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
 
     import torch
 
@@ -109,8 +140,10 @@ def main(argv=None):
         records = [train_variant(name, args) for name in names]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     command = (f"python benchmarks/train_ablation.py --variants {args.variants} --minutes {args.minutes:g}"
-               + (f" --steps {args.steps}" if args.steps else "") + (" --parallel" if args.parallel else ""))
-    lines = [f"# Synthetic benchmark, {args.minutes:g} minutes of training per variant", "",
+               + (f" --steps {args.steps}" if args.steps else "") + "".join(f" --init {i}" for i in args.init)
+               + (" --parallel" if args.parallel else ""))
+    budget = f"{args.steps} steps (at most {args.minutes:g} minutes)" if args.steps else f"{args.minutes:g} minutes"
+    lines = [f"# Synthetic benchmark, {budget} of training per variant", "",
              f"Command: `{command}`", f"Machine: {machine}"
              + (f"; variants trained in parallel, {records[0]['threads']} thread(s) each" if args.parallel else ""),
              "", "| variant | model | input | params (M) | GMAC/frame | steps | samples | frame-mAP@0.5 | "

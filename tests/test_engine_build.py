@@ -199,6 +199,41 @@ def test_tensorrt_int8_plan_from_the_qdq_graph(tmp_path_factory, tmp_path):
     assert (tmp_path / "e" / "head.plan").stat().st_size > 0
 
 
+def test_pin_fp32_selects_the_attention_layers_by_name_and_type():
+    """The layer selection of pin_fp32 on a network of plain records standing for TensorRT's layer objects."""
+    from types import SimpleNamespace
+
+    trt = SimpleNamespace(float32="f32", float16="f16", int32="i32",
+                          LayerType=SimpleNamespace(CONVOLUTION="conv", QUANTIZE="q", DEQUANTIZE="dq"),
+                          BuilderFlag=SimpleNamespace(OBEY_PRECISION_CONSTRAINTS="obey"))
+
+    class Layer:
+        def __init__(self, name, kind, outputs=("f16",)):
+            self.name, self.type, self.precision, self.set = name, kind, None, {}
+            self.outputs = [SimpleNamespace(dtype=d) for d in outputs]
+            self.num_outputs = len(outputs)
+
+        def get_output(self, j):
+            return self.outputs[j]
+
+        def set_output_type(self, j, dtype):
+            self.set[j] = dtype
+
+    layers = [Layer("/model/cfam/conv_bn_relu2/Conv", "conv"), Layer("/model/cfam/sc/MatMul", "matmul"),
+              Layer("/model/cfam/sc/ReduceMax", "reduce", ("f16", "i32")), Layer("/model/cfam/sc/Softmax", "softmax"),
+              Layer("/model/non_local/theta/Conv", "conv"), Layer("/model/non_local/MatMul", "matmul"),
+              Layer("/model/non_local/DequantizeLinear", "dq")]
+    network = SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
+    flags = []
+    config = SimpleNamespace(set_flag=flags.append)
+    pinned = tensorrt_build.pin_fp32(trt, network, config, ("/cfam/sc/", "/non_local/"))
+    assert pinned == ["/model/cfam/sc/MatMul", "/model/cfam/sc/ReduceMax", "/model/cfam/sc/Softmax",
+                      "/model/non_local/MatMul"] and flags == ["obey"]
+    assert [layer.precision for layer in layers] == [None, "f32", "f32", "f32", None, "f32", None]
+    assert layers[2].set == {0: "f32"}                           # the integer index output keeps its type
+    assert tensorrt_build.pin_fp32(trt, network, config, ()) == [] and flags == ["obey"]
+
+
 @needs_tensorrt
 def test_tensorrt_refuses_a_dla_core_on_a_gpu_without_dla(tmp_path):
     trt = tensorrt_build.tensorrt()

@@ -151,7 +151,7 @@ def test_mismatched_manifest_and_bad_inputs_are_clear_errors(int8_engine, tmp_pa
         backend.encode_3d(np.zeros((1, T, SIZE, SIZE, 3), np.float32))
     with pytest.raises(FrameError, match="frames must be uint8"):
         backend.detect(np.zeros((1, 2, SIZE, SIZE, 3), np.uint8), np.zeros((1, 2048, 2, 2), np.float32))
-    with pytest.raises(ConfigError, match="ONNX Runtime only"):
+    with pytest.raises(EngineError, match="has no TensorRT plans; build them on this device"):
         open_backend(engine, "tensorrt")
     manifest = json.loads((engine / "manifest.json").read_text())
     manifest["model"]["clip_len"] = 8
@@ -162,6 +162,77 @@ def test_mismatched_manifest_and_bad_inputs_are_clear_errors(int8_engine, tmp_pa
     (engine / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="lists no encoder3d, detector graph"):
         open_backend(engine)
+
+
+@pytest.mark.parametrize("engine_class", ["NamedEngine", "BindingEngine"])
+def test_tensorrt_frame_backend_plumbing_streams_like_onnxruntime(int8_engine, tmp_path, monkeypatch, engine_class):
+    """The TensorRT frame backend's I/O on the stand-in TensorRT of test_tensorrt_backend (plans that are the
+    engine's ONNX files, run by ONNX Runtime on host memory): the same regions as ONNX Runtime, and the same
+    Runtime stream."""
+    import test_tensorrt_backend as trt_stub
+
+    from edge_stad.engines import tensorrt_backend, tensorrt_build
+    from edge_stad.engines.tensorrt_backend import TensorRTFrameBackend
+    from edge_stad.runtime.stream import Runtime
+
+    cudart, engines = trt_stub.FakeCudart(), []
+    monkeypatch.setattr(tensorrt_build, "tensorrt",
+                        lambda: trt_stub.fake_tensorrt(getattr(trt_stub, engine_class), engines))
+    monkeypatch.setattr(tensorrt_backend, "_cudart", lambda: cudart)
+    folder = trt_stub.with_plans(int8_engine / "engine", tmp_path / "plans")
+    reference = open_backend(folder, "onnxruntime")
+    backend = open_backend(folder)                         # auto: plans, and TensorRT imports
+    assert isinstance(backend, TensorRTFrameBackend) and backend.labels == reference.labels
+    clips = example_inputs(backend.config, batch=2, seed=3)
+    feat = backend.encode_3d(clips)
+    assert engines[0].runs == 2                            # the CLI builds a static batch of 1: one run per clip
+    np.testing.assert_array_equal(feat, reference.encode_3d(clips))
+    region = backend.detect(clips[:, -T:], feat)
+    np.testing.assert_array_equal(region, reference.detect(clips[:, -T:], feat))
+    with pytest.raises(FrameError, match=rf"clips must be uint8 \(N, {T}, {SIZE}, {SIZE}, 3\)"):
+        backend.encode_3d(clips.astype(np.float32))
+
+    frames = np.random.default_rng(0).integers(0, 256, (9, 48, 80, 3), dtype=np.uint8)
+    streams = []
+    for opened in (backend, reference):
+        runtime = Runtime(opened, frame_detections=True, refresh=2, min_tube_score=0.0)
+        results = [r for f in frames for r in runtime.push(f)] + runtime.flush()
+        streams.append([(r.frame, r.detections) for r in results])
+    assert [f for f, _ in streams[0]] == list(range(1, len(frames) + 1))
+    for (_, got), (_, want) in zip(*streams):
+        np.testing.assert_array_equal(got, want)
+    backend.close()
+    assert not cudart.memory
+
+
+def _tensorrt_runs_here():
+    from test_tensorrt_backend import cuda_python_available
+
+    from edge_stad.engines import tensorrt_build
+
+    return tensorrt_build.available() and cuda_python_available()
+
+
+@pytest.mark.skipif(not _tensorrt_runs_here(), reason="TensorRT and cuda-python are not both importable here")
+def test_tensorrt_fp16_frame_plans_match_onnxruntime(model, fp32_graphs, tmp_path):
+    from edge_stad.engines import tensorrt_build
+    from edge_stad.engines.build import BuildOptions, build_engine
+    from edge_stad.engines.tensorrt_backend import TensorRTFrameBackend
+
+    manifest = build_engine(model, tmp_path / "e", BuildOptions(backend="tensorrt", precision="fp16"),
+                            log=lambda _: None)
+    assert manifest["plans"] == {"encoder3d": "encoder3d.plan", "detector": "detector.plan"}
+    if tensorrt_build.major_version(tensorrt_build.tensorrt()) < 11:
+        assert manifest["tensorrt"]["fp32_layers"] > 0            # the detector's channel attention
+    folder, _ = fp32_graphs
+    reference = OnnxRuntimeFrameBackend(folder / "encoder3d.onnx", folder / "detector.onnx", model.config)
+    clips = example_inputs(model.config, batch=2, seed=7)
+    with open_backend(tmp_path / "e") as backend:
+        assert isinstance(backend, TensorRTFrameBackend)
+        feat = backend.encode_3d(clips)
+        assert scaled_error([feat], [reference.encode_3d(clips)]) < 3e-2
+        region = backend.detect(clips[:, -T:], feat)
+        assert scaled_error([region], [reference.detect(clips[:, -T:], feat)]) < 3e-2
 
 
 def test_cli_model_choice(int8_engine, capsys):

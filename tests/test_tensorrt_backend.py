@@ -41,10 +41,10 @@ def with_plans(folder, out, **manifest_changes):
     """A copy of an ONNX Runtime engine folder whose ``*.plan`` are its ONNX files, listed as a TensorRT build lists
     them (what the stand-in TensorRT below deserializes)."""
     shutil.copytree(folder, out)
-    for graph in ("encoder", "head"):
-        shutil.copyfile(out / f"{graph}.onnx", out / f"{graph}.plan")
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest.update(plans={"encoder": "encoder.plan", "head": "head.plan"}, **manifest_changes)
+    for graph in manifest["graphs"]:
+        shutil.copyfile(out / f"{graph}.onnx", out / f"{graph}.plan")
+    manifest.update(plans={graph: f"{graph}.plan" for graph in manifest["graphs"]}, **manifest_changes)
     os.remove(out / "manifest.json")
     write_manifest(out, {k: v for k, v in manifest.items() if k != "files"})
     return out

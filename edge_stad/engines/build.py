@@ -377,7 +377,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
                 _say(log, "tensorrt", f"building {g}.plan")
                 plans[g] = f"{g}.plan"
                 info = tensorrt_build.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
-                                                 opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core)
+                                                 opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
+                                                 fp32_scopes=kind.float_scopes)
                 if opts.trt_calib_cache and opts.precision == "int8":
                     cache = os.path.join(reports, f"{g}.trt-calibration.cache")
                     _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")

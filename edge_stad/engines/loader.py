@@ -6,9 +6,8 @@ ONNX Runtime, with its CUDA provider when onnxruntime-gpu has one. A checkpoint 
 reference every engine is compared with. Only the backend asked for is imported.
 
 MENet / MENet-Lite engines and checkpoints open as *frame backends*
-(:mod:`edge_stad.eval.predict_frames`): ONNX Runtime's :class:`OnnxRuntimeFrameBackend` or
-PyTorch's ``TorchFrameBackend``; there is no TensorRT runner for them yet (``auto`` takes ONNX
-Runtime; their plans are built for the device).
+(:mod:`edge_stad.eval.predict_frames`): ONNX Runtime's :class:`OnnxRuntimeFrameBackend`,
+TensorRT's ``TensorRTFrameBackend`` or PyTorch's ``TorchFrameBackend``.
 """
 import os
 import warnings
@@ -57,13 +56,10 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
         raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
                           f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
     frame_model = is_frame_model(manifest["model"])
-    if frame_model and backend == "tensorrt":
-        raise ConfigError(f"{source} holds a {name} engine: this version runs those with ONNX Runtime only "
-                          "(backend onnxruntime or auto)")
     if backend == "auto":
         from edge_stad.engines import tensorrt_build
 
-        usable = manifest.get("plans") and not frame_model and tensorrt_build.available()
+        usable = manifest.get("plans") and tensorrt_build.available()
         backend = "tensorrt" if usable else "onnxruntime"
     if backend == "tensorrt":
         from edge_stad.engines.tensorrt_backend import open_tensorrt_engine

@@ -114,16 +114,16 @@ class OnnxRuntimeFrameBackend:
 
     def encode_3d(self, frames):
         """uint8 BGR clips ``(N, T, H, W, 3)`` -> 3D features ``(N, C3, h, w)``."""
-        return _run(self.encoder3d, {"clip": _frames(frames, self.config["clip_len"], self.config, "clips")})[0]
+        return _run(self.encoder3d, {"clip": frame_input(frames, self.config["clip_len"], self.config, "clips")})[0]
 
     def detect(self, frames, feat3d):
         """uint8 BGR latest frames ``(N, S, H, W, 3)`` and ``encode_3d``'s features -> region ``(N, A(5+C), h, w)``."""
-        feed = {"frames": _frames(frames, self.frames_2d, self.config, "frames"),
+        feed = {"frames": frame_input(frames, self.frames_2d, self.config, "frames"),
                 "feat3d": np.ascontiguousarray(feat3d, np.float32)}
         return _run(self.detector, feed)[0]
 
 
-def _frames(frames, count, config, what):
+def frame_input(frames, count, config, what):
     """``frames`` as the graph takes them, or a :class:`FrameError` naming the expected layout."""
     frames = np.asarray(frames)
     h, w = config["input_size"]

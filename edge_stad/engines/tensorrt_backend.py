@@ -1,7 +1,10 @@
-"""TensorRT backend: an engine folder's ``encoder.plan`` and ``head.plan`` on the GPU (Jetson or desktop).
+"""TensorRT backends: an engine folder's plans on the GPU (Jetson or desktop).
 
-Same interface as :class:`~edge_stad.engines.onnxruntime_backend.OnnxRuntimeBackend`, so evaluation and the
-runtime take either. Written against TensorRT's documented Python API and imported lazily, so this module
+:class:`TensorRTBackend` runs AMMA's ``encoder.plan`` and ``head.plan`` with the interface of
+:class:`~edge_stad.engines.onnxruntime_backend.OnnxRuntimeBackend`; :class:`TensorRTFrameBackend` runs
+MENet's ``encoder3d.plan`` and ``detector.plan`` with that of
+:class:`~edge_stad.engines.onnxruntime_backend.OnnxRuntimeFrameBackend`. Evaluation and the runtime take
+either. Written against TensorRT's documented Python API and imported lazily, so this module
 loads anywhere. TensorRT has two I/O APIs; the engine's own attributes pick one, not the version number:
 
 * named tensors (8.6 on, the only one from 10): ``set_input_shape``, ``set_tensor_address``,
@@ -18,13 +21,16 @@ import numpy as np
 
 from edge_stad.engines import tensorrt_build
 from edge_stad.engines.manifest import read_manifest
+from edge_stad.engines.onnxruntime_backend import FRAME_MODELS, frame_input, graph_names, is_frame_model
 from edge_stad.errors import EngineError, MissingDependencyError
 from edge_stad.runtime.decode import decode
+from edge_stad.runtime.region_decode import detector_frames
 
-GRAPHS = ("encoder", "head")
-# inputs, and the accepted output sets, of each graph as exported (edge_stad.export.onnx_export)
+# inputs, and the accepted output sets, of each graph as exported (edge_stad.export.onnx_export, frame_graphs)
 IO = {"encoder": (["frames"], (["feat", "wh"],)),
-      "head": (["feats", "whs"], (["hm", "mov", "wh"], ["tubelets"]))}
+      "head": (["feats", "whs"], (["hm", "mov", "wh"], ["tubelets"])),
+      "encoder3d": (["clip"], (["feat3d"],)),
+      "detector": (["feat3d", "frames"], (["region"],))}
 
 
 def _rebuild(folder):
@@ -163,10 +169,10 @@ class _Plan:
         self.engine = None
 
 
-class TensorRTBackend:
-    """TensorRT plans of an engine's encoder and head on CUDA device ``device``; see :func:`open_tensorrt_engine`."""
+class _PlanSet:
+    """The plans of one engine, run in turn on one CUDA stream of device ``device``."""
 
-    def __init__(self, encoder_plan, head_plan, config, device=0):
+    def __init__(self, paths, config, device=0):
         trt = tensorrt_build.tensorrt()
         self.config = config
         self.manifest = None
@@ -174,12 +180,11 @@ class TensorRTBackend:
         self.cuda = _Cuda(device)
         try:
             self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            for graph, path in zip(GRAPHS, (encoder_plan, head_plan)):
+            for graph, path in paths.items():
                 self.plans[graph] = _Plan(trt, self.runtime, os.fspath(path), graph, self.cuda)
         except BaseException:
             self.close()
             raise
-        self.decodes_in_graph = self.plans["head"].outputs == ["tubelets"]
 
     def _run(self, graph, feeds):
         """One run, or one per item where the plan's batch is a static 1 and another number of items comes."""
@@ -193,6 +198,27 @@ class TensorRTBackend:
             return plan.run(feeds)
         parts = [plan.run({name: array[i:i + 1] for name, array in feeds.items()}) for i in range(count)]
         return {name: np.concatenate([part[name] for part in parts]) for name in plan.outputs}
+
+    def close(self):
+        """Free the device buffers and the stream and drop the engines; the backend cannot run afterwards."""
+        for plan in self.plans.values():
+            plan.close()
+        self.plans = {}
+        self.cuda.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TensorRTBackend(_PlanSet):
+    """AMMA's encoder and head plans on CUDA device ``device``; see :func:`open_tensorrt_engine`."""
+
+    def __init__(self, encoder_plan, head_plan, config, device=0):
+        super().__init__({"encoder": encoder_plan, "head": head_plan}, config, device)
+        self.decodes_in_graph = self.plans["head"].outputs == ["tubelets"]
 
     def encode(self, frames):
         """uint8 BGR clips ``(N, n, H, W, 3)`` -> ``(feat, wh)``; one run per clip on static-batch plans."""
@@ -215,18 +241,25 @@ class TensorRTBackend:
             return np.asarray(self._head(feats, whs)["tubelets"], np.float32)
         return decode(*self.head(feats, whs), reference_y_rounding=reference_y_rounding)
 
-    def close(self):
-        """Free the device buffers and the stream and drop the engines; the backend cannot run afterwards."""
-        for plan in self.plans.values():
-            plan.close()
-        self.plans = {}
-        self.cuda.close()
 
-    def __enter__(self):
-        return self
+class TensorRTFrameBackend(_PlanSet):
+    """MENet's encoder3d and detector plans on CUDA device ``device`` (the frame backend interface of
+    :mod:`edge_stad.eval.predict_frames`; the region map is decoded on the host)."""
 
-    def __exit__(self, *exc):
-        self.close()
+    def __init__(self, encoder3d_plan, detector_plan, config, device=0):
+        super().__init__({"encoder3d": encoder3d_plan, "detector": detector_plan}, config, device)
+        self.frames_2d = detector_frames(config)
+
+    def encode_3d(self, frames):
+        """uint8 BGR clips ``(N, T, H, W, 3)`` -> 3D features ``(N, C3, h, w)``."""
+        clip = frame_input(frames, self.config["clip_len"], self.config, "clips")
+        return np.asarray(self._run("encoder3d", {"clip": clip})["feat3d"], np.float32)
+
+    def detect(self, frames, feat3d):
+        """uint8 BGR latest frames ``(N, S, H, W, 3)`` and ``encode_3d``'s features -> region ``(N, A(5+C), h, w)``."""
+        feeds = {"frames": frame_input(frames, self.frames_2d, self.config, "frames"),
+                 "feat3d": np.asarray(feat3d, np.float32)}
+        return np.asarray(self._run("detector", feeds)["region"], np.float32)
 
 
 class _OwnPlan(_Plan):
@@ -254,7 +287,8 @@ def open_plan(path, device=0):
 
 
 def open_tensorrt_engine(folder, device=0, manifest=None):
-    """The TensorRT backend of engine ``folder``, after its manifest and checksums are verified
+    """The TensorRT backend of engine ``folder`` (:class:`TensorRTFrameBackend` for MENet, else
+    :class:`TensorRTBackend`), after its manifest and checksums are verified
     (pass ``manifest`` when :func:`~edge_stad.engines.manifest.read_manifest` already did).
 
     The plans are the manifest's ``plans`` (written by ``edge-stad build`` where TensorRT is importable) and
@@ -262,10 +296,11 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     command; a missing ``tensorrt`` module a :class:`MissingDependencyError`.
     """
     manifest = read_manifest(folder) if manifest is None else manifest
-    if manifest["model"].get("name") != "amma":
-        raise EngineError(f"engine {folder} holds a {manifest['model'].get('name')!r} model; this version runs amma")
+    name = manifest["model"].get("name")
+    if name not in ("amma",) + FRAME_MODELS:
+        raise EngineError(f"engine {folder} holds a {name!r} model; this version runs amma, " + ", ".join(FRAME_MODELS))
     plans = manifest.get("plans") or {}
-    rels = [plans.get(graph, f"{graph}.plan") for graph in GRAPHS]
+    rels = [plans.get(graph, f"{graph}.plan") for graph in graph_names(manifest["model"])]
     if any(rel not in manifest["files"] for rel in rels):
         raise EngineError(f"engine {folder} has no TensorRT plans; {_rebuild(folder)}")
     trt = tensorrt_build.tensorrt()
@@ -273,6 +308,7 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     if built and built != trt.__version__:
         raise EngineError(f"engine {folder}: its plans were built by TensorRT {built}, this is TensorRT "
                           f"{trt.__version__}; {_rebuild(folder)}")
-    backend = TensorRTBackend(*(os.path.join(os.fspath(folder), rel) for rel in rels), manifest["model"], device)
+    kind = TensorRTFrameBackend if is_frame_model(manifest["model"]) else TensorRTBackend
+    backend = kind(*(os.path.join(os.fspath(folder), rel) for rel in rels), manifest["model"], device)
     backend.manifest = manifest
     return backend

@@ -128,8 +128,33 @@ def _batch_profile(builder, network, config, max_batch):
     config.add_optimization_profile(profile)
 
 
+def pin_fp32(trt, network, config, scopes):
+    """Keep the layers whose names hold one of ``scopes`` (the ONNX parser names layers after their nodes) in
+    FP32 under the FP16/INT8 builder flags of TensorRT < 11; returns their names.
+
+    The FP16 and QDQ ONNX files already compute those (attention energies, softmax, products) in
+    FP32 (casts, no Q/DQ), but weakly typed networks treat a cast as a hint: without the
+    constraint TensorRT may fold it and pick FP16 kernels. Convolutions in a scope (the non-local
+    block's 1x1x1 projections) and Q/DQ layers keep what the build gives them. Strongly typed
+    networks (TensorRT 11) follow the ONNX types and need nothing here.
+    """
+    keep = (trt.LayerType.CONVOLUTION, trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
+    pinned = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type not in keep and any(scope in layer.name for scope in scopes):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                    layer.set_output_type(j, trt.float32)
+            pinned.append(layer.name)
+    if pinned:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return pinned
+
+
 def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing_cache=None, dla_core=None,
-               calibration_feeds=None, calibration_cache=None, max_batch=MAX_BATCH):
+               calibration_feeds=None, calibration_cache=None, max_batch=MAX_BATCH, fp32_scopes=()):
     """Build and atomically write a serialized TensorRT engine for ``onnx_path``.
 
     A dynamic-batch ONNX (``--dynamic-batch``) gets batches 1 to ``max_batch``.
@@ -137,7 +162,8 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
     ``precision``: ``fp32``, ``fp16`` (flag before 11; an FP16 ONNX on 11) or ``int8``
     (a QDQ ONNX: explicit quantization). ``calibration_feeds`` + ``calibration_cache``
     with an FP32 ONNX and ``precision="int8"`` run TensorRT's implicit calibration
-    (TensorRT <= 10 only). Returns a dict for the manifest.
+    (TensorRT <= 10 only). Layers under ``fp32_scopes`` stay FP32 (:func:`pin_fp32`).
+    Returns a dict for the manifest.
     """
     trt = tensorrt()
     major = major_version(trt)
@@ -156,9 +182,11 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     _batch_profile(builder, network, config, max_batch)
+    pinned = []
     if major < 11:
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take fall back to FP16
+            pinned = pin_fp32(trt, network, config, fp32_scopes)
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
             if implicit:
@@ -188,7 +216,7 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
         with atomic_write(timing_cache, "wb") as f:
             f.write(bytes(cache.serialize()))
     return {"tensorrt": trt.__version__, "precision": precision, "dla_core": dla_core,
-            "strongly_typed": major >= 11, "implicit_int8": implicit}
+            "strongly_typed": major >= 11, "implicit_int8": implicit, "fp32_layers": len(pinned)}
 
 
 # The inputs of every graph an engine folder can hold (AMMA's encoder/head, MENet's encoder3d/detector).
