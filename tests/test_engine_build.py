@@ -199,6 +199,36 @@ def test_tensorrt_int8_plan_from_the_qdq_graph(tmp_path_factory, tmp_path):
     assert (tmp_path / "e" / "head.plan").stat().st_size > 0
 
 
+@pytest.mark.parametrize("family", ["amma", "menet-lite"])
+def test_tensorrt_builds_get_each_graph_and_its_fp32_scopes(family, tmp_path, monkeypatch):
+    """The build's TensorRT stage, with TensorRT's plan builder replaced by a recorder: one plan per graph of
+    the family, each listed and checksummed, and MENet's attention scopes handed over to be pinned."""
+    from types import SimpleNamespace
+
+    from edge_stad.models import create_model
+
+    calls = []
+
+    def record(onnx_path, plan_path, precision, *args, fp32_scopes=(), **kwargs):
+        calls.append((os.path.basename(plan_path), precision, tuple(fp32_scopes)))
+        with open(plan_path, "wb") as f:
+            f.write(b"plan")
+        return {"tensorrt": "10.0.0.fake", "precision": precision, "fp32_layers": len(fp32_scopes)}
+
+    monkeypatch.setattr(tensorrt_build, "tensorrt", lambda: SimpleNamespace(__version__="10.0.0.fake"))
+    monkeypatch.setattr(tensorrt_build, "build_plan", record)
+    monkeypatch.setattr(tensorrt_build, "verify_plans", lambda folder, plans: {})
+    torch.manual_seed(0)
+    model = (tiny_model("shufflenetv2") if family == "amma" else
+             create_model("menet-lite", num_classes=3, input_size=64, clip_len=4, width_3d=0.5).eval())
+    manifest = build_engine(model, tmp_path / "e", BuildOptions(backend="tensorrt", precision="fp16"), log=quiet)
+    scopes = () if family == "amma" else ("/cfam/sc/", "/non_local/")
+    graphs = ("encoder", "head") if family == "amma" else ("encoder3d", "detector")
+    assert calls == [(f"{g}.plan", "fp16", scopes) for g in graphs]
+    assert manifest["plans"] == {g: f"{g}.plan" for g in graphs} and manifest["backend"] == "tensorrt"
+    assert all(f"{g}.plan" in manifest["files"] for g in graphs)
+
+
 def test_pin_fp32_selects_the_attention_layers_by_name_and_type():
     """The layer selection of pin_fp32 on a network of plain records standing for TensorRT's layer objects."""
     from types import SimpleNamespace

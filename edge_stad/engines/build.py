@@ -87,6 +87,7 @@ class _TubeletModel:
 
     graphs = TUBELET_GRAPHS
     fp16_float = "FP32 I/O, normalisation, micro-motion and decode"
+    float_scopes = ()
 
     @staticmethod
     def backend(paths, config):
@@ -383,7 +384,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
                     cache = os.path.join(reports, f"{g}.trt-calibration.cache")
                     _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
                     tensorrt_build.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
-                                              opts.workspace_mb, None, opts.dla_core, feeds[g], cache)
+                                              opts.workspace_mb, None, opts.dla_core, feeds[g], cache,
+                                              fp32_scopes=kind.float_scopes)
         manifest = {
             "name": name, "model": config, "precision": opts.precision,
             "int8_flavor": opts.int8_flavor if opts.precision == "int8" else None,
