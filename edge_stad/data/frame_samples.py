@@ -10,7 +10,7 @@ sample, the same for all its frames), seeded by ``(seed, epoch, index)``.
 """
 import numpy as np
 
-from edge_stad.data.augment import augment
+from edge_stad.data.samples import Samples
 from edge_stad.data.sampling import tube_boxes_at
 from edge_stad.preprocess import normalize_clip, resize
 from edge_stad.runtime.windows import clip_ending_at
@@ -41,31 +41,16 @@ def box_rows(tubes, image_hw, max_boxes=MAX_BOXES):
     return rows
 
 
-class FrameSamples:
+class FrameSamples(Samples):
     """Indexable key-frame samples of ``videos`` of an :class:`~edge_stad.data.act.ActDataset`."""
 
     def __init__(self, dataset, videos, clip_len, input_size, augment=False, seed=0):
-        self.dataset = dataset
-        self.clip_len = clip_len
-        self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-        self.samples = annotated_frames(dataset.gt, videos)
-
-    def __len__(self):
-        return len(self.samples)
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+        super().__init__(dataset, annotated_frames(dataset.gt, videos), clip_len, input_size, augment, seed)
 
     def __getitem__(self, index):
         video, frame = self.samples[index]
         frames = [self.dataset.read_frame(video, f) for f in clip_ending_at(frame, self.clip_len)]
-        tubes = tube_boxes_at(self.dataset.gt, video, [frame])
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            frames, tubes = augment(frames, tubes, rng)
+        frames, tubes = self.augmented(index, frames, tube_boxes_at(self.dataset.gt, video, [frame]))
         boxes = box_rows(tubes, frames[0].shape[:2])
         clip = normalize_clip([resize(f, self.input_size) for f in frames])
         return {"clips": clip, "boxes": boxes}

@@ -13,23 +13,39 @@ from edge_stad.data.targets import build_targets
 from edge_stad.preprocess import grid_size, normalize_clip, resize
 
 
-class TubeletSamples:
-    """Indexable samples of ``videos`` of an :class:`~edge_stad.data.act.ActDataset`."""
+class Samples:
+    """What every sample set shares: ``samples`` (``(video, frame)`` pairs), the epoch, and augmentation
+    drawn from ``(seed, epoch, index)``."""
 
-    def __init__(self, dataset, videos, K, clip_len, input_size, augment=False, seed=0):
+    def __init__(self, dataset, samples, clip_len, input_size, augment=False, seed=0):
         self.dataset = dataset
-        self.K, self.clip_len = K, clip_len
+        self.clip_len = clip_len
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.samples = training_samples(dataset.gt, videos, K, clip_len)
+        self.samples = samples
 
     def __len__(self):
         return len(self.samples)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
+
+    def augmented(self, index, frames, tubes):
+        """``frames, tubes`` with sample ``index``'s augmentation of this epoch applied (unchanged without it)."""
+        if not self.augment:
+            return frames, tubes
+        return augment(frames, tubes, np.random.default_rng([self.seed, self.epoch, index]))
+
+
+class TubeletSamples(Samples):
+    """Indexable samples of ``videos`` of an :class:`~edge_stad.data.act.ActDataset`."""
+
+    def __init__(self, dataset, videos, K, clip_len, input_size, augment=False, seed=0):
+        super().__init__(dataset, training_samples(dataset.gt, videos, K, clip_len), clip_len, input_size, augment,
+                         seed)
+        self.K = K
 
     def read(self, index):
         """The sample's frames (float32 BGR, clips in order) and ``{label: [(K, 4) boxes]}`` in pixels."""
@@ -45,10 +61,7 @@ class TubeletSamples:
         return frames, tube_boxes_at(self.dataset.gt, video, [clip[-1] for clip in clips])
 
     def __getitem__(self, index):
-        frames, tubes = self.read(index)
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            frames, tubes = augment(frames, tubes, rng)
+        frames, tubes = self.augmented(index, *self.read(index))
         h, w = self.input_size
         gh, gw = grid_size((h, w))
         oh, ow = frames[0].shape[:2]
