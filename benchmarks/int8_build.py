@@ -92,8 +92,9 @@ def main(argv=None):
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     flags = (f"--random-weights --backbone {args.backbone} --input-size {args.input_size} --K {args.K}"
              if args.random_weights else f"--checkpoint {args.checkpoint}")
-    if args.calib_clips != parser.get_default("calib_clips"):
-        flags += f" --calib-clips {args.calib_clips}"
+    for option in ("calib_clips", "flavors", "out"):
+        if getattr(args, option) != parser.get_default(option):
+            flags += f" --{option.replace('_', '-')} {getattr(args, option)}"
     lines = [f"## {cfg['backbone']} K={cfg['K']} {h}x{w}, {source}", "",
              f"Command: `python benchmarks/int8_build.py {flags} --threads {args.threads}`",
              f"Machine: {machine}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}", "",

@@ -17,7 +17,7 @@ from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, create_ses
 from edge_stad.errors import DataError  # noqa: E402
 from edge_stad.export.onnx_export import export_onnx, scaled_error  # noqa: E402
 from edge_stad.quant.calibration import calibration_windows  # noqa: E402
-from edge_stad.quant.int8 import encoder_feeds, head_feeds, quantize_int8  # noqa: E402
+from edge_stad.quant.int8 import cpu_float_nodes, encoder_feeds, head_feeds, quantize_int8  # noqa: E402
 from edge_stad.quant.sensitivity import layer_errors  # noqa: E402
 
 # ONNX operators the TensorRT 8.4/8.5 ONNX parser supports (onnx-tensorrt docs/operators.md),
@@ -114,30 +114,33 @@ def test_qdq_graphs_follow_tensorrt_explicit_quantization_rules(int8):
         assert any(s.ndim == 1 and s.size > 1 for s in scales)
 
 
-def test_cpu_flavour_uses_uint8_activations_on_convolutions_only(int8, exported, tmp_path):
+def test_cpu_flavour_runs_the_folded_graph_on_uint8_between_float_input_stages(int8, exported, tmp_path):
     _, feeds = int8
-    _, fp32_folder = exported
-    quantize_int8(fp32_folder / "encoder.onnx", tmp_path / "cpu.onnx", feeds["encoder"], flavor="cpu")
+    model, _ = exported
+    export_onnx(model, tmp_path, fold=True)
+    fp32 = onnx.load(tmp_path / "encoder.onnx")
+    float_nodes = set(cpu_float_nodes(fp32))
+    assert {"/mm/conv/Conv", "/backbone/conv1/conv1.0/Conv", "/backbone/conv1_mm/conv1_mm.0/Conv"} <= float_nodes
+    assert not [n for n in float_nodes if n.startswith("/backbone/features")]
+    quantize_int8(tmp_path / "encoder.onnx", tmp_path / "cpu.onnx", feeds["encoder"], flavor="cpu")
     proto = onnx.load(tmp_path / "cpu.onnx")
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     zeros = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert zeros and all(z.dtype == np.uint8 for z in zeros)
-    consumers = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
     producers = _producers(proto.graph)
-    convs = {"Conv"}
+    nodes = {n.name: n for n in proto.graph.node}
+    for name in float_nodes:   # the input stages stay float: float weights, no dequantized inputs
+        assert not [i for i in nodes[name].input if i in producers and producers[i].op_type == "DequantizeLinear"], name
     upsampling = [n for n in proto.graph.node if n.op_type == "ConvTranspose"]
-    assert upsampling and all(producers.get(n.input[1]) is None for n in upsampling)  # float weights, no DQ
-    for node in proto.graph.node:   # every Q/DQ pair sits on a convolution's input or output
-        if node.op_type == "DequantizeLinear" and node.input[0] in producers:
-            q = producers[node.input[0]]
-            source = producers.get(q.input[0])
-            assert convs & set(consumers.get(node.output[0], [])) or (source is not None and source.op_type in convs), \
-                node.name
+    assert upsampling and all(producers.get(n.input[1]) is None for n in upsampling)  # no int8 kernel in ORT
+    quantized = [n for n in proto.graph.node if n.op_type in ("Conv", "Concat", "Add", "Mul")
+                 and n.name not in float_nodes and not n.name.startswith("/deconv_layer/deconv_layers/deconv_layers.3")]
+    assert len(quantized) > 30
+    for node in quantized:   # everything else reads uint8 (Q/DQ pairs that ONNX Runtime fuses into QLinear ops)
+        data = node.input[:1] if node.op_type == "Conv" else node.input
+        assert all(producers[i].op_type == "DequantizeLinear" for i in data if i in producers), node.name
     with pytest.raises(Exception, match="flavour"):
-        quantize_int8(fp32_folder / "encoder.onnx", tmp_path / "x.onnx", feeds["encoder"], flavor="gpu")
+        quantize_int8(tmp_path / "encoder.onnx", tmp_path / "x.onnx", feeds["encoder"], flavor="gpu")
 
 
 def test_int8_runs_in_onnxruntime(int8, exported, windows):

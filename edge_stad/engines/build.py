@@ -343,7 +343,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
         _say(log, "export", f"{name}: FP32 ONNX, checking against PyTorch")
         fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in kind.graphs}
-        export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=opts.decode_in_graph)
+        fold = opts.precision == "int8" and opts.int8_flavor == "cpu"  # the graph quantized for ONNX Runtime's CPU
+        export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=opts.decode_in_graph, fold=fold)
         for g in fp32:
             os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
         _say(log, "export", f"opset {export['opset']}; error vs PyTorch (max abs): " + _errors(export))

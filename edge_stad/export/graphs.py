@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_stad.models.deploy import fold_model
 from edge_stad.preprocess import MEAN_BGR, STD_BGR
 from edge_stad.runtime.decode import TOP_N
 
@@ -54,15 +55,28 @@ def planar(frames, scale, shift, n, hw):
 
 
 class EncoderGraph(nn.Module):
-    def __init__(self, model, half=False):
+    """``fold=True`` (FP32 only) rewrites the model into fewer nodes (:mod:`edge_stad.models.deploy`):
+    the micro-motion module reads the raw frames and only the key frame is normalised."""
+
+    def __init__(self, model, half=False, fold=False):
         super().__init__()
+        if fold and half:
+            raise ValueError("fold is for FP32 graphs")
         self.model = inference_copy(model, half)
         self.half = half
+        self.fold = fold
         scale, shift = normalization(self.model.clip_len)
         self.register_buffer("scale", scale)
         self.register_buffer("shift", shift)
+        if fold:
+            fold_model(self.model, scale[0, :3, 0, 0])
 
     def forward(self, frames):
+        if self.fold:
+            planar_frames = frames.permute(0, 1, 4, 2, 3)
+            key = planar_frames[:, -1].float() * self.scale[:, -3:] + self.shift[:, -3:]
+            motion = None if self.model.mm is None else self.model.mm(planar_frames)
+            return self.model.branch.encode(self.model.deconv_layer(self.model.backbone(key, motion)))
         x = planar(frames, self.scale, self.shift, self.model.clip_len, self.model.config["input_size"])
         if not self.half:
             return self.model.encode(x)

@@ -130,13 +130,15 @@ def scaled_error(got, reference):
     return max(max_abs_error([x], [y]) / max(1.0, float(np.max(np.abs(y)))) for x, y in zip(got, reference))
 
 
-def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, verify=True, tolerance=None, seed=0):
+def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, verify=True, tolerance=None, seed=0,
+                fold=False):
     """Write ``folder/encoder.onnx`` and ``folder/head.onnx`` for ``model``; returns what the manifest records.
 
     ``decode=True`` puts the peak filter and TopK decode in the head graph (output
     ``tubelets (B, N, 4K+2)``); ``half=True`` exports FP16 graphs (see
     :mod:`edge_stad.export.graphs`), checked against the FP32 PyTorch model with the looser
-    ``FP16_TOLERANCE``. With ``verify``, ONNX Runtime must reproduce PyTorch to
+    ``FP16_TOLERANCE``; ``fold=True`` exports the encoder in the folded form that the ``cpu`` INT8
+    flavour quantizes (:mod:`edge_stad.models.deploy`). With ``verify``, ONNX Runtime must reproduce PyTorch to
     ``tolerance`` (:func:`scaled_error`) on random frames (encoder) and on the features of
     K random clips (head, checked on its ``hm, mov, wh`` form); an in-graph decode must then equal the
     host decode of that head's ONNX Runtime outputs (a float comparison, not a tie-break,
@@ -154,7 +156,7 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
 
         return export_frame_onnx(model, folder, dynamic_batch, half, verify, tolerance, seed)
     opset = opset_for(config)
-    encoder, head = EncoderGraph(model, half), HeadGraph(model, half=half)
+    encoder, head = EncoderGraph(model, half, fold), HeadGraph(model, half=half)
     frames = torch.from_numpy(example_inputs(config, batch=config["K"], seed=seed))
     with torch.no_grad():   # the FP32 reference
         feats, whs = EncoderGraph(model)(frames)

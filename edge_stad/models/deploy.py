@@ -1,0 +1,156 @@
+"""Inference-only rewrites that keep a trained model's function and cut its exported graph.
+
+On a CPU at the deployment sizes an encoder's time goes to the number of graph nodes more
+than to its multiply-adds (ONNX Runtime spends tens of microseconds per node on 2 threads;
+``benchmarks/results/int8_cpu.md``). Two rewrites, both exact up to float rounding:
+
+* :func:`fold_shuffle_block`: a ShuffleNetV2 unit (split, branch, concat, channel shuffle:
+  about ten nodes, four of them copies) becomes three convolutions whose weights do the
+  split and the shuffle. A stride-1 unit carries its pass-through half through every
+  convolution as identity channels (a 1 in a 1x1 weight, a centred 1 in a depthwise
+  kernel), which the ReLUs leave alone because a unit's input is non-negative (the output of
+  the previous unit's ReLUs; checked in :func:`fold_shufflenet`). A stride-2 unit
+  concatenates its input with the second branch's first output, runs both depthwise
+  convolutions as one, and writes the interleaved output with one 1x1 convolution.
+* :class:`FoldedMicroMotion`: the micro-motion module pools all frames at once, takes the
+  differences to the key frame *before* the shared convolution (its bias cancels in the
+  difference), runs the convolution of all pairs as one grouped convolution and sums the
+  squares over channels with a 1x1 convolution of ones.
+
+BatchNorm is folded into the convolutions. The rewritten modules are for export only: the
+state-dict layout of training and checkpoints is untouched.
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_stad.models.backbones.shufflenetv2 import ShuffleBlock, ShuffleNetV2
+
+
+def fold_bn(conv, bn):
+    """``(weight, bias)`` of ``conv`` followed by the eval-mode ``bn``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return weight.detach(), bias.detach()
+
+
+def _conv(weight, bias, stride=1, groups=1):
+    k = weight.shape[-1]
+    conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], k, stride, (k - 1) // 2, groups=groups)
+    conv.weight.data.copy_(weight)
+    conv.bias.data.copy_(bias)
+    return conv
+
+
+class FoldedShuffleBlock(nn.Module):
+    """Three convolutions: ``relu(a)``, depthwise ``b``, ``relu(c)`` (and a concat before ``b`` at stride 2)."""
+
+    def __init__(self, a, b, c, concat_input):
+        super().__init__()
+        self.a, self.b, self.c = a, b, c
+        self.concat_input = concat_input
+
+    def forward(self, x):
+        y = F.relu(self.a(x))
+        if self.concat_input:
+            y = torch.cat((x, y), 1)
+        return F.relu(self.c(self.b(y)))
+
+
+def fold_shuffle_block(block):
+    """The :class:`FoldedShuffleBlock` computing what the eval-mode :class:`ShuffleBlock` ``block`` computes."""
+    pw1, bn1, _, dw, bn2, pw3, bn3, _ = block.banch2
+    w1, b1 = fold_bn(pw1, bn1)
+    wd, bd = fold_bn(dw, bn2)
+    w3, b3 = fold_bn(pw3, bn3)
+    half = w3.shape[0]
+    if block.stride == 1:
+        channels = 2 * half
+        wa = torch.zeros(channels, channels, 1, 1)
+        wa[torch.arange(half), torch.arange(half)] = 1.0          # pass-through half
+        wa[half:, half:] = w1
+        a = _conv(wa, torch.cat([torch.zeros(half), b1]))
+        identity = torch.zeros(half, 1, 3, 3)
+        identity[:, 0, 1, 1] = 1.0
+        b = _conv(torch.cat([identity, wd]), torch.cat([torch.zeros(half), bd]), groups=channels)
+        wc = torch.zeros(channels, channels, 1, 1)
+        wc[2 * torch.arange(half), torch.arange(half)] = 1.0       # shuffled: pass-through on even outputs
+        wc[1::2, half:] = w3
+        bc = torch.zeros(channels)
+        bc[1::2] = b3
+        return FoldedShuffleBlock(a, b, _conv(wc, bc), concat_input=False)
+    dw1, bn1_1, pw1_1, bn1_2, _ = block.banch1
+    wd1, bd1 = fold_bn(dw1, bn1_1)
+    wp1, bp1 = fold_bn(pw1_1, bn1_2)
+    inp = wd1.shape[0]
+    b = _conv(torch.cat([wd1, wd]), torch.cat([bd1, bd]), stride=block.stride, groups=inp + half)
+    wc = torch.zeros(2 * half, inp + half, 1, 1)
+    wc[0::2, :inp] = wp1                                           # shuffled: branch 1 on even outputs
+    wc[1::2, inp:] = w3
+    bc = torch.stack([bp1, b3], 1).reshape(-1)
+    return FoldedShuffleBlock(_conv(w1, b1), b, _conv(wc, bc), concat_input=True)
+
+
+def fold_shufflenet(blocks):
+    """A copy of the ``nn.Sequential`` of eval-mode ShuffleNetV2 ``blocks`` with every unit folded.
+
+    A stride-1 unit may only follow another unit (whose ReLUs make its input non-negative),
+    never start the sequence: its pass-through channels go through a ReLU.
+    """
+    out = []
+    for i, block in enumerate(blocks):
+        if not isinstance(block, ShuffleBlock):
+            raise TypeError(f"expected ShuffleBlock units, got {type(block).__name__}")
+        if block.stride == 1 and i == 0:
+            raise ValueError("a stride-1 unit cannot start a folded sequence: its input may be negative")
+        out.append(fold_shuffle_block(block))
+    return nn.Sequential(*out)
+
+
+class FoldedMicroMotion(nn.Module):
+    """An eval-mode :class:`~edge_stad.models.micro_motion.MicroMotion` on raw frames, in fewer nodes and
+    a quarter fewer multiply-adds (one convolution per pair instead of one per frame).
+
+    It takes the frames before normalisation, ``(N, n, 3, H, W)`` of any type: the normalisation
+    ``x * scale + shift`` (``input_scale``, per colour channel, positive) commutes with the max-pool,
+    its shift cancels in the differences and its scale moves into the convolution weights.
+    """
+
+    def __init__(self, mm, input_scale):
+        super().__init__()
+        self.eps, self.pool = mm.eps, mm.pool
+        used = sorted({f for pair in mm.pairs for f in pair})
+        slot = {f: i for i, f in enumerate(used)}
+        self.register_buffer("used", torch.tensor(used))
+        self.register_buffer("first", torch.tensor([slot[a] for a, _ in mm.pairs]))
+        self.register_buffer("second", torch.tensor([slot[b] for _, b in mm.pairs]))
+        self.maxpool = copy.deepcopy(mm.maxpool) if mm.pool else nn.Identity()
+        weight = mm.shallow_conv.weight.detach() * torch.as_tensor(input_scale, dtype=torch.float32)[:, None, None]
+        k = weight.shape[-1]
+        self.conv = nn.Conv2d(3, weight.shape[0], k, 1, (k - 1) // 2, bias=False)
+        self.conv.weight.data.copy_(weight)
+
+    def forward(self, frames):
+        x = self.maxpool(frames[:, self.used].float().reshape(-1, *frames.shape[-3:]))
+        h, w = x.shape[-2:]
+        x = x.reshape(-1, len(self.used), 3, h, w)
+        diff = self.conv((x[:, self.first] - x[:, self.second]).reshape(-1, 3, h, w)) + self.eps
+        motion = torch.sqrt(torch.sum(diff * diff, dim=1)).reshape(-1, len(self.first), h, w)
+        return F.interpolate(motion, scale_factor=2.0, mode="nearest") if self.pool else motion
+
+
+def fold_model(model, input_scale):
+    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units folded, micro-motion on raw
+    frames normalised by ``input_scale`` (see :class:`FoldedMicroMotion`)."""
+    if model.mm is not None:
+        model.mm = FoldedMicroMotion(model.mm, input_scale)
+    if isinstance(model.backbone, ShuffleNetV2):
+        for name in ("features", "features_mm"):
+            if hasattr(model.backbone, name):
+                setattr(model.backbone, name, fold_shufflenet(getattr(model.backbone, name)))
+    return model
