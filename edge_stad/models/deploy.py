@@ -1,8 +1,10 @@
 """Inference-only rewrites that keep a trained model's function and cut its exported graph.
 
-On a CPU at the deployment sizes an encoder's time goes to the number of graph nodes more
-than to its multiply-adds (ONNX Runtime spends tens of microseconds per node on 2 threads;
-``benchmarks/results/int8_cpu.md``). Two rewrites, both exact up to float rounding:
+In ONNX Runtime's INT8 CPU path a small-map encoder pays per graph node: every node between
+the convolutions is a copy, a layout transpose or a Q/DQ pair. The shuffle fold trades
+multiply-adds for nodes, which pays in INT8 (encoder 1.1-1.2x FP32 instead of 0.8x) and not in
+FP32, where its wider 1x1 weights cost more than the nodes saved (``benchmarks/results/int8_cpu.md``);
+the build uses it for the ``cpu`` INT8 flavour only. Two rewrites, both exact up to float rounding:
 
 * :func:`fold_shuffle_block`: a ShuffleNetV2 unit (split, branch, concat, channel shuffle:
   about ten nodes, four of them copies) becomes three convolutions whose weights do the
@@ -12,10 +14,10 @@ than to its multiply-adds (ONNX Runtime spends tens of microseconds per node on 
   the previous unit's ReLUs; checked in :func:`fold_shufflenet`). A stride-2 unit
   concatenates its input with the second branch's first output, runs both depthwise
   convolutions as one, and writes the interleaved output with one 1x1 convolution.
-* :class:`FoldedMicroMotion`: the micro-motion module pools all frames at once, takes the
-  differences to the key frame *before* the shared convolution (its bias cancels in the
-  difference), runs the convolution of all pairs as one grouped convolution and sums the
-  squares over channels with a 1x1 convolution of ones.
+* :class:`FoldedMicroMotion`: the micro-motion module reads the raw frames (the
+  normalisation folds into its convolution weights), pools the frames it uses as one
+  batch and takes the differences to the key frame *before* the shared convolution (its
+  bias cancels in the difference): one convolution per pair instead of one per frame.
 
 BatchNorm is folded into the convolutions. The rewritten modules are for export only: the
 state-dict layout of training and checkpoints is untouched.
