@@ -10,7 +10,14 @@ from test_export import BACKBONES, tiny_model  # noqa: E402
 from edge_stad.export.graphs import EncoderGraph, normalization  # noqa: E402
 from edge_stad.export.onnx_export import export_onnx  # noqa: E402
 from edge_stad.models.backbones.shufflenetv2 import ShuffleBlock  # noqa: E402
-from edge_stad.models.deploy import FoldedMicroMotion, fold_shuffle_block, fold_shufflenet  # noqa: E402
+from edge_stad.models.decoder import Decoder  # noqa: E402
+from edge_stad.models.deploy import (  # noqa: E402
+    FoldedDecoder,
+    FoldedMicroMotion,
+    fold_shuffle_block,
+    fold_shufflenet,
+    phase_conv_weight,
+)
 from edge_stad.models.micro_motion import MicroMotion  # noqa: E402
 
 
@@ -37,6 +44,29 @@ def test_a_folded_sequence_cannot_start_with_a_stride_1_unit():
         fold_shufflenet(torch.nn.Sequential(_block(116, 116, 1)))
     with pytest.raises(TypeError, match="ShuffleBlock"):
         fold_shufflenet(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+def test_phase_convolution_and_pixel_shuffle_equal_the_transposed_convolution():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 5, 4, 4)
+    x = torch.randn(2, 6, 7, 9)
+    want = torch.nn.functional.conv_transpose2d(x, weight, stride=2, padding=1)
+    phases = torch.nn.functional.conv2d(x, phase_conv_weight(weight), padding=1)
+    assert phases.shape == (2, 20, 7, 9) and want.shape == (2, 5, 14, 18)
+    assert torch.allclose(torch.nn.functional.pixel_shuffle(phases, 2), want, atol=1e-5)
+    # each phase reads a 2x2 corner of the 3x3 window: 4 of 9 taps per phase are non-zero
+    assert int((phase_conv_weight(torch.ones(1, 1, 4, 4)) != 0).sum()) == 16
+
+
+def test_folded_decoder_equals_the_decoder():
+    torch.manual_seed(1)
+    decoder = Decoder("conv", in_channels=16, channels=8)
+    decoder = calibrate_bn(decoder, torch.randn(4, 16, 6, 6)).eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        want, got = decoder(x), FoldedDecoder(decoder)(x)
+    assert got.shape == want.shape == (2, 8, 24, 24)
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("pool", [True, False])
@@ -74,6 +104,7 @@ def test_folded_shufflenet_export_has_far_fewer_nodes_and_matches_pytorch(tmp_pa
         assert record["parity_scaled_error"]["encoder"] < 1e-4
         nodes = onnx.load(folder / "encoder.onnx").graph.node
         counts[fold] = len(nodes)
-        if fold:   # no channel shuffles, no splits left
+        if fold:   # no channel shuffles, no splits, no transposed convolution left
             assert not [n for n in nodes if n.op_type in ("Split", "Transpose") and "/features" in n.name]
+            assert not [n for n in nodes if n.op_type == "ConvTranspose"]
     assert counts[True] < 0.6 * counts[False], counts

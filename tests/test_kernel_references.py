@@ -104,3 +104,30 @@ def test_pack_pairs():
     for bad in ([], [(0, 16)], [(i, i + 1) for i in range(8)], [(i, i + 8) for i in range(5)]):
         with pytest.raises(KernelError):
             pack_pairs(bad)
+
+
+def test_block_pairs_enumerate_each_block_row_major():
+    rows, cols, starts = reference.block_pairs([2, 0, 1], [3, 4, 2])
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]      # block 1 is empty; block 2 starts at row 2
+    assert cols.tolist() == [0, 1, 2, 0, 1, 2, 7, 8]      # ... and at column 3 + 4
+    assert starts.tolist() == [0, 6, 6, 8]
+
+
+def test_host_matrices_of_several_labels_equal_the_per_label_references():
+    """The linker's default computes every label of a window in one call, bit for bit as label by label."""
+    from edge_stad.runtime.linking import HostMatrices
+
+    rng = np.random.default_rng(3)
+    K = 3
+
+    def boxes(m):
+        corner = rng.uniform(0, 80, (m, 1, 2))
+        return (np.concatenate([corner, corner + 20], axis=2) + rng.normal(0, 4, (m, K, 4))).astype(np.float32)
+
+    groups = [boxes(m) for m in (4, 0, 1, 9)]
+    for got, want in zip(HostMatrices.nms_overlap(groups), [reference.nms_overlap(g) for g in groups]):
+        assert got.shape == want.shape and np.array_equal(got, want)
+    matches = [(boxes(a), rng.integers(0, K + 2, a), boxes(m)) for a, m in ((3, 5), (0, 2), (4, 0), (6, 1))]
+    for got, want in zip(HostMatrices.match_iou(matches), [reference.match_iou(*g) for g in matches]):
+        assert got.shape == want.shape and np.array_equal(got, want)
+    assert HostMatrices.nms_overlap([]) == [] and HostMatrices.match_iou([]) == []

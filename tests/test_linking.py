@@ -5,7 +5,7 @@ from act_reference import plain_build_tubes, plain_tubelet_nms
 from synthetic_tubelets import make_video
 
 from edge_stad.errors import ConfigError, TubeletError
-from edge_stad.runtime.linking import ENDED, GREW, STARTED, Linker, link_video, tubelet_nms
+from edge_stad.runtime.linking import ENDED, GREW, STARTED, HostMatrices, Linker, link_video, nms_groups, tubelet_nms
 from edge_stad.runtime.windows import Window, window_schedule
 
 
@@ -42,6 +42,23 @@ def test_tubelet_nms_matches_plain_loop(K):
         plain = plain_tubelet_nms(tubelets, 0.6, 10)
         assert fast.shape == plain.shape == (min(m, 10), 4 * K + 1)
         assert np.array_equal(fast, plain)
+
+
+def test_nms_of_several_labels_at_once_equals_label_by_label():
+    rng = np.random.default_rng(11)
+    K = 3
+    groups = []
+    for m in (12, 0, 1, 30, 7):
+        centers = rng.uniform(0, 60, (m, 2))   # crowded: many suppressions, chains of them
+        boxes = np.concatenate([centers, centers + 30], axis=1)[:, None, :] + rng.normal(0, 4, (m, K, 4))
+        scores = rng.choice([0.2, 0.5, 0.9], (m, 1))   # ties: input order breaks them
+        groups.append(np.concatenate([boxes.reshape(m, 4 * K), scores], axis=1).astype(np.float32))
+    overlaps = HostMatrices.nms_overlap([g[:, :4 * K].reshape(-1, K, 4) for g in groups])
+    out, sizes = nms_groups(groups, overlaps, 0.6, 10)
+    assert sizes.tolist() == [10, 0, 1, 10, 7]
+    for part, group in zip(np.split(out, np.cumsum(sizes)[:-1]), groups):
+        assert np.array_equal(part, plain_tubelet_nms(group, 0.6, 10))
+    assert nms_groups([], [], 0.6, 10)[0].shape == (0, 1)
 
 
 def _as_plain(tubes):

@@ -7,13 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnxruntime = pytest.importorskip("onnxruntime")
 
 from onnx import numpy_helper  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
-from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, create_session  # noqa: E402
+from edge_stad.engines.onnxruntime_backend import DISABLED_OPTIMIZERS, OnnxRuntimeBackend, create_session  # noqa: E402
 from edge_stad.errors import DataError  # noqa: E402
 from edge_stad.export.onnx_export import export_onnx, scaled_error  # noqa: E402
 from edge_stad.quant.calibration import calibration_windows  # noqa: E402
@@ -121,6 +121,7 @@ def test_cpu_flavour_runs_the_folded_graph_on_uint8_between_float_input_stages(i
     fp32 = onnx.load(tmp_path / "encoder.onnx")
     float_nodes = set(cpu_float_nodes(fp32))
     assert {"/mm/conv/Conv", "/backbone/conv1/conv1.0/Conv", "/backbone/conv1_mm/conv1_mm.0/Conv"} <= float_nodes
+    assert {"/backbone/maxpool/MaxPool", "/backbone/maxpool_mm/MaxPool"} <= float_nodes   # after float stems
     assert not [n for n in float_nodes if n.startswith("/backbone/features")]
     quantize_int8(tmp_path / "encoder.onnx", tmp_path / "cpu.onnx", feeds["encoder"], flavor="cpu")
     proto = onnx.load(tmp_path / "cpu.onnx")
@@ -131,14 +132,24 @@ def test_cpu_flavour_runs_the_folded_graph_on_uint8_between_float_input_stages(i
     nodes = {n.name: n for n in proto.graph.node}
     for name in float_nodes:   # the input stages stay float: float weights, no dequantized inputs
         assert not [i for i in nodes[name].input if i in producers and producers[i].op_type == "DequantizeLinear"], name
-    upsampling = [n for n in proto.graph.node if n.op_type == "ConvTranspose"]
-    assert upsampling and all(producers.get(n.input[1]) is None for n in upsampling)  # no int8 kernel in ORT
+    assert not [n for n in proto.graph.node if n.op_type == "ConvTranspose"]   # folded: no int8 kernel in ORT
     quantized = [n for n in proto.graph.node if n.op_type in ("Conv", "Concat", "Add", "Mul")
-                 and n.name not in float_nodes and not n.name.startswith("/deconv_layer/deconv_layers/deconv_layers.3")]
+                 and n.name not in float_nodes]
+    assert "/deconv_layer/up/Conv" in {n.name for n in quantized}
     assert len(quantized) > 30
     for node in quantized:   # everything else reads uint8 (Q/DQ pairs that ONNX Runtime fuses into QLinear ops)
         data = node.input[:1] if node.op_type == "Conv" else node.input
         assert all(producers[i].op_type == "DequantizeLinear" for i in data if i in producers), node.name
+    # ONNX Runtime as the runtime configures it keeps the stems' max-pools float (its QDQ propagation
+    # would move their QuantizeLinear up and run them on uint8)
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(tmp_path / "cpu.onnx"), options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=DISABLED_OPTIMIZERS)
+    optimized = onnx.load(tmp_path / "optimized.onnx").graph
+    pools = [n for n in optimized.node if n.name in ("/backbone/maxpool/MaxPool", "/backbone/maxpool_mm/MaxPool")]
+    assert len(pools) == 2
+    assert not [n for n in pools if _producers(optimized)[n.input[0]].op_type == "QuantizeLinear"]
     with pytest.raises(Exception, match="flavour"):
         quantize_int8(tmp_path / "encoder.onnx", tmp_path / "x.onnx", feeds["encoder"], flavor="gpu")
 

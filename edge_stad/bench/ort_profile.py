@@ -9,6 +9,8 @@ def op_profile(model_path, feed, runs=10, warmup=3, threads=None):
     """``[(op_type, ms per run, share of kernel time)]`` for ``model_path`` on ``feed``, largest first."""
     import onnxruntime as ort
 
+    from edge_stad.engines.onnxruntime_backend import DISABLED_OPTIMIZERS
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -17,7 +19,8 @@ def op_profile(model_path, feed, runs=10, warmup=3, threads=None):
     with tempfile.TemporaryDirectory() as folder:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(folder, "ort")
-        session = ort.InferenceSession(os.fspath(model_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(os.fspath(model_path), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=DISABLED_OPTIMIZERS)
         for _ in range(warmup + runs):
             session.run(None, feed)
         with open(session.end_profiling()) as f:

@@ -32,8 +32,14 @@ def graph_names(config):
     return FRAME_GRAPHS if is_frame_model(config) else TUBELET_GRAPHS
 
 
+# ONNX Runtime moves a QuantizeLinear up through a max-pool, so a float stem's pool would run on
+# uint8 (several times slower there); the cpu INT8 flavour places its Q/DQ pairs itself.
+DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
+
+
 def create_session(model, threads=None, providers=None):
-    """An ``onnxruntime.InferenceSession`` for a path or serialized model, all graph optimisations on."""
+    """An ``onnxruntime.InferenceSession`` for a path or serialized model, all graph optimisations on
+    but :data:`DISABLED_OPTIMIZERS`."""
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -44,7 +50,8 @@ def create_session(model, threads=None, providers=None):
     if threads:
         options.intra_op_num_threads = int(threads)
     try:
-        return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"],
+                                    disabled_optimizers=DISABLED_OPTIMIZERS)
     except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, NoSuchFile, ...)
         name = model if isinstance(model, (str, os.PathLike)) else "the serialized model"
         raise EngineError(f"ONNX Runtime {ort.__version__} cannot load {name}: {e}") from None

@@ -87,12 +87,51 @@ def micro_motion(clip, weight, bias, pairs, eps=EPS, pool=True):
     return np.ascontiguousarray(motion)
 
 
-def nms_overlap(boxes):
-    """``tube_link.cu`` ``nms_overlap``: tubelets ``(m, K, 4)`` -> ``(m, m)`` sums over k of the NMS IoU of box k."""
+def block_pairs(rows, cols):
+    """Row-major ``(row, col)`` pairs of a block-diagonal matrix: block ``g`` is ``rows[g] x cols[g]``.
+
+    Returns the global row and column of every pair and the ``(G + 1,)`` offsets of each block's
+    pairs, so that several labels' pairwise matrices come from one vectorised call.
+    """
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    sizes = rows * cols
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    block = np.repeat(np.arange(len(sizes)), sizes)
+    local = np.arange(starts[-1]) - starts[block]
+    first_row = np.cumsum(rows) - rows
+    first_col = np.cumsum(cols) - cols
+    return first_row[block] + local // cols[block], first_col[block] + local % cols[block], starts
+
+
+def nms_overlap_pairs(boxes, first, second):
+    """Summed per-box NMS IoU of tubelets ``first[p]`` and ``second[p]`` of ``boxes`` ``(m, K, 4)``: ``(P,)``."""
     boxes = np.asarray(boxes, np.float32)
     areas = area(boxes)
-    pair = nms_iou(boxes[:, None], boxes[None], areas[:, None], areas[None])
-    return np.add.accumulate(pair, axis=2)[..., -1]
+    pair = nms_iou(boxes[first], boxes[second], areas[first], areas[second])
+    return np.add.accumulate(pair, axis=-1)[..., -1]
+
+
+def nms_overlap(boxes):
+    """``tube_link.cu`` ``nms_overlap``: tubelets ``(m, K, 4)`` -> ``(m, m)`` sums over k of the NMS IoU of box k."""
+    m = len(boxes)
+    first, second, _ = block_pairs([m], [m])
+    return nms_overlap_pairs(boxes, first, second).reshape(m, m)
+
+
+def match_iou_pairs(tube_boxes, offset, candidates, tube, candidate):
+    """:func:`match_iou` of the pairs ``(tube[p], candidate[p])`` only: ``(P,)``."""
+    tube_boxes = np.asarray(tube_boxes, np.float32)
+    candidates = np.asarray(candidates, np.float32)
+    offset = np.asarray(offset, np.int64)
+    A, K = tube_boxes.shape[:2]
+    k = np.arange(K)
+    overlapping = offset < K
+    facing = np.where(overlapping[:, None], np.minimum(k + offset[:, None], K - 1), K - 1)
+    used = np.where(overlapping[:, None], k < (K - offset)[:, None], k == 0)
+    pair = iou(candidates[candidate], tube_boxes[np.arange(A)[:, None], facing][tube])
+    pair = np.where(used[tube], pair, np.float32(0))
+    count = np.where(overlapping, K - offset, 1).astype(np.float32)
+    return np.add.accumulate(pair, axis=-1)[..., -1] / count[tube]
 
 
 def match_iou(tube_boxes, offset, candidates):
@@ -103,15 +142,6 @@ def match_iou(tube_boxes, offset, candidates):
     candidate's first box faces the tube's last box. Sums run in box order (as the
     reference's ``sum()`` over a list), then divide by the count.
     """
-    tube_boxes = np.asarray(tube_boxes, np.float32)
-    candidates = np.asarray(candidates, np.float32)
-    offset = np.asarray(offset, np.int64)
-    (A, K), M = tube_boxes.shape[:2], len(candidates)
-    k = np.arange(K)
-    overlapping = offset < K
-    facing = np.where(overlapping[:, None], np.minimum(k + offset[:, None], K - 1), K - 1)
-    used = np.where(overlapping[:, None], k < (K - offset)[:, None], k == 0)
-    pair = iou(candidates.reshape(1, M, K, 4), tube_boxes[np.arange(A)[:, None], facing][:, None])
-    pair = np.where(used[:, None, :], pair, np.float32(0))
-    count = np.where(overlapping, K - offset, 1).astype(np.float32)
-    return np.add.accumulate(pair, axis=2)[..., -1] / count[:, None]
+    A, M = len(tube_boxes), len(candidates)
+    tube, candidate, _ = block_pairs([A], [M])
+    return match_iou_pairs(tube_boxes, offset, candidates, tube, candidate).reshape(A, M)

@@ -4,7 +4,7 @@ In ONNX Runtime's INT8 CPU path a small-map encoder pays per graph node: every n
 the convolutions is a copy, a layout transpose or a Q/DQ pair. The shuffle fold trades
 multiply-adds for nodes, which pays in INT8 (encoder 1.1-1.2x FP32 instead of 0.8x) and not in
 FP32, where its wider 1x1 weights cost more than the nodes saved (``benchmarks/results/int8_cpu.md``);
-the build uses it for the ``cpu`` INT8 flavour only. Two rewrites, both exact up to float rounding:
+the build uses it for the ``cpu`` INT8 flavour only. The rewrites, both exact up to float rounding:
 
 * :func:`fold_shuffle_block`: a ShuffleNetV2 unit (split, branch, concat, channel shuffle:
   about ten nodes, four of them copies) becomes three convolutions whose weights do the
@@ -14,6 +14,9 @@ the build uses it for the ``cpu`` INT8 flavour only. Two rewrites, both exact up
   the previous unit's ReLUs; checked in :func:`fold_shufflenet`). A stride-2 unit
   concatenates its input with the second branch's first output, runs both depthwise
   convolutions as one, and writes the interleaved output with one 1x1 convolution.
+* :class:`FoldedDecoder`: the decoder's 4x4/2 transposed convolution, which ONNX Runtime has
+  no integer kernel for, becomes a 3x3 convolution to four phase channels per output channel
+  and a pixel shuffle (reshape, transpose, reshape), all of which run on uint8.
 * :class:`FoldedMicroMotion`: the micro-motion module reads the raw frames (the
   normalisation folds into its convolution weights), pools the frames it uses as one
   batch and takes the differences to the key frame *before* the shared convolution (its
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_stad.models.backbones.shufflenetv2 import ShuffleBlock, ShuffleNetV2
+from edge_stad.models.decoder import Decoder
 
 
 def fold_bn(conv, bn):
@@ -146,9 +150,55 @@ class FoldedMicroMotion(nn.Module):
         return F.interpolate(motion, scale_factor=2.0, mode="nearest") if self.pool else motion
 
 
+def phase_conv_weight(weight):
+    """The ``(4·C_out, C_in, 3, 3)`` weight of the 3x3 convolution (padding 1) whose pixel-shuffled
+    output is the 4x4/2 transposed convolution (padding 1) with ``weight`` ``(C_in, C_out, 4, 4)``.
+
+    Output row ``2m + a`` of the transposed convolution reads input row ``m + d`` through kernel
+    row ``a + 1 - 2d`` (``d`` in -1..1, where that index is in 0..3); the same for columns. Phase
+    ``(a, b)`` of output channel ``c`` is channel ``4c + 2a + b``, the pixel shuffle's order.
+    """
+    c_in, c_out = weight.shape[:2]
+    out = weight.new_zeros(c_out, 2, 2, c_in, 3, 3)
+    for a in range(2):
+        for dh in range(-1, 2):
+            kh = a + 1 - 2 * dh
+            for b in range(2):
+                for dw in range(-1, 2):
+                    kw = b + 1 - 2 * dw
+                    if 0 <= kh < 4 and 0 <= kw < 4:
+                        out[:, a, b, :, dh + 1, dw + 1] = weight[:, :, kh, kw].t()
+    return out.reshape(4 * c_out, c_in, 3, 3)
+
+
+class FoldedDecoder(nn.Module):
+    """An eval-mode :class:`~edge_stad.models.decoder.Decoder` whose transposed convolution (with its
+    BatchNorm) is a 3x3 convolution to phase channels followed by a pixel shuffle."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        first, bn, relu, up, up_bn, _ = decoder.deconv_layers
+        if tuple(up.kernel_size) != (4, 4) or tuple(up.stride) != (2, 2) or tuple(up.padding) != (1, 1):
+            raise ValueError(f"expected a 4x4/2 transposed convolution with padding 1, got {up}")
+        self.first = nn.Sequential(first, bn, relu)
+        scale = up_bn.weight / torch.sqrt(up_bn.running_var + up_bn.eps)
+        shift = up_bn.bias - up_bn.running_mean * scale
+        weight = phase_conv_weight(up.weight.detach() * scale.detach()[None, :, None, None])
+        self.up = _conv(weight, shift.detach().repeat_interleave(4))
+
+    def forward(self, x):
+        y = F.relu(self.up(self.first(x)))
+        n, c, h, w = y.shape
+        y = y.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c // 4, 2 * h, 2 * w)
+        return F.interpolate(y, scale_factor=2.0, mode="nearest")
+
+
 def fold_model(model, input_scale):
-    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units folded, micro-motion on raw
-    frames normalised by ``input_scale`` (see :class:`FoldedMicroMotion`)."""
+    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units folded, the decoder's
+    transposed convolution as a convolution and a pixel shuffle, micro-motion on raw frames
+    normalised by ``input_scale`` (see :class:`FoldedMicroMotion`)."""
+    if isinstance(model.deconv_layer, Decoder):
+        model.deconv_layer = FoldedDecoder(model.deconv_layer)
     if model.mm is not None:
         model.mm = FoldedMicroMotion(model.mm, input_scale)
     if isinstance(model.backbone, ShuffleNetV2):

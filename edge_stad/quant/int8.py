@@ -44,6 +44,7 @@ FLAVORS = {
 FEW_CHANNELS = 4     # convolutions over at most this many input channels stay float in the cpu flavour
 FLOAT_SCOPES = ("/mm/", "/srm/")                     # micro-motion modules: every node
 ATTENTION_SCOPES = ("/cfam/sc/", "/non_local/")       # MENet's attention: every node but the convolutions
+FLOAT_FOLLOWERS = ("Relu", "MaxPool")                # stay float where their input is float
 MAX_STRIDE = 16  # feeds whose intermediate tensors are held at once during calibration
 PERCENTILE = 99.999
 
@@ -91,17 +92,22 @@ def attention_nodes(onnx_path, scopes, op_types=("MatMul", "Softmax")):
 def cpu_float_nodes(model):
     """Names of the nodes of the ONNX ``model`` that stay float in the ``cpu`` flavour: those outside any
     module (the input's layout change and normalisation), those under :data:`FLOAT_SCOPES` (the
-    micro-motion differences, squares and root; MENet's attention arithmetic) and convolutions over at
-    most :data:`FEW_CHANNELS` input channels."""
+    micro-motion differences, squares and root; MENet's attention arithmetic), convolutions over at
+    most :data:`FEW_CHANNELS` input channels, and the :data:`FLOAT_FOLLOWERS` reading a float node
+    (a stem's ReLU and max-pool: ONNX Runtime's uint8 max-pool is several times slower than its
+    float one, and quantizing after the pool costs nothing)."""
     weights = {t.name: t.dims for t in model.graph.initializer}
-    names = []
-    for node in model.graph.node:
+    names, float_outputs = [], set()
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         few = (node.op_type == "Conv" and node.input[1] in weights
                and weights[node.input[1]][1] * groups <= FEW_CHANNELS)
         attention = node.op_type != "Conv" and node.name.startswith(ATTENTION_SCOPES)
-        if few or attention or node.name.count("/") <= 1 or node.name.startswith(FLOAT_SCOPES):
+        follower = node.op_type in FLOAT_FOLLOWERS and node.input[0] in float_outputs
+        if (few or attention or follower or node.name.count("/") <= 1
+                or node.name.startswith(FLOAT_SCOPES)):
             names.append(node.name)
+            float_outputs.update(node.output)
     return names
 
 

@@ -32,7 +32,6 @@ from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 
-from edge_stad.boxes import descending
 from edge_stad.errors import ConfigError, TubeletError
 from edge_stad.kernels import reference
 from edge_stad.runtime.windows import Window, interpolate, regular_window
@@ -63,50 +62,70 @@ class TubeEvent(NamedTuple):
     tube: Optional[Tube] = None
 
 
-def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None):
-    """The reference's tubelet NMS: the ``top_k`` best of ``(m, 4K+1)`` float32 tubelets.
+def nms_groups(groups, overlaps, threshold=0.6, top_k=10):
+    """The reference's tubelet NMS of several labels at once: ``(out, sizes)``.
 
-    Visiting tubelets from the highest score down, a later tubelet is suppressed when
-    the **sum** over its K boxes of the IoU with the visited one exceeds
-    ``threshold * K``; its score is multiplied by ``1 - sum`` (negative for K >= 2, so
-    it ranks last but is still returned when fewer than ``top_k`` survive). Returns a
-    new array sorted by the rescaled score. ``overlap``: the ``(m, m)`` summed IoUs of
-    :func:`edge_stad.kernels.reference.nms_overlap`, when a kernel computed them already.
+    ``groups``: per label a ``(m, 4K+1)`` float32 array of tubelets; ``overlaps``: their ``(m, m)``
+    summed per-box NMS IoUs (:meth:`HostMatrices.nms_overlap`). Within a label, tubelets are visited
+    from the highest score down and a later one is suppressed when the **sum** over its K boxes of
+    the IoU with a visited one exceeds ``threshold * K``; its score is multiplied by ``1 - sum``
+    (negative for K >= 2, so it ranks last but is still returned when fewer than ``top_k``
+    survive). ``out`` holds each label's ``top_k`` best by rescaled score, label after label;
+    ``sizes`` says how many each label kept.
+
+    The greedy visit order is solved for every label at once: a tubelet survives when no
+    surviving tubelet before it suppresses it, a recurrence whose fixed point is reached by
+    iterating from "all survive" (each pass settles at least one more tubelet, in practice a
+    few passes settle all). A suppressed tubelet's weight comes from the first survivor that
+    hits it, as in the visit loop, where it leaves the queue at that visit.
     """
-    m, width = tubelets.shape
-    K = (width - 1) // 4
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    width = groups[0].shape[1] if groups else 1
+    n = int(sizes.sum())
+    if n == 0:
+        return np.zeros((0, width), dtype=np.float32), sizes
+    tubelets = np.concatenate(groups)
     scores = tubelets[:, -1]
-    weight = np.ones_like(scores)
-    limit = threshold * K
-    # Once top_k tubelets are kept, later visits can only lower scores that already rank
-    # below them; stopping there is exact unless a suppressed score still outranks the
-    # last kept one or negative scores could be flipped positive.
-    can_stop = m > top_k and bool((scores >= 0).all())
-    best_suppressed = -np.inf
-    kept = 0
-    # Summed per-box IoU of every pair at once (the same float32 arithmetic as pair by pair).
-    pair = reference.nms_overlap(tubelets[:, :4 * K].reshape(m, K, 4)) if overlap is None else overlap
-    order = descending(scores)
-    while order.size:
-        top, rest = order[0], order[1:]
-        overlap = pair[top, rest]
-        hit = overlap > limit
-        if hit.any():
-            weight[rest[hit]] = 1 - overlap[hit]
-            best_suppressed = max(best_suppressed, float((scores[rest[hit]] * weight[rest[hit]]).max()))
-        order = rest[~hit]
-        kept += 1
-        if can_stop and kept == top_k and best_suppressed < scores[top]:
+    label = np.repeat(np.arange(len(groups)), sizes)
+    starts = np.cumsum(sizes) - sizes
+    pair = np.full((n, n), -np.inf, dtype=np.float32)   # other labels never suppress
+    for start, size, overlap in zip(starts.tolist(), sizes.tolist(), overlaps):
+        pair[start:start + size, start:start + size] = overlap
+    order = np.lexsort((-scores, label))                 # per label high to low, ties in input order
+    pair = pair[np.ix_(order, order)]
+    hit = (pair > threshold * ((width - 1) // 4)) & np.triu(np.ones((n, n), dtype=bool), 1)
+    kept = np.ones(n, dtype=bool)
+    while True:
+        by_kept = hit & kept[:, None]
+        suppressed = by_kept.any(axis=0)
+        if not (suppressed == kept).any():   # kept == ~suppressed: the fixed point
             break
+        kept = ~suppressed
+    weight = np.ones(n, dtype=np.float32)
+    hit_at = np.flatnonzero(suppressed)
+    weight[order[hit_at]] = 1 - pair[by_kept[:, hit_at].argmax(axis=0), hit_at]
     rescaled = scores * weight
-    rank = descending(rescaled)[:top_k]
+    rank = np.lexsort((-rescaled, label))
+    rank = rank[np.arange(n) - starts[label[rank]] < top_k]
     out = tubelets[rank]
     out[:, -1] = rescaled[rank]
-    return out
+    return out, np.minimum(sizes, top_k)
+
+
+def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None):
+    """:func:`nms_groups` of one label's ``(m, 4K+1)`` tubelets: the ``top_k`` best, by rescaled score.
+
+    ``overlap``: the ``(m, m)`` summed IoUs of :func:`edge_stad.kernels.reference.nms_overlap`,
+    when a kernel computed them already.
+    """
+    K = (tubelets.shape[1] - 1) // 4
+    if overlap is None:
+        overlap = reference.nms_overlap(tubelets[:, :4 * K].reshape(-1, K, 4))
+    return nms_groups([tubelets], [overlap], threshold, top_k)[0]
 
 
 class HostMatrices:
-    """The linker's two pairwise matrices from the NumPy references, one label at a time.
+    """The linker's two pairwise matrices from the NumPy references, every label of a window in one call.
 
     :class:`edge_stad.kernels.ops.CudaLinkMatrices` has the same two methods and computes
     every label of a window in one kernel launch each.
@@ -115,19 +134,40 @@ class HostMatrices:
     @staticmethod
     def nms_overlap(groups):
         """``[(m, K, 4) tubelet boxes]`` per label -> ``[(m, m)]`` summed per-box NMS IoUs."""
-        return [reference.nms_overlap(boxes) for boxes in groups]
+        if not groups:
+            return []
+        sizes = [len(boxes) for boxes in groups]
+        first, second, starts = reference.block_pairs(sizes, sizes)
+        flat = reference.nms_overlap_pairs(np.concatenate(groups), first, second)
+        return [flat[starts[g]:starts[g + 1]].reshape(m, m) for g, m in enumerate(sizes)]
 
     @staticmethod
     def match_iou(groups):
         """``[(tube boxes (A, K, 4), offsets (A,), candidate boxes (M, K, 4))]`` -> ``[(A, M)]`` mean IoUs."""
-        return [reference.match_iou(*group) for group in groups]
+        if not groups:
+            return []
+        rows, cols = [len(g[0]) for g in groups], [len(g[2]) for g in groups]
+        tube, candidate, starts = reference.block_pairs(rows, cols)
+        flat = reference.match_iou_pairs(*(np.concatenate(part) for part in zip(*groups)), tube, candidate)
+        return [flat[starts[g]:starts[g + 1]].reshape(r, c) for g, (r, c) in enumerate(zip(rows, cols))]
+
+
+def _bounds(sorted_labels, labels):
+    """``(starts, ends)``: lists of where each of ``labels`` begins and ends in the non-decreasing ``sorted_labels``."""
+    return (np.searchsorted(sorted_labels, labels, "left").tolist(),
+            np.searchsorted(sorted_labels, labels, "right").tolist())
 
 
 class _Tubes:
-    """The active tubes of one label, in rank order; what matching reads is kept in arrays."""
+    """The open tubes of every label; what matching reads is kept in arrays.
+
+    Between windows the tubes are in label order, each label's in rank order, followed by the
+    tubes started last; :meth:`rank` restores the order (equal means keep their order).
+    """
 
     def __init__(self, K):
         self.ids = []
+        self.label = np.zeros(0, dtype=np.int64)
         self.last_frame = np.zeros(0, dtype=np.int64)
         self.last_boxes = np.zeros((0, K, 4), dtype=np.float32)
         self.score_sum = np.zeros(0, dtype=np.float64)
@@ -140,18 +180,22 @@ class _Tubes:
 
     def take(self, index):
         """Keep the tubes at ``index`` (an int array), in that order."""
-        self.ids = [self.ids[i] for i in index]
-        self.windows = [self.windows[i] for i in index]
-        self.rows = [self.rows[i] for i in index]
-        self.last_frame = self.last_frame[index]
-        self.last_boxes = self.last_boxes[index]
-        self.score_sum = self.score_sum[index]
-        self.count = self.count[index]
+        held = index.tolist()
+        self.ids = [self.ids[i] for i in held]
+        self.windows = [self.windows[i] for i in held]
+        self.rows = [self.rows[i] for i in held]
+        for name in ("label", "last_frame", "last_boxes", "score_sum", "count"):
+            setattr(self, name, getattr(self, name)[index])
 
-    def extend(self, ids, frame, window, tubelets, K):
+    def rank(self):
+        """Label by label, highest mean score first."""
+        self.take(np.lexsort((-(self.score_sum / self.count), self.label)))
+
+    def extend(self, ids, labels, frame, window, tubelets, K):
         self.ids.extend(ids)
         self.windows.extend([window] for _ in ids)
         self.rows.extend([row] for row in tubelets)
+        self.label = np.concatenate([self.label, labels])
         self.last_frame = np.concatenate([self.last_frame, np.full(len(ids), frame, dtype=np.int64)])
         self.last_boxes = np.concatenate([self.last_boxes, tubelets[:, :4 * K].reshape(-1, K, 4)])
         self.score_sum = np.concatenate([self.score_sum, tubelets[:, -1].astype(np.float64)])
@@ -166,7 +210,8 @@ class Linker:
     Tube ids are unique for the life of the Linker (a new stream continues the count).
     ``matrices`` computes the pairwise IoU matrices (default :class:`HostMatrices`; the GPU
     runtime passes :class:`edge_stad.kernels.ops.CudaLinkMatrices`); the greedy steps that
-    read them stay here.
+    read them stay here. Every step runs on all labels at once: labels never interact, so
+    their matrices sit as blocks on one diagonal.
     """
 
     def __init__(self, K, clip_len, nms_threshold=0.6, top_k=10, match_iou=0.5, min_score=0.005, matrices=None):
@@ -175,7 +220,7 @@ class Linker:
         self.K, self.clip_len, self.top_k = int(K), int(clip_len), int(top_k)
         self.nms_threshold, self.match_iou, self.min_score = nms_threshold, match_iou, min_score
         self.matrices = HostMatrices() if matrices is None else matrices
-        self._labels = {}
+        self._tubes = _Tubes(self.K)
         self._next_id = 0
         self._last = None
         self._spans = {}  # tube id -> the span boxes_at read last
@@ -183,12 +228,12 @@ class Linker:
     @property
     def active_tubes(self):
         """Number of tubes still open (all labels)."""
-        return sum(len(t) for t in self._labels.values())
+        return len(self._tubes)
 
     @property
     def stored_tubelets(self):
         """Number of tubelets held by the open tubes: the linker's whole memory."""
-        return sum(len(rows) for t in self._labels.values() for rows in t.rows)
+        return int(self._tubes.count.sum())
 
     def push(self, frame, tubelets, frames=None):
         """Link the tubelets of processed frame ``frame``.
@@ -211,28 +256,64 @@ class Linker:
             if len(array):
                 checked[int(label)] = array
         K = self.K
-        overlaps = self.matrices.nms_overlap([a[:, :4 * K].reshape(-1, K, 4) for a in checked.values()])
-        candidates = {label: tubelet_nms(array, self.nms_threshold, self.top_k, overlap)
-                      for (label, array), overlap in zip(checked.items(), overlaps)}
+        labels = sorted(checked)
+        groups = [checked[label] for label in labels]
+        overlaps = self.matrices.nms_overlap([g[:, :4 * K].reshape(-1, K, 4) for g in groups])
+        candidates, sizes = nms_groups(groups, overlaps, self.nms_threshold, self.top_k)
+        candidate_label = np.repeat(np.asarray(labels, dtype=np.int64), sizes)
         self._last = frame
-        labels = sorted(set(candidates) | set(self._labels))
-        states = {label: self._labels.setdefault(label, _Tubes(K)) for label in labels}
-        offsets = {}
-        for label, state in states.items():  # rank each label's tubes, then match all labels at once
-            if len(state):
-                state.take(descending(state.score_sum / state.count))
-                offsets[label] = np.round((frame - state.last_frame) / self.clip_len).astype(np.int64)
-        both = [label for label in offsets if label in candidates]
-        means = self.matrices.match_iou([(states[label].last_boxes, offsets[label],
-                                          candidates[label][:, :4 * K].reshape(-1, K, 4)) for label in both])
-        means = dict(zip(both, means))
+        tubes = self._tubes
+        tubes.rank()
+        offset = np.round((frame - tubes.last_frame) / self.clip_len).astype(np.int64)
+        match = np.full(len(tubes), -1, dtype=np.int64)
+        if len(tubes) and len(candidates):
+            both = np.intersect1d(tubes.label, candidate_label)
+            (t0, t1), (c0, c1) = _bounds(tubes.label, both), _bounds(candidate_label, both)
+            boxes = candidates[:, :4 * K].reshape(-1, K, 4)
+            means = self.matrices.match_iou([(tubes.last_boxes[a:b], offset[a:b], boxes[c:d])
+                                             for a, b, c, d in zip(t0, t1, c0, c1)])
+            ok = np.zeros((len(tubes), len(candidates)), dtype=bool)
+            for a, b, c, d, mean in zip(t0, t1, c0, c1, means):
+                ok[a:b, c:d] = mean >= self.match_iou
+            match = self._assign(ok)
+        return self._update(frame, window, candidates, candidate_label, match, offset)
+
+    def _update(self, frame, window, candidates, candidate_label, match, offset):
+        """Grow the matched tubes, end the stale ones, start the free candidates; the events, label by label."""
+        K, tubes = self.K, self._tubes
+        grew = np.flatnonzero(match >= 0)
+        ended = np.flatnonzero((match < 0) & (offset >= K))
+        free = np.ones(len(candidates), dtype=bool)
+        free[match[grew]] = False
+        free = np.flatnonzero(free)
+        new_ids = np.arange(self._next_id, self._next_id + free.size)
+        self._next_id += free.size
+        if grew.size:
+            chosen = candidates[match[grew]]
+            tubes.last_frame[grew] = frame
+            tubes.last_boxes[grew] = chosen[:, :4 * K].reshape(-1, K, 4)
+            tubes.score_sum[grew] += chosen[:, -1]
+            tubes.count[grew] += 1
+            for a, row in zip(grew.tolist(), chosen):
+                tubes.windows[a].append(window)
+                tubes.rows[a].append(row)
+        sections = (tubes.label[grew], tubes.label[ended], candidate_label[free])
+        labels = np.unique(np.concatenate(sections))
+        (g0, e0, s0), (g1, e1, s1) = zip(*(_bounds(section, labels) for section in sections))
+        finished = self._assemble(ended.tolist(), K * self.clip_len)
         events = []
-        empty = np.zeros((0, 4 * K + 1), dtype=np.float32)
-        for label, state in states.items():
-            events += self._link(label, state, frame, window, candidates.get(label, empty), offsets.get(label),
-                                 means.get(label))
-            if not len(state):
-                del self._labels[label]
+        for i, label in enumerate(labels.tolist()):
+            events += [TubeEvent(GREW, tubes.ids[a], label, frame) for a in grew[g0[i]:g1[i]].tolist()]
+            for a in ended[e0[i]:e1[i]][::-1].tolist():  # the reference files ended tubes in reverse rank order
+                self._spans.pop(tubes.ids[a], None)
+                events.append(TubeEvent(ENDED, tubes.ids[a], label, frame, finished.get(a)))
+            events += [TubeEvent(STARTED, t, label, frame) for t in new_ids[s0[i]:s1[i]].tolist()]
+        if ended.size:
+            keep = np.ones(len(tubes), dtype=bool)
+            keep[ended] = False
+            tubes.take(np.flatnonzero(keep))
+        if free.size:
+            tubes.extend(new_ids.tolist(), candidate_label[free], frame, window, candidates[free], K)
         return events
 
     def finish(self):
@@ -240,12 +321,11 @@ class Linker:
         events = []
         if self._last is not None:
             min_length = min(self._last, self.K * self.clip_len)
-            for label in sorted(self._labels):
-                state = self._labels[label]
-                for i, tube_id in enumerate(state.ids):
-                    tube = self._assemble(tube_id, label, state.windows[i], state.rows[i], min_length)
-                    events.append(TubeEvent(ENDED, tube_id, label, self._last, tube))
-        self._labels = {}
+            tubes = self._tubes
+            index = np.argsort(tubes.label, kind="stable").tolist()   # label by label, in held order
+            finished = self._assemble(index, min_length)
+            events = [TubeEvent(ENDED, tubes.ids[i], int(tubes.label[i]), self._last, finished.get(i)) for i in index]
+        self._tubes = _Tubes(self.K)
         self._last = None
         self._spans = {}
         return events
@@ -275,84 +355,48 @@ class Linker:
             raise TubeletError(f"frame {frame} label {label}: tubelets hold NaN or inf")
         return array
 
-    def _link(self, label, state, frame, window, candidates, offset, mean):
-        """One window of one label, its tubes ranked: match, end, start (BuildTubes' inner loop).
-
-        ``offset``: clips since each tube last grew; ``mean``: the tube x candidate mean IoUs.
-        """
-        K = self.K
-        events = []
-        match = np.full(len(state), -1, dtype=np.int64)
-        ended = np.zeros(0, dtype=np.int64)
-        if len(state):
-            if len(candidates):
-                match = self._assign(mean >= self.match_iou)
-            ended = np.flatnonzero((match < 0) & (offset >= K))
-        grew = np.flatnonzero(match >= 0)
-        if grew.size:
-            chosen = candidates[match[grew]]
-            state.last_frame[grew] = frame
-            state.last_boxes[grew] = chosen[:, :4 * K].reshape(-1, K, 4)
-            state.score_sum[grew] += chosen[:, -1]
-            state.count[grew] += 1
-            for a, row in zip(grew.tolist(), chosen):
-                state.windows[a].append(window)
-                state.rows[a].append(row)
-                events.append(TubeEvent(GREW, state.ids[a], label, frame))
-        for a in ended[::-1].tolist():  # the reference files ended tubes in reverse rank order
-            self._spans.pop(state.ids[a], None)
-            tube = self._assemble(state.ids[a], label, state.windows[a], state.rows[a], K * self.clip_len)
-            events.append(TubeEvent(ENDED, state.ids[a], label, frame, tube))
-        if ended.size:
-            keep = np.ones(len(state), dtype=bool)
-            keep[ended] = False
-            state.take(np.flatnonzero(keep))
-        free = np.ones(len(candidates), dtype=bool)
-        free[match[grew]] = False
-        free = np.flatnonzero(free)
-        if free.size:
-            ids = list(range(self._next_id, self._next_id + free.size))
-            self._next_id += free.size
-            state.extend(ids, frame, window, candidates[free], K)
-            events += [TubeEvent(STARTED, i, label, frame) for i in ids]
-        return events
-
     @staticmethod
     def _assign(ok):
         """Candidate index each ranked tube takes (-1: none), given which pairs match well enough."""
         A, M = ok.shape
         # Candidates are sorted by score, so a tube's best valid one is its first valid one.
         first = ok.argmax(axis=1)
-        match = np.where(ok[np.arange(A), first], first, -1)
-        taken = match[match >= 0]
-        if np.unique(taken).size == taken.size:
+        valid = ok[np.arange(A), first]
+        match = np.where(valid, first, -1)
+        if np.bincount(first[valid], minlength=1).max() <= 1:
             return match
         free = np.ones(M, dtype=bool)  # two tubes want the same tubelet: the better ranked one wins
-        for a in range(A):
+        for a in np.flatnonzero(valid).tolist():
             row = ok[a] & free
             j = int(row.argmax())
             match[a] = j if row[j] else -1
             free[j] &= not row[j]
         return match
 
-    def _assemble(self, tube_id, label, windows, rows, min_length):
-        """The (L, 6) tube of a finished tube, or None if the reference would drop it."""
-        if len(rows) < 2:
-            return None
-        rows = np.stack(rows)
-        score = np.mean(np.ascontiguousarray(rows[:, -1]))
-        if float(score) < self.min_score:
-            return None
-        frames = np.asarray(windows, dtype=np.int64)
-        # The reference starts a tube at max(f0 - (K-1) * clip_len, 1), the first clip end of its
-        # first window; the earliest clip end of any window is the same there, and safe for others.
-        begin, end = int(frames[:, 0].min()), int(frames[-1, -1])
-        if end - begin + 1 < min_length:
-            return None
-        out = np.empty((end - begin + 1, 6), dtype=np.float32)
-        out[:, 0] = np.arange(begin, end + 1)
-        out[:, 1:] = _place(frames, rows, self.K, begin, end)
-        return Tube(tube_id, label, float(score), out)
+    def _assemble(self, index, min_length):
+        """The (L, 6) tubes of the finished open tubes at ``index``, None where the reference drops one."""
+        tubes, scores, spans = self._tubes, {}, []
+        for i in index:
+            windows, rows = tubes.windows[i], tubes.rows[i]
+            if len(rows) < 2:
+                continue
+            # The reference starts a tube at max(f0 - (K-1) * clip_len, 1), the first clip end of its
+            # first window; the earliest clip end of any window is the same there, and safe for others.
+            begin, end = min(w[0] for w in windows), windows[-1][-1]
+            if end - begin + 1 < min_length:
+                continue
+            rows = np.stack(rows)
+            score = np.mean(np.ascontiguousarray(rows[:, -1]))
+            if float(score) >= self.min_score:
+                scores[i] = float(score)
+                spans.append((np.asarray(windows, dtype=np.int64), rows, begin, end))
+        out = {}
+        for (i, score), (_, _, begin, end), placed in zip(scores.items(), spans, _place_many(spans, self.K)):
+            boxes = np.empty((end - begin + 1, 6), dtype=np.float32)
+            boxes[:, 0] = np.arange(begin, end + 1)
+            boxes[:, 1:] = placed
+            out[i] = Tube(tubes.ids[i], int(tubes.label[i]), score, boxes)
+        return out
 
     def boxes_at(self, frame, min_score=0.0, min_tubelets=2):
         """``float32 (m, 7)`` rows ``tube_id, label, score, x1, y1, x2, y2`` of open tubes at ``frame``.
@@ -365,36 +409,44 @@ class Linker:
         are then computed once per tube, from its few newest tubelets.
         """
         out = []
-        for label in sorted(self._labels):
-            state = self._labels[label]
-            means = state.score_sum / np.maximum(state.count, 1)
-            for i in np.flatnonzero((state.count >= min_tubelets) & (means >= min_score)).tolist():
-                tube_id = state.ids[i]
-                span = self._spans.get(tube_id)
-                if span is None or not span[0] <= frame <= span[1]:
-                    span = self._spans[tube_id] = _span_at(state.windows[i], state.rows[i], self.K, int(frame))
-                if span is not None:
-                    out.append([tube_id, label, means[i], *span[2][frame - span[0], :4]])
+        tubes = self._tubes
+        means = tubes.score_sum / np.maximum(tubes.count, 1)
+        listed = np.flatnonzero((tubes.count >= min_tubelets) & (means >= min_score))
+        for i in listed[np.argsort(tubes.label[listed], kind="stable")].tolist():
+            tube_id = tubes.ids[i]
+            span = self._spans.get(tube_id)
+            if span is None or not span[0] <= frame <= span[1]:
+                span = self._spans[tube_id] = _span_at(tubes.windows[i], tubes.rows[i], self.K, int(frame))
+            if span is not None:
+                out.append([tube_id, tubes.label[i], means[i], *span[2][frame - span[0], :4]])
         return np.asarray(out, dtype=np.float32).reshape(-1, 7)
 
 
-def _place(frames, rows, K, begin, end):
-    """``(end - begin + 1, 5)`` boxes and scores over frames ``begin..end`` of tubelets ``rows``.
+def _place_many(spans, K):
+    """Per ``(frames, rows, begin, end)`` of ``spans``: the ``(end - begin + 1, 5)`` boxes and scores over
+    frames ``begin..end`` of tubelets ``rows`` whose clip ends are ``frames``.
 
-    Boxes land on their clip-end ``frames`` (newest box of each tubelet first), are
-    averaged there and linearly interpolated between; ``begin`` and ``end`` must be clip
-    ends. Boxes outside the range are ignored, so a tail of a tube's tubelets gives the
-    same values as the whole tube wherever that tail holds every box of the range.
+    Boxes land on their clip-end frames (newest box of each tubelet first), are averaged
+    there and linearly interpolated between; ``begin`` and ``end`` must be clip ends. Boxes
+    outside the range are ignored, so a tail of a tube's tubelets gives the same values as
+    the whole tube wherever that tail holds every box of the range. All spans share one set
+    of arrays, each in its own slice: the sums run in tubelet order per frame, and a gap
+    never reaches past a span's ends, which are clip ends.
     """
-    length = end - begin + 1
-    where = (frames[:, ::-1] - begin).ravel()
+    if not spans:
+        return []
+    lengths = np.array([end - begin + 1 for _, _, begin, end in spans], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    where = np.concatenate([(frames[:, ::-1] - begin).ravel() for frames, _, begin, _ in spans])
+    span = np.repeat(np.arange(len(spans)), [frames.size for frames, _, _, _ in spans])
+    rows = np.concatenate([rows for _, rows, _, _ in spans])
     values = np.concatenate([rows[:, :4 * K].reshape(-1, K, 4)[:, ::-1],
                              np.repeat(rows[:, None, -1:], K, axis=1)], axis=2).reshape(-1, 5)
-    inside = (where >= 0) & (where < length)
-    where, values = where[inside], values[inside]
-    acc = np.zeros((length, 5), dtype=np.float32)
+    inside = (where >= 0) & (where < lengths[span])
+    where, values = where[inside] + starts[span[inside]], values[inside]
+    acc = np.zeros((int(lengths.sum()), 5), dtype=np.float32)
     np.add.at(acc, where, values)
-    count = np.bincount(where, minlength=length)
+    count = np.bincount(where, minlength=len(acc))
     filled = count > 0
     acc[filled] = acc[filled] / count[filled, None]
     empty = np.flatnonzero(~filled)
@@ -404,7 +456,7 @@ def _place(frames, rows, K, begin, end):
         lo = known[np.searchsorted(known, empty) - 1]
         acc[empty, :4] = interpolate(acc[lo, :4], acc[hi, :4], empty - lo, hi - lo)
         acc[empty, 4] = (acc[lo, 4] + acc[hi, 4]) / 2
-    return acc
+    return np.split(acc, starts[1:])
 
 
 def _span_at(windows, rows, K, frame):
@@ -430,7 +482,7 @@ def _span_at(windows, rows, K, frame):
         return None
     tail.reverse()
     frames = np.asarray([windows[i] for i in tail], dtype=np.int64)
-    return lo, hi, _place(frames, np.stack([rows[i] for i in tail]), K, lo, hi)
+    return lo, hi, _place_many([(frames, np.stack([rows[i] for i in tail]), lo, hi)], K)[0]
 
 
 def link_video(windows, K, clip_len, **params):
