@@ -14,10 +14,12 @@ from edge_stad.models.decoder import Decoder  # noqa: E402
 from edge_stad.models.deploy import (  # noqa: E402
     FoldedDecoder,
     FoldedMicroMotion,
+    PairedShuffleNetV2,
     fold_shuffle_block,
     fold_shufflenet,
     phase_conv_weight,
 )
+from edge_stad.models.fused_backbones import AMMAShuffleNetV2  # noqa: E402
 from edge_stad.models.micro_motion import MicroMotion  # noqa: E402
 
 
@@ -46,6 +48,39 @@ def test_a_folded_sequence_cannot_start_with_a_stride_1_unit():
         fold_shufflenet(torch.nn.Sequential(torch.nn.ReLU()))
 
 
+class _TwoInputs(torch.nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.backbone(x[:, :3], x[:, 3:])
+
+
+@pytest.mark.parametrize("fusion_stages", [2, 3, 4])
+def test_paired_streams_equal_the_two_stream_backbone(fusion_stages):
+    torch.manual_seed(fusion_stages)
+    backbone = AMMAShuffleNetV2(fusion_stages=fusion_stages)
+    for i in range(1, fusion_stages + 1):   # distinct fusion weights, one of them outside [0, 1]
+        getattr(backbone, f"rgb_weight{i}").data.fill_(0.2 + 0.35 * i)
+    rgb, motion = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    calibrate_bn(_TwoInputs(backbone), torch.cat([rgb, motion], 1))
+    paired = PairedShuffleNetV2(backbone)
+    with torch.no_grad():
+        want, got = backbone(rgb, motion), paired(rgb, motion)
+    assert got.shape == want.shape == (2, 512, 2, 2)
+    assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
+    units = backbone.STAGE_ENDS[fusion_stages - 2] + 1    # the motion stream's units, each merged into one
+    convs = [m for m in paired.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 + 3 * 16 + fusion_stages + 2     # stems, 16 units, fusions, conv_last, shrink
+    assert units == len([m for m in paired.paired if hasattr(m, "a")])
+
+
+def test_pairing_needs_two_fused_stages():
+    with pytest.raises(ValueError, match="two fused stages"):
+        PairedShuffleNetV2(AMMAShuffleNetV2(fusion_stages=1).eval())
+
+
 def test_phase_convolution_and_pixel_shuffle_equal_the_transposed_convolution():
     torch.manual_seed(0)
     weight = torch.randn(6, 5, 4, 4)
@@ -58,14 +93,17 @@ def test_phase_convolution_and_pixel_shuffle_equal_the_transposed_convolution():
     assert int((phase_conv_weight(torch.ones(1, 1, 4, 4)) != 0).sum()) == 16
 
 
-def test_folded_decoder_equals_the_decoder():
+@pytest.mark.parametrize("with_shrink", [False, True])
+def test_folded_decoder_equals_the_decoder(with_shrink):
     torch.manual_seed(1)
     decoder = Decoder("conv", in_channels=16, channels=8)
-    decoder = calibrate_bn(decoder, torch.randn(4, 16, 6, 6)).eval()
+    shrink = torch.nn.Sequential(torch.nn.Conv2d(8, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
+    plain = torch.nn.Sequential(decoder, shrink) if with_shrink else decoder
+    plain = calibrate_bn(plain, torch.randn(4, 16, 6, 6)).eval()
     x = torch.randn(2, 16, 6, 6)
     with torch.no_grad():
-        want, got = decoder(x), FoldedDecoder(decoder)(x)
-    assert got.shape == want.shape == (2, 8, 24, 24)
+        want, got = plain(x), FoldedDecoder(decoder, shrink if with_shrink else None)(x)
+    assert got.shape == want.shape == (2, 4 if with_shrink else 8, 24, 24)
     assert torch.allclose(got, want, atol=1e-5)
 
 

@@ -1,10 +1,11 @@
 """Inference-only rewrites that keep a trained model's function and cut its exported graph.
 
 In ONNX Runtime's INT8 CPU path a small-map encoder pays per graph node: every node between
-the convolutions is a copy, a layout transpose or a Q/DQ pair. The shuffle fold trades
-multiply-adds for nodes, which pays in INT8 (encoder 1.1-1.2x FP32 instead of 0.8x) and not in
-FP32, where its wider 1x1 weights cost more than the nodes saved (``benchmarks/results/int8_cpu.md``);
-the build uses it for the ``cpu`` INT8 flavour only. The rewrites, both exact up to float rounding:
+the convolutions is a copy, a layout transpose or a Q/DQ pair, and an 8x8 map's convolution
+costs little more than its dispatch. These rewrites trade multiply-adds for nodes, which pays
+in INT8 and not in FP32, where the wider 1x1 weights cost more than the nodes saved
+(``benchmarks/results/int8_cpu.md``); the build uses them for the ``cpu`` INT8 flavour only.
+All are exact up to float rounding:
 
 * :func:`fold_shuffle_block`: a ShuffleNetV2 unit (split, branch, concat, channel shuffle:
   about ten nodes, four of them copies) becomes three convolutions whose weights do the
@@ -14,9 +15,15 @@ the build uses it for the ``cpu`` INT8 flavour only. The rewrites, both exact up
   the previous unit's ReLUs; checked in :func:`fold_shufflenet`). A stride-2 unit
   concatenates its input with the second branch's first output, runs both depthwise
   convolutions as one, and writes the interleaved output with one 1x1 convolution.
+* :class:`PairedShuffleNetV2`: AMMA's RGB and micro-motion streams run the same units on
+  separate inputs until the last fused stage; paired, each unit of both streams is one
+  set of grouped convolutions over the two streams' channels side by side, and each
+  lateral fusion ``w * rgb + (1 - w) * motion`` one 1x1 convolution: half the nodes (an
+  isolated chain of 8x8 units took about 30% less time grouped than as two streams).
 * :class:`FoldedDecoder`: the decoder's 4x4/2 transposed convolution, which ONNX Runtime has
   no integer kernel for, becomes a 3x3 convolution to four phase channels per output channel
-  and a pixel shuffle (reshape, transpose, reshape), all of which run on uint8.
+  and a pixel shuffle (reshape, transpose, reshape), all of which run on uint8; the head's
+  per-clip ``shrink`` moves before the shuffle.
 * :class:`FoldedMicroMotion`: the micro-motion module reads the raw frames (the
   normalisation folds into its convolution weights), pools the frames it uses as one
   batch and takes the differences to the key frame *before* the shared convolution (its
@@ -33,6 +40,7 @@ from torch import nn
 
 from edge_stad.models.backbones.shufflenetv2 import ShuffleBlock, ShuffleNetV2
 from edge_stad.models.decoder import Decoder
+from edge_stad.models.fused_backbones import AMMAShuffleNetV2
 
 
 def fold_bn(conv, bn):
@@ -173,9 +181,14 @@ def phase_conv_weight(weight):
 
 class FoldedDecoder(nn.Module):
     """An eval-mode :class:`~edge_stad.models.decoder.Decoder` whose transposed convolution (with its
-    BatchNorm) is a 3x3 convolution to phase channels followed by a pixel shuffle."""
+    BatchNorm) is a 3x3 convolution to phase channels followed by a pixel shuffle.
 
-    def __init__(self, decoder):
+    Given the head's ``shrink`` (1x1 convolution + BatchNorm, no activation), it applies that too,
+    before the pixel shuffle and the resize (a per-pixel linear map commutes with both): on a
+    quarter of the pixels, and the shuffle and the resize move a quarter of the channels.
+    """
+
+    def __init__(self, decoder, shrink=None):
         super().__init__()
         first, bn, relu, up, up_bn, _ = decoder.deconv_layers
         if tuple(up.kernel_size) != (4, 4) or tuple(up.stride) != (2, 2) or tuple(up.padding) != (1, 1):
@@ -184,24 +197,106 @@ class FoldedDecoder(nn.Module):
         scale = up_bn.weight / torch.sqrt(up_bn.running_var + up_bn.eps)
         shift = up_bn.bias - up_bn.running_mean * scale
         weight = phase_conv_weight(up.weight.detach() * scale.detach()[None, :, None, None])
-        self.up = _conv(weight, shift.detach().repeat_interleave(4))
+        channels = up.out_channels
+        # phase-major channels (phase * C + c), so that each phase is one group of the shrink
+        weight = weight.reshape(channels, 4, *weight.shape[1:]).transpose(0, 1).reshape(weight.shape)
+        self.up = _conv(weight, shift.detach().repeat(4))
+        self.shrink = None
+        if shrink is not None:
+            w, b = fold_bn(*shrink)
+            self.shrink = _conv(w.repeat(4, 1, 1, 1), b.repeat(4), groups=4)
 
     def forward(self, x):
         y = F.relu(self.up(self.first(x)))
+        if self.shrink is not None:
+            y = self.shrink(y)
         n, c, h, w = y.shape
-        y = y.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c // 4, 2 * h, 2 * w)
+        y = y.reshape(n, 2, 2, c // 4, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // 4, 2 * h, 2 * w)
         return F.interpolate(y, scale_factor=2.0, mode="nearest")
 
 
+def pair_blocks(rgb, motion):
+    """One :class:`FoldedShuffleBlock` computing the folded units ``rgb`` and ``motion`` side by side:
+    input and output channels are the RGB stream's, then the motion stream's."""
+    def cat(*convs, part=slice(None)):
+        return torch.cat([c.weight.data[part] for c in convs]), torch.cat([c.bias.data[part] for c in convs])
+
+    a = _conv(*cat(rgb.a, motion.a), groups=2)
+    if not rgb.concat_input:
+        b = _conv(*cat(rgb.b, motion.b), groups=2 * rgb.b.in_channels)
+        return FoldedShuffleBlock(a, b, _conv(*cat(rgb.c, motion.c), groups=2), concat_input=False)
+    # stride 2: the depthwise input is [x_rgb, x_motion, y_rgb, y_motion]
+    inp, total = rgb.a.in_channels, rgb.b.in_channels
+    first, second = cat(rgb.b, motion.b, part=slice(0, inp)), cat(rgb.b, motion.b, part=slice(inp, total))
+    b = _conv(torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]]), stride=rgb.b.stride[0],
+              groups=2 * total)
+    out = rgb.c.out_channels
+    wc = torch.zeros(2 * out, 2 * total, 1, 1)
+    for k, block in enumerate((rgb, motion)):
+        wc[k * out:(k + 1) * out, k * inp:(k + 1) * inp] = block.c.weight.data[:, :inp]
+        wc[k * out:(k + 1) * out, 2 * inp + k * (total - inp):2 * inp + (k + 1) * (total - inp)] = \
+            block.c.weight.data[:, inp:]
+    return FoldedShuffleBlock(a, b, _conv(wc, torch.cat([rgb.c.bias.data, motion.c.bias.data])), concat_input=True)
+
+
+def fusion_conv(weight, channels, keep_motion):
+    """The 1x1 convolution of a lateral fusion on ``[rgb, motion]``: ``w * rgb + (1 - w) * motion``, followed
+    by the motion channels themselves where ``keep_motion``."""
+    eye = torch.eye(channels)
+    w = float(weight.detach())
+    rows = [torch.cat([w * eye, (1.0 - w) * eye], 1)]
+    if keep_motion:
+        rows.append(torch.cat([torch.zeros(channels, channels), eye], 1))
+    matrix = torch.cat(rows)
+    return _conv(matrix[:, :, None, None], torch.zeros(len(matrix)))
+
+
+class PairedShuffleNetV2(nn.Module):
+    """An eval-mode :class:`~edge_stad.models.backbones.fused.AMMAShuffleNetV2` with its two streams paired.
+
+    The stems stay as they are (float, 3 input channels each); from the first fusion to the
+    last fused stage one tensor holds both streams, each fusion is one 1x1 convolution
+    (:func:`fusion_conv`) and each pair of units one folded unit (:func:`pair_blocks`); the
+    stages after that are the RGB stream's folded units.
+    """
+
+    def __init__(self, backbone):
+        super().__init__()
+        fused = backbone.fusion_stages
+        if fused < 2:
+            raise ValueError(f"pairing needs at least two fused stages, got fusion_stages={fused}")
+        self.conv1, self.maxpool = backbone.conv1, backbone.maxpool
+        self.conv1_mm, self.maxpool_mm = backbone.conv1_mm, backbone.maxpool_mm
+        rgb, motion = fold_shufflenet(backbone.features), fold_shufflenet(backbone.features_mm)
+        layers = []
+        for i in range(fused):
+            if i:
+                layers += [pair_blocks(rgb[j], motion[j]) for j in backbone.stage_range(i)]
+            channels = backbone.stage_channels[i]
+            layers.append(fusion_conv(getattr(backbone, f"rgb_weight{i + 1}"), channels, keep_motion=i < fused - 1))
+        self.paired = nn.Sequential(*layers)
+        rest = range(backbone.stage_range(fused).start, len(rgb)) if fused < backbone.num_stages else ()
+        self.features = nn.Sequential(*[rgb[j] for j in rest])
+        self.conv_last, self.shrink = backbone.conv_last, backbone.shrink
+
+    def forward(self, rgb, motion):
+        x = torch.cat([self.maxpool(self.conv1(rgb)), self.maxpool_mm(self.conv1_mm(motion))], 1)
+        return self.shrink(self.conv_last(self.features(self.paired(x))))
+
+
 def fold_model(model, input_scale):
-    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units folded, the decoder's
-    transposed convolution as a convolution and a pixel shuffle, micro-motion on raw frames
-    normalised by ``input_scale`` (see :class:`FoldedMicroMotion`)."""
+    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units folded (and its two streams
+    paired), the decoder's transposed convolution as a convolution and a pixel shuffle with the
+    head's ``shrink`` before the shuffle, micro-motion on raw frames normalised by ``input_scale``
+    (see :class:`FoldedMicroMotion`)."""
     if isinstance(model.deconv_layer, Decoder):
-        model.deconv_layer = FoldedDecoder(model.deconv_layer)
+        model.deconv_layer = FoldedDecoder(model.deconv_layer, model.branch.shrink)
+        model.branch.shrink = nn.Identity()
     if model.mm is not None:
         model.mm = FoldedMicroMotion(model.mm, input_scale)
-    if isinstance(model.backbone, ShuffleNetV2):
+    if isinstance(model.backbone, AMMAShuffleNetV2) and model.backbone.fusion_stages >= 2:
+        model.backbone = PairedShuffleNetV2(model.backbone)
+    elif isinstance(model.backbone, ShuffleNetV2):
         for name in ("features", "features_mm"):
             if hasattr(model.backbone, name):
                 setattr(model.backbone, name, fold_shufflenet(getattr(model.backbone, name)))
