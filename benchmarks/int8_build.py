@@ -111,7 +111,7 @@ def main(argv=None):
     previous = "# INT8 vs FP32 engines on the CPU (ONNX Runtime)\n\n"
     if os.path.isfile(md):
         with open(md, encoding="utf-8") as f:
-            previous = f.read()
+            previous = f.read().rstrip("\n") + "\n\n"   # notes added by hand may lack the blank line
     with atomic_write(md, "w", encoding="utf-8") as f:
         f.write(previous + text)
     runs = []

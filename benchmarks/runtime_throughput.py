@@ -30,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-tube-score", type=float, default=0.2)
     parser.add_argument("--work", default=os.path.join("runs", "bench_runtime"))
-    parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results", "runtime_cpu"))
+    parser.add_argument("--results", help="results path without extension (default: results/runtime_cpu_<size>)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -51,6 +51,7 @@ def main(argv=None):
     overrides = {"input_size": (size, size)} if size else {}
     model = load_checkpoint(args.checkpoint, **overrides)
     size = model.config["input_size"][0]
+    out_path = args.results or os.path.join(os.path.dirname(__file__), "results", f"runtime_cpu_{size}")
     engines = {}
     for precision in ("fp32", "int8"):
         folder = os.path.join(args.work, f"{precision}_{size}")
@@ -95,7 +96,8 @@ def main(argv=None):
     machine = f"{platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}"
     lines = [f"# Runtime streaming throughput, AMMA-ShuffleNetV2 K={K} at {size}x{size} (CPU)", "",
              f"Command: `python benchmarks/runtime_throughput.py --checkpoint {args.checkpoint} --input-size {size} "
-             f"--frames {args.frames} --rounds {args.rounds}`", "",
+             f"--frames {args.frames} --rounds {args.rounds}"
+             + (f" --work {args.work}" if args.work != parser.get_default("work") else "") + "`", "",
              f"Machine: {machine}; onnxruntime {onnxruntime.__version__}, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads)", "",
              f"{len(frames)} frames of the synthetic test videos ({frames[0].shape[1]}x{frames[0].shape[0]}), "
@@ -113,7 +115,7 @@ def main(argv=None):
     for graph, rows in profiles.items():
         lines += [f"INT8 {graph} by ONNX operator type (ms per run, share):", ""]
         lines += [f"- {op}: {ms:.2f} ms ({share:.0%})" for op, ms, share in rows[:8]] + [""]
-    save_results(args.results, "\n".join(lines), {"machine": machine, "frames": len(frames), "input_size": size,
+    save_results(out_path, "\n".join(lines), {"machine": machine, "frames": len(frames), "input_size": size,
                                                   "summary": summary, "op_profiles": profiles})
     return 0
 

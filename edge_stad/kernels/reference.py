@@ -103,35 +103,34 @@ def block_pairs(rows, cols):
     return first_row[block] + local // cols[block], first_col[block] + local % cols[block], starts
 
 
-def nms_overlap_pairs(boxes, first, second):
-    """Summed per-box NMS IoU of tubelets ``first[p]`` and ``second[p]`` of ``boxes`` ``(m, K, 4)``: ``(P,)``."""
-    boxes = np.asarray(boxes, np.float32)
-    areas = area(boxes)
-    pair = nms_iou(boxes[first], boxes[second], areas[first], areas[second])
-    return np.add.accumulate(pair, axis=-1)[..., -1]
+def _summed_nms_iou(a, b, area_a, area_b):
+    return np.add.accumulate(nms_iou(a, b, area_a, area_b), axis=-1)[..., -1]
 
 
 def nms_overlap(boxes):
     """``tube_link.cu`` ``nms_overlap``: tubelets ``(m, K, 4)`` -> ``(m, m)`` sums over k of the NMS IoU of box k."""
-    m = len(boxes)
-    first, second, _ = block_pairs([m], [m])
-    return nms_overlap_pairs(boxes, first, second).reshape(m, m)
+    boxes = np.asarray(boxes, np.float32)
+    areas = area(boxes)
+    return _summed_nms_iou(boxes[:, None], boxes[None], areas[:, None], areas[None])
 
 
-def match_iou_pairs(tube_boxes, offset, candidates, tube, candidate):
-    """:func:`match_iou` of the pairs ``(tube[p], candidate[p])`` only: ``(P,)``."""
-    tube_boxes = np.asarray(tube_boxes, np.float32)
-    candidates = np.asarray(candidates, np.float32)
-    offset = np.asarray(offset, np.int64)
+def nms_overlap_pairs(boxes, first, second):
+    """:func:`nms_overlap` of the pairs ``(first[p], second[p])`` of ``boxes`` ``(m, K, 4)`` only: ``(P,)``."""
+    boxes = np.asarray(boxes, np.float32)
+    areas = area(boxes)
+    return _summed_nms_iou(boxes[first], boxes[second], areas[first], areas[second])
+
+
+def _facing(tube_boxes, offset):
+    """Per tube ``(A, K, 4)`` last extended ``offset`` clips ago: the tube box each candidate box
+    faces, which of the K faces count, and how many do."""
     A, K = tube_boxes.shape[:2]
     k = np.arange(K)
     overlapping = offset < K
     facing = np.where(overlapping[:, None], np.minimum(k + offset[:, None], K - 1), K - 1)
     used = np.where(overlapping[:, None], k < (K - offset)[:, None], k == 0)
-    pair = iou(candidates[candidate], tube_boxes[np.arange(A)[:, None], facing][tube])
-    pair = np.where(used[tube], pair, np.float32(0))
     count = np.where(overlapping, K - offset, 1).astype(np.float32)
-    return np.add.accumulate(pair, axis=-1)[..., -1] / count[tube]
+    return tube_boxes[np.arange(A)[:, None], facing], used, count
 
 
 def match_iou(tube_boxes, offset, candidates):
@@ -142,6 +141,15 @@ def match_iou(tube_boxes, offset, candidates):
     candidate's first box faces the tube's last box. Sums run in box order (as the
     reference's ``sum()`` over a list), then divide by the count.
     """
-    A, M = len(tube_boxes), len(candidates)
-    tube, candidate, _ = block_pairs([A], [M])
-    return match_iou_pairs(tube_boxes, offset, candidates, tube, candidate).reshape(A, M)
+    facing, used, count = _facing(np.asarray(tube_boxes, np.float32), np.asarray(offset, np.int64))
+    candidates = np.asarray(candidates, np.float32)
+    pair = np.where(used[:, None, :], iou(candidates[None], facing[:, None]), np.float32(0))
+    return np.add.accumulate(pair, axis=2)[..., -1] / count[:, None]
+
+
+def match_iou_pairs(tube_boxes, offset, candidates, tube, candidate):
+    """:func:`match_iou` of the pairs ``(tube[p], candidate[p])`` only: ``(P,)``."""
+    facing, used, count = _facing(np.asarray(tube_boxes, np.float32), np.asarray(offset, np.int64))
+    candidates = np.asarray(candidates, np.float32)
+    pair = np.where(used[tube], iou(candidates[candidate], facing[tube]), np.float32(0))
+    return np.add.accumulate(pair, axis=-1)[..., -1] / count[tube]
