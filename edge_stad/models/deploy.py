@@ -132,12 +132,13 @@ class FoldedMicroMotion(nn.Module):
 
     It takes the frames before normalisation, ``(N, n, 3, H, W)`` of any type: the normalisation
     ``x * scale + shift`` (``input_scale``, per colour channel, positive) commutes with the max-pool,
-    its shift cancels in the differences and its scale moves into the convolution weights.
+    its shift cancels in the differences and its scale moves into the convolution weights; the
+    eps added to the differences is the convolution's bias.
     """
 
     def __init__(self, mm, input_scale):
         super().__init__()
-        self.eps, self.pool = mm.eps, mm.pool
+        self.pool = mm.pool
         used = sorted({f for pair in mm.pairs for f in pair})
         slot = {f: i for i, f in enumerate(used)}
         self.register_buffer("used", torch.tensor(used))
@@ -145,16 +146,14 @@ class FoldedMicroMotion(nn.Module):
         self.register_buffer("second", torch.tensor([slot[b] for _, b in mm.pairs]))
         self.maxpool = copy.deepcopy(mm.maxpool) if mm.pool else nn.Identity()
         weight = mm.shallow_conv.weight.detach() * torch.as_tensor(input_scale, dtype=torch.float32)[:, None, None]
-        k = weight.shape[-1]
-        self.conv = nn.Conv2d(3, weight.shape[0], k, 1, (k - 1) // 2, bias=False)
-        self.conv.weight.data.copy_(weight)
+        self.conv = _conv(weight, torch.full((weight.shape[0],), float(mm.eps)))   # the eps as the bias
 
     def forward(self, frames):
         x = self.maxpool(frames[:, self.used].float().reshape(-1, *frames.shape[-3:]))
         h, w = x.shape[-2:]
         x = x.reshape(-1, len(self.used), 3, h, w)
-        diff = self.conv((x[:, self.first] - x[:, self.second]).reshape(-1, 3, h, w)) + self.eps
-        motion = torch.sqrt(torch.sum(diff * diff, dim=1)).reshape(-1, len(self.first), h, w)
+        diff = self.conv((x[:, self.first] - x[:, self.second]).reshape(-1, 3, h, w))
+        motion = torch.linalg.vector_norm(diff, dim=1).reshape(-1, len(self.first), h, w)   # one ReduceL2
         return F.interpolate(motion, scale_factor=2.0, mode="nearest") if self.pool else motion
 
 
