@@ -92,10 +92,10 @@ def attention_nodes(onnx_path, scopes, op_types=("MatMul", "Softmax")):
 def cpu_float_nodes(model):
     """Names of the nodes of the ONNX ``model`` that stay float in the ``cpu`` flavour: those outside any
     module (the input's layout change and normalisation), those under :data:`FLOAT_SCOPES` (the
-    micro-motion differences, squares and root; MENet's attention arithmetic), convolutions over at
+    micro-motion differences and norm; MENet's attention arithmetic), convolutions over at
     most :data:`FEW_CHANNELS` input channels, and the :data:`FLOAT_FOLLOWERS` reading a float node
     (a stem's ReLU and max-pool: ONNX Runtime's uint8 max-pool is several times slower than its
-    float one, and quantizing after the pool costs nothing)."""
+    float one, and a max-pool gives the same values before or after the monotone quantization)."""
     weights = {t.name: t.dims for t in model.graph.initializer}
     names, float_outputs = [], set()
     for node in model.graph.node:  # ONNX graphs are topologically sorted
