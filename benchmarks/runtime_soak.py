@@ -1,6 +1,7 @@
 """Soak test: one long stream through edge_stad.Runtime, with memory, latency and tube ids watched.
 
     python benchmarks/runtime_soak.py --engine engines/amma_shufflenetv2_k3_int8 --frames 100000
+    python benchmarks/runtime_soak.py --pipeline    # Runtime(pipeline=True): the encoder on a worker thread
 
 The stream cycles through the synthetic test videos (decoded once; every other pass
 mirrored, so that tubes differ), pushed frame by frame into one Runtime that is never
@@ -22,8 +23,12 @@ def main(argv=None):
     parser.add_argument("--data", default=os.path.join("data", "synth_bench"))
     parser.add_argument("--frames", type=int, default=100000)
     parser.add_argument("--every", type=int, default=10000)
-    parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results", "runtime_soak"))
+    parser.add_argument("--pipeline", action="store_true", help="a pipelined Runtime")
+    parser.add_argument("--results", help="results path without extension "
+                                          "(default: results/runtime_soak, or runtime_soak_pipelined)")
     args = parser.parse_args(argv)
+    results_path = args.results or os.path.join(os.path.dirname(__file__), "results",
+                                                "runtime_soak" + ("_pipelined" if args.pipeline else ""))
 
     import numpy as np
     import psutil
@@ -35,7 +40,7 @@ def main(argv=None):
 
     dataset = ActDataset(args.data, split=1)
     clips = [dataset.read_frame(v, f) for v in dataset.gt.test_videos[0] for f in range(1, dataset.gt.nframes[v] + 1)]
-    runtime = Runtime(args.engine)
+    runtime = Runtime(args.engine, pipeline=args.pipeline)
     process = psutil.Process()
     rows, latencies = [], []
     last_id, reused, tubes, results = -1, 0, 0, 0
@@ -64,12 +69,14 @@ def main(argv=None):
                          "push_ms_max": float(ms.max())})
             latencies = []
     results += len(runtime.flush())
+    runtime.close()
     seconds = time.perf_counter() - start
     base, end = rows[min(1, len(rows) - 1)]["rss_mib"], rows[-1]["rss_mib"]
     growth = (end - base) / base
     ok = growth < 0.05 and reused == 0 and results == args.frames
     lines = [f"# Runtime soak: {args.frames} frames through {os.path.basename(os.path.normpath(args.engine))}", "",
-             f"Command: `python benchmarks/runtime_soak.py --engine {args.engine} --frames {args.frames}`", "",
+             f"Command: `python benchmarks/runtime_soak.py --engine {args.engine} --frames {args.frames}"
+             + (" --pipeline" if args.pipeline else "") + "`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}. "
              f"{seconds:.0f} s in all ({args.frames / seconds:.0f} frames/s including the checks).", "",
              "| frames | RSS (MiB) | open tubes | stored tubelets | queue depth | tubes ended | "
@@ -79,7 +86,7 @@ def main(argv=None):
     lines += ["", f"RSS growth from frame {rows[min(1, len(rows) - 1)]['frames']} to the end: {100 * growth:+.2f}% "
               "(limit 5%); tube ids reused: {}; results returned: {} of {} frames. {}".format(
                   reused, results, args.frames, "PASS" if ok else "FAIL"), ""]
-    save_results(args.results, "\n".join(lines), {"frames": args.frames, "seconds": seconds, "rows": rows,
+    save_results(results_path, "\n".join(lines), {"frames": args.frames, "seconds": seconds, "rows": rows,
                                                   "rss_growth": growth, "tube_ids_reused": reused,
                                                   "results": results, "pass": ok})
     return 0 if ok else 1

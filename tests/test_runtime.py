@@ -1,4 +1,5 @@
 """edge_stad.Runtime: streaming equals the offline evaluation path; latency, multi-stream, threads, bad input."""
+import os
 import subprocess
 import sys
 import threading
@@ -66,10 +67,10 @@ def stream(runtime, frames, stream_id=0):
     return pushed + [(len(frames) + 1, r) for r in runtime.flush(stream_id)]
 
 
-def check_against_offline(engine, frames, dataset=None, name="v"):
+def check_against_offline(engine, frames, dataset=None, name="v", pipeline=False):
     """Stream ``frames`` and compare windows, tubes and per-frame detections with the offline path."""
     nframes = len(frames)
-    runtime = Runtime(engine, min_tube_score=0.0, frame_detections=True)
+    runtime = Runtime(engine, min_tube_score=0.0, frame_detections=True, pipeline=pipeline)
     results = [r for _, r in stream(runtime, frames)]
     assert [r.frame for r in results] == list(range(1, nframes + 1))
     assert [r.timestamp for r in results] == pytest.approx([f / 25 for f in range(1, nframes + 1)])
@@ -101,6 +102,104 @@ def check_against_offline(engine, frames, dataset=None, name="v"):
 @pytest.mark.parametrize("nframes", [4, 5, 7, 11, 13, 14, 15, 16, 19, 20, 37])
 def test_stream_equals_the_offline_evaluation_path(engine, nframes):
     check_against_offline(engine, video(nframes, seed=nframes))
+
+
+@pytest.mark.parametrize("nframes", [4, 14, 16, 20, 37])
+def test_pipelined_stream_equals_the_offline_evaluation_path(engine, nframes):
+    check_against_offline(engine, video(nframes, seed=nframes), pipeline=True)
+
+
+def _same_results(got, expected):
+    assert [(r.stream, r.frame, r.timestamp) for r in got] == [(r.stream, r.frame, r.timestamp) for r in expected]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.tubes, b.tubes)
+        np.testing.assert_array_equal(a.detections, b.detections)
+
+
+def test_pipelined_runtime_gives_the_same_results_one_window_later(engine):
+    frames = video(53, seed=11)
+    plain = Runtime(engine, min_tube_score=0.0, frame_detections=True)
+    expected = stream(plain, frames)
+    with Runtime(engine, min_tube_score=0.0, frame_detections=True, pipeline=True) as piped:
+        got = stream(piped, frames)
+        assert piped.latency_frames == tuple(x + N for x in plain.latency_frames)
+        _same_results([r for _, r in got], [r for _, r in expected])
+        events = [[e[:4] + (e.tube is not None,) for _, e in r.events()] for r in (piped, plain)]
+        assert events[0] == events[1]   # same order, same tube ids
+        lo, hi = piped.latency_frames
+        running = [(i, r.frame) for i, r in got if i <= len(frames) and r.frame > N]
+        assert running and all(lo <= i - f <= hi for i, f in running)
+        assert any(i - f > plain.latency_frames[1] for i, f in running)   # results really come later
+        stats = piped.stats()
+        assert stats["windows"] == plain.stats()["windows"] and stats["queue_depth"] == 0
+        piped.push(frames[0])
+    assert piped._worker is None   # closed: the Runtime runs on
+    assert [r.frame for r in piped.flush()] == [1]
+
+
+def test_pipelined_push_batch_reset_and_flush_of_one_stream(engine):
+    cams = [video(31, seed=s) for s in (12, 13)]
+
+    def run(pipeline):
+        runtime = Runtime(engine, streams=2, min_tube_score=0.0, pipeline=pipeline)
+        out, before_reset = [], 0
+        for t, pair in enumerate(zip(*cams)):
+            out += runtime.push_batch([None if t % 7 == 3 and s else f for s, f in enumerate(pair)])
+            if t == 16:   # stream 1's first window has just run (pipelined: is in flight)
+                runtime.reset(1)   # stream 1 starts over with the next frame
+                before_reset = sum(r.stream for r in out)
+        out += runtime.flush(0)
+        for frame in cams[0][:12]:
+            out += runtime.push(frame, stream=0)
+        out += runtime.flush()
+        runtime.close()
+        return [r for r in out if r.stream == 0], [r for r in out if r.stream == 1], before_reset
+
+    piped, plain = run(True), run(False)
+    _same_results(piped[0], plain[0])
+    # reset drops the pending frames: pipelined, those of the window in flight too
+    assert piped[2] < plain[2]
+    _same_results(piped[1][:piped[2]], plain[1][:piped[2]])
+    _same_results(piped[1][piped[2]:], plain[1][plain[2]:])
+
+
+def test_session_threads_and_spinning(engine):
+    # the caller's thread decodes and links between engine calls: ONNX Runtime's pool must not spin
+    # on the core it needs, and a pipelined Runtime leaves that core to it
+    for pipeline, threads in ((False, 2), (True, max(1, os.cpu_count() - 1))):
+        runtime = Runtime(engine, "onnxruntime", threads=2 if not pipeline else None, pipeline=pipeline)
+        for session in (runtime.backend.encoder, runtime.backend.head_session):
+            options = session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+            assert options.intra_op_num_threads == threads
+        runtime.close()
+
+
+def test_pipeline_errors(engine):
+    class Failing:
+        """The engine's backend, its encoder failing from the third call on."""
+
+        def __init__(self, backend):
+            self.backend, self.config, self.calls = backend, backend.config, 0
+
+        def encode(self, frames):
+            self.calls += 1
+            if self.calls >= 3:
+                raise EngineError("encoder failed")
+            return self.backend.encode(frames)
+
+        def head(self, feats, whs):
+            return self.backend.head(feats, whs)
+
+    runtime = Runtime(Failing(Runtime(engine).backend), pipeline=True)
+    with pytest.raises(EngineError, match="encoder failed"):   # raised in the worker, surfaces here
+        for frame in video(30):
+            runtime.push(frame)
+    runtime.close()
+    frame_model = type("FrameBackend", (), {"config": {"clip_len": N, "input_size": (64, 64), "num_classes": 2},
+                                            "encode_3d": None})()
+    with pytest.raises(ConfigError, match="pipeline=True needs a tubelet"):
+        Runtime(frame_model, pipeline=True)
 
 
 def test_synthetic_test_videos_stream_like_the_evaluation_path(engine, tmp_path_factory):
@@ -335,16 +434,19 @@ def test_run_command_writes_video_and_detections(engine, tmp_path, capsys):
     frames = video(23, seed=11)
     for i, frame in enumerate(frames, start=1):
         cv2.imwrite(str(folder / f"{i}.png"), frame)
-    out, jsonl = tmp_path / "annotated.mp4", tmp_path / "det.jsonl"
-    assert cli.main(["run", str(folder), "--engine", str(engine), "--out", str(out), "--json", str(jsonl),
-                     "--min-score", "0", "--no-progress"]) == 0
-    assert "23 frames" in capsys.readouterr().out
-    capture = cv2.VideoCapture(str(out))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 23
-    detections = read_detections(jsonl)
     offline = predict_windows(Runtime(engine).backend, FrameList(frames), "v")
-    assert [w.frames for w in detections.windows["frames"]] == [w.frames for w in offline]
-    assert detections.labels == ("a", "b", "c", "d") and detections.mode == "stream"
+    for extra in ([], ["--pipeline"]):
+        out, jsonl = tmp_path / "annotated.mp4", tmp_path / "det.jsonl"
+        assert cli.main(["run", str(folder), "--engine", str(engine), "--out", str(out), "--json", str(jsonl),
+                         "--min-score", "0", "--no-progress"] + extra) == 0
+        assert "23 frames" in capsys.readouterr().out
+        capture = cv2.VideoCapture(str(out))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 23
+        detections = read_detections(jsonl)
+        assert [w.frames for w in detections.windows["frames"]] == [w.frames for w in offline]
+        for mine, ref in zip(detections.windows["frames"], offline):
+            assert sorted(mine.tubelets) == sorted(ref.tubelets)
+        assert detections.labels == ("a", "b", "c", "d") and detections.mode == "stream"
 
 
 def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys):

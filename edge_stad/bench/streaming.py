@@ -23,6 +23,7 @@ class StreamTiming(NamedTuple):
     stage_s: Dict[str, float]   # Runtime stage seconds over the steady-state pushes
     clips: int                  # clips encoded over the steady-state pushes
     windows: int                # windows run over the steady-state pushes
+    latency_frames: tuple = ()  # (min, max) frames from a push to its result
 
     @property
     def steady_s(self):
@@ -39,11 +40,11 @@ class StreamTiming(NamedTuple):
         return sum(self.push_s) + self.flush_s
 
 
-def stream(backend, frames, warmup=0, min_tube_score=0.1):
+def stream(backend, frames, warmup=0, min_tube_score=0.1, pipeline=False):
     """Push ``frames`` one by one through a fresh Runtime on ``backend``, then flush; a :class:`StreamTiming`."""
     if not 0 <= warmup < len(frames):
         raise ValueError(f"warmup must be in [0, {len(frames)}) for {len(frames)} frames, got {warmup}")
-    runtime = Runtime(backend, min_tube_score=min_tube_score)
+    runtime = Runtime(backend, min_tube_score=min_tube_score, pipeline=pipeline)
     times = []
     before = None
     for i, frame in enumerate(frames):
@@ -56,24 +57,27 @@ def stream(backend, frames, warmup=0, min_tube_score=0.1):
     start = time.perf_counter()
     runtime.flush()
     flush = time.perf_counter() - start
+    runtime.close()
     stages = {k: after["seconds"][k] - before["seconds"][k] for k in after["seconds"]}
     return StreamTiming(times, warmup, flush, stages, after["clips_encoded"] - before["clips_encoded"],
-                        after["windows"] - before["windows"])
+                        after["windows"] - before["windows"], after["latency_frames"])
 
 
-def interleaved(backends, frames, rounds=3, warmup=0, min_tube_score=0.1, around=None, progress=None):
+def interleaved(backends, frames, rounds=3, warmup=0, min_tube_score=0.1, around=None, progress=None,
+                pipelined=()):
     """``{name: [StreamTiming per round]}`` for ``{name: backend}``; round r streams every backend in turn.
 
     ``around(name)``, when given, returns a context manager entered around each timed stream (telemetry
-    sampling); ``progress`` (a tqdm bar) advances once per stream.
+    sampling, thread settings); ``progress`` (a tqdm bar) advances once per stream; the names in
+    ``pipelined`` stream through a pipelined Runtime.
     """
-    for backend in backends.values():
-        stream(backend, frames[:warmup + 1], warmup, min_tube_score)
+    for name, backend in backends.items():
+        stream(backend, frames[:warmup + 1], warmup, min_tube_score, name in pipelined)
     runs = {name: [] for name in backends}
     for _ in range(rounds):
         for name, backend in backends.items():
             with around(name) if around is not None else contextlib.nullcontext():
-                runs[name].append(stream(backend, frames, warmup, min_tube_score))
+                runs[name].append(stream(backend, frames, warmup, min_tube_score, name in pipelined))
             if progress is not None:
                 progress.update(1)
     return runs

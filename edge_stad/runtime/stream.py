@@ -13,6 +13,9 @@ Latency: a frame's result is final, and returned, once the last window that reac
 has run: ``(K-1)·clip_len`` to ``K·clip_len - 1`` frames after it arrived (10-14
 frames for K=3, clip_len=5; the first window also waits for frame ``K·clip_len`` so
 that short streams match the offline schedule). :meth:`Runtime.flush` returns the rest.
+A pipelined Runtime (``pipeline=True``) encodes a window's new clip on a worker thread and
+runs its head, decode and linking when the next window comes, ``clip_len`` frames later:
+the same results, events and tube ids, that much later.
 
 Frame detectors (MENet, MENet-Lite) stream through the same API: every frame is a one-frame
 window (K = 1), its 3D-branch feature is computed on the ``clip_len`` frames ending at frames 1,
@@ -34,6 +37,7 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -89,6 +93,7 @@ class _Stream:
         self.last = None        # last processed frame
         self.pending = deque()  # (frame, timestamp, (h, w)) not final yet
         self.ended = []         # kept tubes that still cover pending frames
+        self.ready = []         # final results not returned yet
         self.collector = FrameDetections(self.K, "stream") if self.with_detections else None
 
     def add(self, resized, timestamp, hw):
@@ -165,16 +170,23 @@ class Runtime:
     undrained events, tubes and windows are kept for :meth:`events`, :meth:`tubes`,
     :meth:`windows` (oldest dropped first, so an app that never drains them stays bounded).
     ``refresh``: frame detectors only, frames between runs of the 3D branch (1: every frame, the
-    paper's model).
+    paper's model). ``pipeline``: host-input tubelet engines only, encode each window's new clip on
+    a worker thread while the caller's thread runs the head, decode and linking of the window
+    before it, so that both cores of a small CPU stay busy (engines release the GIL): the same
+    results, one window (``clip_len`` frames) later; an engine folder is then opened with
+    ``threads`` = cores - 1 unless given. :meth:`close` stops the worker.
     """
 
     def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
-                 min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1):
+                 min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1,
+                 pipeline=False):
         if hasattr(engine, "config") and any(hasattr(engine, a) for a in ("encode", "encode_3d", "device_resident")):
             self.backend = engine
         else:
             from edge_stad.engines.loader import open_backend
 
+            if pipeline and threads is None:   # one core runs the caller's thread
+                threads = max(1, (os.cpu_count() or 2) - 1)
             self.backend = open_backend(os.fspath(engine), backend, threads=threads, providers=providers,
                                         device=device)
         if int(streams) < 1:
@@ -184,6 +196,12 @@ class Runtime:
         if self._frame_model and int(refresh) < 1:
             raise ConfigError(f"refresh (frames between 3D-branch runs) must be >= 1, got {refresh}")
         self.refresh = int(refresh)
+        # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
+        self._on_device = bool(getattr(self.backend, "device_resident", False))
+        if pipeline and (self._frame_model or self._on_device):
+            raise ConfigError("pipeline=True needs a tubelet (AMMA) engine on host frames: a frame detector's "
+                              "results are final at once, and a device-resident backend already runs "
+                              "asynchronously on its GPU stream")
         self.K, self.clip_len = (1, 1) if self._frame_model else (int(cfg["K"]), int(cfg["clip_len"]))
         self.input_size = tuple(cfg["input_size"])
         self.num_classes = int(cfg["num_classes"])
@@ -192,8 +210,6 @@ class Runtime:
         self.max_side = int(max_side)
         self._grid = grid_size(self.input_size)
         self._in_graph = bool(getattr(self.backend, "decodes_in_graph", False))
-        # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
-        self._on_device = bool(getattr(self.backend, "device_resident", False))
         matrices = getattr(self.backend, "link_matrices", None)   # the linking kernels, on a GPU backend
         self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices) if self._frame_model
                          else _Stream(self.K, self.clip_len, frame_detections, matrices) for _ in range(int(streams))]
@@ -204,6 +220,8 @@ class Runtime:
         self._times = dict.fromkeys(STAGES, 0.0)
         self._counts = {"frames": 0, "windows": 0, "clips": 0, "results": 0}
         self._busy = 0.0
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="edge_stad-model") if pipeline else None
+        self._inflight = None   # (windows, their new clips, the worker's encoder call)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -214,7 +232,8 @@ class Runtime:
     @property
     def latency_frames(self):
         """``(min, max)`` frames between a frame's arrival and its result, in a running stream."""
-        return (self.K - 1) * self.clip_len, self.K * self.clip_len - 1
+        lag = self.clip_len if self._worker is not None else 0
+        return (self.K - 1) * self.clip_len + lag, self.K * self.clip_len - 1 + lag
 
     def push(self, frame, timestamp=None, stream=0):
         """Add one BGR frame (uint8 HxWx3, any size; gray and BGRA accepted) to ``stream``.
@@ -251,9 +270,11 @@ class Runtime:
             results = []
             for i in indexes:
                 state = self._streams[i]
+                self._settle()
                 self._process([(i, w) for w in state.last_windows()])
+                self._settle()
                 self._record(i, state.linker.finish())
-                results += self._finalize(i, state.count)
+                results += state.ready + self._finalize(i, state.count)
                 state.clear()
             self._busy += time.perf_counter() - start
             return results
@@ -261,9 +282,25 @@ class Runtime:
     def reset(self, stream=None):
         """Drop ``stream`` (default: all) without results: its pending frames and open tubes are discarded."""
         with self._lock:
+            self._settle()
             for i in range(len(self._streams)) if stream is None else [self._stream_index(stream)]:
                 self._streams[i].linker.finish()
                 self._streams[i].clear()
+
+    def close(self):
+        """Finish the in-flight windows (their results come with the next push or flush) and stop the
+        pipeline's worker thread; a closed pipelined Runtime runs on the caller's thread."""
+        with self._lock:
+            if self._worker is not None:
+                self._settle()
+                self._worker.shutdown()
+                self._worker = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def events(self):
         """``(stream, TubeEvent)`` of the tubes that started, grew or ended since the last call."""
@@ -326,9 +363,8 @@ class Runtime:
         self._process(jobs)
         results = []
         for i, _, _ in checked:
-            state = self._streams[i]
-            if state.last is not None:
-                results += self._finalize(i, state.last - (self.K - 1) * self.clip_len)
+            results += self._streams[i].ready
+            self._streams[i].ready = []
         self._busy += time.perf_counter() - start
         return results
 
@@ -339,27 +375,61 @@ class Runtime:
         return out
 
     def _process(self, jobs):
-        """Run the windows ``[(stream, window frames)]``: new clips through the encoder, then the head."""
+        """Run the windows ``[(stream, window frames)]``: new clips through the encoder, then the head.
+
+        Pipelined, the encoder call of these windows' new clips goes to the worker thread, and the
+        windows submitted before them run their head, decode and linking here meanwhile.
+        """
         if not jobs:
             return
         if self._frame_model:
             self._process_frames(jobs)
             return
+        done = self._collect()
         clips = []
         for i, window in jobs:
-            state = self._streams[i]
-            for end in window:
-                if end not in state.features and (i, end) not in clips:
-                    clips.append((i, end))
-        if clips:
-            frames = [self._streams[i].clip(end) for i, end in clips]
-            if self._on_device:
-                feat, wh = self._timed("encoder", self.backend.encode_prepared, frames)
-            else:
-                feat, wh = self._timed("encoder", self.backend.encode, np.stack([np.stack(c) for c in frames]))
-            for j, (i, end) in enumerate(clips):
-                self._streams[i].features[end] = (feat[j], wh[j])
-            self._counts["clips"] += len(clips)
+            clips += [(i, end) for end in window if end not in self._streams[i].features and (i, end) not in clips]
+        frames = [self._streams[i].clip(end) for i, end in clips]
+        if frames and not self._on_device:
+            frames = np.stack([np.stack(c) for c in frames])
+        if self._worker is None:
+            self._store(clips, self._encode(frames))
+            self._consume(jobs)
+        else:
+            self._inflight = (jobs, clips, self._worker.submit(self._encode, frames))
+        if done is not None:
+            self._consume(done)
+
+    def _settle(self):
+        """Run the in-flight windows to the end now."""
+        done = self._collect()
+        if done is not None:
+            self._consume(done)
+
+    def _collect(self):
+        """Wait for the in-flight encoder call and store its clip features; the windows waiting for them."""
+        if self._inflight is None:
+            return None
+        jobs, clips, future = self._inflight
+        self._inflight = None
+        self._store(clips, future.result())
+        return jobs
+
+    def _encode(self, frames):
+        """``(feat, wh)`` of new clips (nothing to do without any)."""
+        if not len(frames):
+            return None
+        return self._timed("encoder", self.backend.encode_prepared if self._on_device else self.backend.encode,
+                           frames)
+
+    def _store(self, clips, encoded):
+        """Put the new clips' features into their streams' FIFOs."""
+        for j, (i, end) in enumerate(clips):
+            self._streams[i].features[end] = (encoded[0][j], encoded[1][j])
+        self._counts["clips"] += len(clips)
+
+    def _consume(self, jobs):
+        """Head, decode and linking of windows whose clip features are all in the FIFOs."""
         feats = [[self._streams[i].features[e][0] for e in w] for i, w in jobs]
         whs = [[self._streams[i].features[e][1] for e in w] for i, w in jobs]
         if self._on_device:   # head and decode on the device: only the tubelet rows come back
@@ -378,6 +448,7 @@ class Runtime:
             self._windows.append((i, Window(window, tubelets)))
             state.processed(window)
         self._counts["windows"] += len(jobs)
+        self._finalize_processed(jobs)
 
     def _process_frames(self, jobs):
         """A frame detector's windows: the 3D branch where it is due, the 2D branch and decode on every frame."""
@@ -403,6 +474,7 @@ class Runtime:
             self._windows.append((i, tubelets))
             state.processed(window)
         self._counts["windows"] += len(jobs)
+        self._finalize_processed(jobs)
 
     def _record(self, i, events):
         state = self._streams[i]
@@ -411,6 +483,12 @@ class Runtime:
             if event.kind == ENDED and event.tube is not None:
                 state.ended.append(event.tube)
                 self._tubes.append((i, event.tube))
+
+    def _finalize_processed(self, jobs):
+        """Set aside, for their streams' next push, the results that the windows ``jobs`` made final."""
+        for i in dict.fromkeys(i for i, _ in jobs):
+            state = self._streams[i]
+            state.ready += self._finalize(i, state.last - (self.K - 1) * self.clip_len)
 
     def _finalize(self, i, upto):
         """Results of stream ``i``'s pending frames up to frame ``upto``, now that no window can change them."""
