@@ -51,6 +51,7 @@ def main(argv=None):
     from edge_stad.engines.torch_backend import TorchBackend
     from edge_stad.models.checkpoint import load_checkpoint
     from edge_stad.preprocess import resize
+    from edge_stad.runtime.stream import pipeline_threads
 
     size = args.input_size
     overrides = {"input_size": (size, size)} if size else {}
@@ -58,7 +59,7 @@ def main(argv=None):
     size = model.config["input_size"][0]
     out_path = args.results or os.path.join(os.path.dirname(__file__), "results", f"runtime_cpu_{size}")
     cores = torch.get_num_threads()
-    worker = max(1, cores - 1)   # a pipelined Runtime's encoder threads: one core runs the caller
+    worker = pipeline_threads()
     backends, pipelined, torch_threads = {}, set(), {}
     for precision in ("int8", "fp32"):
         folder = os.path.join(args.work, f"{precision}_{size}")

@@ -166,7 +166,7 @@ def test_pipelined_push_batch_reset_and_flush_of_one_stream(engine):
 def test_session_threads_and_spinning(engine):
     # the caller's thread decodes and links between engine calls: ONNX Runtime's pool must not spin
     # on the core it needs, and a pipelined Runtime leaves that core to it
-    for pipeline, threads in ((False, 2), (True, max(1, os.cpu_count() - 1))):
+    for pipeline, threads in ((False, 2), (True, max(1, os.cpu_count() - 1))):   # pipeline_threads()
         runtime = Runtime(engine, "onnxruntime", threads=2 if not pipeline else None, pipeline=pipeline)
         for session in (runtime.backend.encoder, runtime.backend.head_session):
             options = session.get_session_options()

@@ -72,6 +72,11 @@ class FrameResult(NamedTuple):
     detections: np.ndarray
 
 
+def pipeline_threads():
+    """Engine threads of a pipelined Runtime: all cores but the one the caller's thread runs on."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 _NO_TUBES = np.zeros((0, 7), dtype=np.float32)
 _NO_DETECTIONS = np.zeros((0, 6), dtype=np.float32)
 
@@ -185,8 +190,8 @@ class Runtime:
         else:
             from edge_stad.engines.loader import open_backend
 
-            if pipeline and threads is None:   # one core runs the caller's thread
-                threads = max(1, (os.cpu_count() or 2) - 1)
+            if pipeline and threads is None:
+                threads = pipeline_threads()
             self.backend = open_backend(os.fspath(engine), backend, threads=threads, providers=providers,
                                         device=device)
         if int(streams) < 1:
