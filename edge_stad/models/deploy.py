@@ -1,25 +1,22 @@
 """Inference-only rewrites that keep a trained model's function and cut its exported graph.
 
-In ONNX Runtime's INT8 CPU path a small-map encoder pays per graph node: every node between
-the convolutions is a copy, a layout transpose or a Q/DQ pair, and an 8x8 map's convolution
-costs little more than its dispatch. These rewrites trade multiply-adds for nodes, which pays
-in INT8 and not in FP32, where the wider 1x1 weights cost more than the nodes saved
-(``benchmarks/results/int8_cpu.md``); the build uses them for the ``cpu`` INT8 flavour only.
-All are exact up to float rounding:
+Written for ONNX Runtime's INT8 CPU path, where every node between the convolutions is a copy,
+a layout transpose or a Q/DQ pair; the build uses them for the ``cpu`` INT8 flavour only
+(``benchmarks/results/int8_cpu.md``). All are exact up to float rounding:
 
-* :func:`fold_shuffle_block`: a ShuffleNetV2 unit (split, branch, concat, channel shuffle:
-  about ten nodes, four of them copies) becomes three convolutions whose weights do the
-  split and the shuffle. A stride-1 unit carries its pass-through half through every
-  convolution as identity channels (a 1 in a 1x1 weight, a centred 1 in a depthwise
-  kernel), which the ReLUs leave alone because a unit's input is non-negative (the output of
-  the previous unit's ReLUs; checked in :func:`fold_shufflenet`). A stride-2 unit
-  concatenates its input with the second branch's first output, runs both depthwise
-  convolutions as one, and writes the interleaved output with one 1x1 convolution.
-* :class:`PairedShuffleNetV2`: AMMA's RGB and micro-motion streams run the same units on
-  separate inputs until the last fused stage; paired, each unit of both streams is one
-  set of grouped convolutions over the two streams' channels side by side, and each
-  lateral fusion ``w * rgb + (1 - w) * motion`` one 1x1 convolution: half the nodes (an
-  isolated chain of 8x8 units took about 30% less time grouped than as two streams).
+* :func:`split_backbone`: ShuffleNetV2 units without their channel shuffles. A shuffle
+  (reshape, transpose, reshape: in ONNX Runtime's channels-last INT8 graph, layout transposes
+  around it) is a fixed permutation of channels, so each unit's output stays in the order its
+  convolutions write it and the next unit's weights read that order. A stride-1 unit's
+  transformed half is one slice of its input and its pass-through half a few slices
+  (:func:`split_unit`); a stride-2 unit concatenates its two branches (:class:`DownUnit`).
+  The multiply-adds are the units' own. An earlier form folded each unit into three
+  convolutions carrying the pass-through half as identity channels and paired the RGB and
+  micro-motion streams into grouped convolutions: fewer nodes but four times the stride-1
+  units' multiply-adds. The INT8 AMMA-ShuffleNetV2 encoder per clip, this form against that one
+  (ad hoc, interleaved): one thread 13.2 vs 16.5 ms at 288x288 and 4.4 vs 4.8 ms at 128x128;
+  two threads 10.3 vs 10.6 ms and 4.4 vs 4.1 ms (slices and concatenations barely use a
+  second thread).
 * :class:`FoldedDecoder`: the decoder's 4x4/2 transposed convolution, which ONNX Runtime has
   no integer kernel for, becomes a 3x3 convolution to four phase channels per output channel
   and a pixel shuffle (reshape, transpose, reshape), all of which run on uint8; the head's
@@ -40,7 +37,6 @@ from torch import nn
 
 from edge_stad.models.backbones.shufflenetv2 import ShuffleBlock, ShuffleNetV2
 from edge_stad.models.decoder import Decoder
-from edge_stad.models.fused_backbones import AMMAShuffleNetV2
 
 
 def fold_bn(conv, bn):
@@ -61,69 +57,141 @@ def _conv(weight, bias, stride=1, groups=1):
     return conv
 
 
-class FoldedShuffleBlock(nn.Module):
-    """Three convolutions: ``relu(a)``, depthwise ``b``, ``relu(c)`` (and a concat before ``b`` at stride 2)."""
+def _conv_rows(weight, bias, rows, columns=None, stride=1, groups=1):
+    """A convolution with ``weight[rows][:, columns]`` and ``bias[rows]``."""
+    weight = weight[rows] if columns is None else weight[rows][:, columns]
+    return _conv(weight, bias[rows], stride, groups)
 
-    def __init__(self, a, b, c, concat_input):
+
+def _branch2(block):
+    """The folded ``(weight, bias)`` pairs of a unit's ``banch2``: 1x1, depthwise 3x3, 1x1."""
+    pw1, bn1, _, dw, bn2, pw3, bn3, _ = block.banch2
+    return fold_bn(pw1, bn1), fold_bn(dw, bn2), fold_bn(pw3, bn3)
+
+
+def _output_layout(half, passed_at=None):
+    """Storage layout of a unit's output: ``(first, second, order)``.
+
+    Shuffled, output channel ``2i`` is channel ``i`` of the unit's first part (pass-through or
+    ``banch1``) and ``2i + 1`` channel ``i`` of ``banch2``; the next unit transforms channels
+    ``half..2·half-1``. Stored as [first part, those the next unit passes on, then those it
+    transforms; second part, those it transforms, then the rest], the next unit's branch is one
+    slice. ``first`` and ``second`` list each part's channels in storage order; ``order[s]`` is the
+    shuffled channel at storage position ``s``. ``passed_at`` (a pass-through's input storage
+    positions) keeps the first part in input order within each group, in as few slices as that allows.
+    """
+    kept = [i for i in range(half) if 2 * i < half]
+    moved = [i for i in range(half) if 2 * i >= half]
+    if passed_at is not None:
+        kept, moved = sorted(kept, key=passed_at.get), sorted(moved, key=passed_at.get)
+    first = kept + moved
+    second = [i for i in range(half) if 2 * i + 1 >= half] + [i for i in range(half) if 2 * i + 1 < half]
+    return first, second, [2 * i for i in first] + [2 * i + 1 for i in second]
+
+
+class DownUnit(nn.Module):
+    """A stride-2 ShuffleNetV2 unit, BatchNorm folded, its two branches concatenated unshuffled:
+    ``[relu(c1(b1(x))), relu(c2(b2(relu(a(x)))))]``."""
+
+    def __init__(self, b1, c1, a, b2, c2):
         super().__init__()
-        self.a, self.b, self.c = a, b, c
-        self.concat_input = concat_input
+        self.b1, self.c1, self.a, self.b2, self.c2 = b1, c1, a, b2, c2
 
     def forward(self, x):
-        y = F.relu(self.a(x))
-        if self.concat_input:
-            y = torch.cat((x, y), 1)
-        return F.relu(self.c(self.b(y)))
+        return torch.cat((F.relu(self.c1(self.b1(x))), F.relu(self.c2(self.b2(F.relu(self.a(x)))))), 1)
 
 
-def fold_shuffle_block(block):
-    """The :class:`FoldedShuffleBlock` computing what the eval-mode :class:`ShuffleBlock` ``block`` computes."""
-    pw1, bn1, _, dw, bn2, pw3, bn3, _ = block.banch2
-    w1, b1 = fold_bn(pw1, bn1)
-    wd, bd = fold_bn(dw, bn2)
-    w3, b3 = fold_bn(pw3, bn3)
-    half = w3.shape[0]
-    if block.stride == 1:
-        channels = 2 * half
-        wa = torch.zeros(channels, channels, 1, 1)
-        wa[torch.arange(half), torch.arange(half)] = 1.0          # pass-through half
-        wa[half:, half:] = w1
-        a = _conv(wa, torch.cat([torch.zeros(half), b1]))
-        identity = torch.zeros(half, 1, 3, 3)
-        identity[:, 0, 1, 1] = 1.0
-        b = _conv(torch.cat([identity, wd]), torch.cat([torch.zeros(half), bd]), groups=channels)
-        wc = torch.zeros(channels, channels, 1, 1)
-        wc[2 * torch.arange(half), torch.arange(half)] = 1.0       # shuffled: pass-through on even outputs
-        wc[1::2, half:] = w3
-        bc = torch.zeros(channels)
-        bc[1::2] = b3
-        return FoldedShuffleBlock(a, b, _conv(wc, bc), concat_input=False)
+class SplitUnit(nn.Module):
+    """A stride-1 ShuffleNetV2 unit, BatchNorm folded, its split and shuffle left to the storage
+    order: the branch reads the input slice ``branch``; the output concatenates ``plan``'s input
+    slices and, at ``None``, the branch's output."""
+
+    def __init__(self, a, b, c, branch, plan):
+        super().__init__()
+        self.a, self.b, self.c = a, b, c
+        self.branch, self.plan = tuple(branch), tuple(plan)
+
+    def forward(self, x):
+        y = F.relu(self.c(self.b(F.relu(self.a(x[:, self.branch[0]:self.branch[1]])))))
+        return torch.cat([y if part is None else x[:, part[0]:part[1]] for part in self.plan], 1)
+
+
+def _runs(positions):
+    """Consecutive runs of ``positions`` as ``(start, stop)`` slices."""
+    runs = []
+    for p in positions:
+        if runs and runs[-1][1] == p:
+            runs[-1][1] = p + 1
+        else:
+            runs.append([p, p + 1])
+    return [tuple(r) for r in runs]
+
+
+def down_unit(block, order):
+    """``(DownUnit, order_out)`` for the eval-mode stride-2 ``block`` reading an input whose storage
+    position ``s`` holds channel ``order[s]`` (see :func:`_output_layout` for ``order_out``)."""
+    (w1, b1), (wd, bd), (w3, b3) = _branch2(block)
     dw1, bn1_1, pw1_1, bn1_2, _ = block.banch1
     wd1, bd1 = fold_bn(dw1, bn1_1)
     wp1, bp1 = fold_bn(pw1_1, bn1_2)
-    inp = wd1.shape[0]
-    b = _conv(torch.cat([wd1, wd]), torch.cat([bd1, bd]), stride=block.stride, groups=inp + half)
-    wc = torch.zeros(2 * half, inp + half, 1, 1)
-    wc[0::2, :inp] = wp1                                           # shuffled: branch 1 on even outputs
-    wc[1::2, inp:] = w3
-    bc = torch.stack([bp1, b3], 1).reshape(-1)
-    return FoldedShuffleBlock(_conv(w1, b1), b, _conv(wc, bc), concat_input=True)
+    first, second, order_out = _output_layout(w3.shape[0])
+    unit = DownUnit(_conv_rows(wd1, bd1, order, stride=block.stride, groups=len(order)),
+                    _conv_rows(wp1, bp1, first, order), _conv_rows(w1, b1, slice(None), order),
+                    _conv(wd, bd, stride=block.stride, groups=wd.shape[0]), _conv_rows(w3, b3, second))
+    return unit, order_out
 
 
-def fold_shufflenet(blocks):
-    """A copy of the ``nn.Sequential`` of eval-mode ShuffleNetV2 ``blocks`` with every unit folded.
+def split_unit(block, order):
+    """``(SplitUnit, order_out)`` for the eval-mode stride-1 ``block`` reading an input whose storage
+    position ``s`` holds channel ``order[s]``, the transformed half in one slice."""
+    (w1, b1), (wd, bd), (w3, b3) = _branch2(block)
+    half = w3.shape[0]
+    at = {c: s for s, c in enumerate(order)}
+    start = min(at[c] for c in range(half, 2 * half))
+    if sorted(order[start:start + half]) != list(range(half, 2 * half)):
+        raise ValueError("the unit's transformed half is not one slice of its input")
+    first, second, order_out = _output_layout(half, passed_at=at)
+    unit = SplitUnit(_conv_rows(w1, b1, slice(None), [c - half for c in order[start:start + half]]),
+                     _conv(wd, bd, groups=half), _conv_rows(w3, b3, second), (start, start + half),
+                     _runs([at[i] for i in first]) + [None])
+    return unit, order_out
 
-    A stride-1 unit may only follow another unit (whose ReLUs make its input non-negative),
-    never start the sequence: its pass-through channels go through a ReLU.
+
+def split_shufflenet(blocks):
+    """``(nn.Sequential, orders)``: the eval-mode ShuffleNetV2 ``blocks`` as :class:`DownUnit` and
+    :class:`SplitUnit` modules; storage position ``s`` of unit ``j``'s output holds its channel ``orders[j][s]``.
+
+    The same multiply-adds as the units, and no channel shuffle (a reshape-transpose-reshape copy,
+    in ONNX Runtime a layout transpose): each unit's weights read its input in the order left by the
+    previous one. A stride-1 unit concatenates its pass-through half from slices of its input
+    (two more per unit since the last stride-2 one).
     """
-    out = []
-    for i, block in enumerate(blocks):
-        if not isinstance(block, ShuffleBlock):
-            raise TypeError(f"expected ShuffleBlock units, got {type(block).__name__}")
-        if block.stride == 1 and i == 0:
-            raise ValueError("a stride-1 unit cannot start a folded sequence: its input may be negative")
-        out.append(fold_shuffle_block(block))
-    return nn.Sequential(*out)
+    if not all(isinstance(block, ShuffleBlock) for block in blocks):
+        raise TypeError("expected ShuffleBlock units, got " + ", ".join(type(b).__name__ for b in blocks))
+    units, orders = [], []
+    order = list(range(blocks[0].banch2[0].in_channels * (1 if blocks[0].stride == 2 else 2))) if len(blocks) else []
+    for block in blocks:
+        unit, order = (down_unit if block.stride == 2 else split_unit)(block, order)
+        units.append(unit)
+        orders.append(order)
+    return nn.Sequential(*units), orders
+
+
+def split_backbone(backbone):
+    """Rewrite the eval-mode ShuffleNetV2 (or AMMA ShuffleNetV2) ``backbone`` in place with
+    :func:`split_shufflenet`; the lateral fusions mix the two streams channel by channel, which
+    have the same storage order, and ``conv_last`` reads the last unit's order."""
+    if backbone.features[0].stride != 2:
+        raise ValueError("ShuffleNetV2 features must start with a stride-2 unit")
+    backbone.features, orders = split_shufflenet(backbone.features)
+    if hasattr(backbone, "features_mm"):
+        backbone.features_mm, orders_mm = split_shufflenet(backbone.features_mm)
+        if orders_mm != orders[:len(orders_mm)]:
+            raise ValueError("the two streams' units leave different channel orders")
+    conv = backbone.conv_last[0]
+    conv.weight.data = conv.weight.data[:, torch.as_tensor(orders[-1])]
+    return backbone
+
 
 
 class FoldedMicroMotion(nn.Module):
@@ -214,78 +282,9 @@ class FoldedDecoder(nn.Module):
         return F.interpolate(y, scale_factor=2.0, mode="nearest")
 
 
-def pair_blocks(rgb, motion):
-    """One :class:`FoldedShuffleBlock` computing the folded units ``rgb`` and ``motion`` side by side:
-    input and output channels are the RGB stream's, then the motion stream's."""
-    def cat(*convs, part=slice(None)):
-        return torch.cat([c.weight.data[part] for c in convs]), torch.cat([c.bias.data[part] for c in convs])
-
-    a = _conv(*cat(rgb.a, motion.a), groups=2)
-    if not rgb.concat_input:
-        b = _conv(*cat(rgb.b, motion.b), groups=2 * rgb.b.in_channels)
-        return FoldedShuffleBlock(a, b, _conv(*cat(rgb.c, motion.c), groups=2), concat_input=False)
-    # stride 2: the depthwise input is [x_rgb, x_motion, y_rgb, y_motion]
-    inp, total = rgb.a.in_channels, rgb.b.in_channels
-    first, second = cat(rgb.b, motion.b, part=slice(0, inp)), cat(rgb.b, motion.b, part=slice(inp, total))
-    b = _conv(torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]]), stride=rgb.b.stride[0],
-              groups=2 * total)
-    out = rgb.c.out_channels
-    wc = torch.zeros(2 * out, 2 * total, 1, 1)
-    for k, block in enumerate((rgb, motion)):
-        wc[k * out:(k + 1) * out, k * inp:(k + 1) * inp] = block.c.weight.data[:, :inp]
-        wc[k * out:(k + 1) * out, 2 * inp + k * (total - inp):2 * inp + (k + 1) * (total - inp)] = \
-            block.c.weight.data[:, inp:]
-    return FoldedShuffleBlock(a, b, _conv(wc, torch.cat([rgb.c.bias.data, motion.c.bias.data])), concat_input=True)
-
-
-def fusion_conv(weight, channels, keep_motion):
-    """The 1x1 convolution of a lateral fusion on ``[rgb, motion]``: ``w * rgb + (1 - w) * motion``, followed
-    by the motion channels themselves where ``keep_motion``."""
-    eye = torch.eye(channels)
-    w = float(weight.detach())
-    rows = [torch.cat([w * eye, (1.0 - w) * eye], 1)]
-    if keep_motion:
-        rows.append(torch.cat([torch.zeros(channels, channels), eye], 1))
-    matrix = torch.cat(rows)
-    return _conv(matrix[:, :, None, None], torch.zeros(len(matrix)))
-
-
-class PairedShuffleNetV2(nn.Module):
-    """An eval-mode :class:`~edge_stad.models.backbones.fused.AMMAShuffleNetV2` with its two streams paired.
-
-    The stems stay as they are (float, 3 input channels each); from the first fusion to the
-    last fused stage one tensor holds both streams, each fusion is one 1x1 convolution
-    (:func:`fusion_conv`) and each pair of units one folded unit (:func:`pair_blocks`); the
-    stages after that are the RGB stream's folded units.
-    """
-
-    def __init__(self, backbone):
-        super().__init__()
-        fused = backbone.fusion_stages
-        if fused < 2:
-            raise ValueError(f"pairing needs at least two fused stages, got fusion_stages={fused}")
-        self.conv1, self.maxpool = backbone.conv1, backbone.maxpool
-        self.conv1_mm, self.maxpool_mm = backbone.conv1_mm, backbone.maxpool_mm
-        rgb, motion = fold_shufflenet(backbone.features), fold_shufflenet(backbone.features_mm)
-        layers = []
-        for i in range(fused):
-            if i:
-                layers += [pair_blocks(rgb[j], motion[j]) for j in backbone.stage_range(i)]
-            channels = backbone.stage_channels[i]
-            layers.append(fusion_conv(getattr(backbone, f"rgb_weight{i + 1}"), channels, keep_motion=i < fused - 1))
-        self.paired = nn.Sequential(*layers)
-        rest = range(backbone.stage_range(fused).start, len(rgb)) if fused < backbone.num_stages else ()
-        self.features = nn.Sequential(*[rgb[j] for j in rest])
-        self.conv_last, self.shrink = backbone.conv_last, backbone.shrink
-
-    def forward(self, rgb, motion):
-        x = torch.cat([self.maxpool(self.conv1(rgb)), self.maxpool_mm(self.conv1_mm(motion))], 1)
-        return self.shrink(self.conv_last(self.features(self.paired(x))))
-
-
 def fold_model(model, input_scale):
-    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units folded (and its two streams
-    paired), the decoder's transposed convolution as a convolution and a pixel shuffle with the
+    """Rewrite the eval-mode AMMA ``model`` in place: ShuffleNetV2 units without their channel shuffles
+    (:func:`split_backbone`), the decoder's transposed convolution as a convolution and a pixel shuffle with the
     head's ``shrink`` before the shuffle, micro-motion on raw frames normalised by ``input_scale``
     (see :class:`FoldedMicroMotion`)."""
     if isinstance(model.deconv_layer, Decoder):
@@ -293,10 +292,6 @@ def fold_model(model, input_scale):
         model.branch.shrink = nn.Identity()
     if model.mm is not None:
         model.mm = FoldedMicroMotion(model.mm, input_scale)
-    if isinstance(model.backbone, AMMAShuffleNetV2) and model.backbone.fusion_stages >= 2:
-        model.backbone = PairedShuffleNetV2(model.backbone)
-    elif isinstance(model.backbone, ShuffleNetV2):
-        for name in ("features", "features_mm"):
-            if hasattr(model.backbone, name):
-                setattr(model.backbone, name, fold_shufflenet(getattr(model.backbone, name)))
+    if isinstance(model.backbone, ShuffleNetV2):
+        split_backbone(model.backbone)
     return model
