@@ -169,7 +169,7 @@ def split_shufflenet(blocks):
     if not all(isinstance(block, ShuffleBlock) for block in blocks):
         raise TypeError("expected ShuffleBlock units, got " + ", ".join(type(b).__name__ for b in blocks))
     units, orders = [], []
-    order = list(range(blocks[0].banch2[0].in_channels * (1 if blocks[0].stride == 2 else 2))) if len(blocks) else []
+    order = list(range(blocks[0].banch2[0].in_channels * (2 if blocks[0].stride == 1 else 1)))
     for block in blocks:
         unit, order = (down_unit if block.stride == 2 else split_unit)(block, order)
         units.append(unit)
@@ -179,15 +179,11 @@ def split_shufflenet(blocks):
 
 def split_backbone(backbone):
     """Rewrite the eval-mode ShuffleNetV2 (or AMMA ShuffleNetV2) ``backbone`` in place with
-    :func:`split_shufflenet`; the lateral fusions mix the two streams channel by channel, which
-    have the same storage order, and ``conv_last`` reads the last unit's order."""
-    if backbone.features[0].stride != 2:
-        raise ValueError("ShuffleNetV2 features must start with a stride-2 unit")
+    :func:`split_shufflenet`; the lateral fusions mix the two streams channel by channel, in the
+    same storage order, and ``conv_last`` reads the last unit's order."""
     backbone.features, orders = split_shufflenet(backbone.features)
-    if hasattr(backbone, "features_mm"):
-        backbone.features_mm, orders_mm = split_shufflenet(backbone.features_mm)
-        if orders_mm != orders[:len(orders_mm)]:
-            raise ValueError("the two streams' units leave different channel orders")
+    if hasattr(backbone, "features_mm"):   # a prefix of the same units: it leaves the same orders
+        backbone.features_mm = split_shufflenet(backbone.features_mm)[0]
     conv = backbone.conv_last[0]
     conv.weight.data = conv.weight.data[:, torch.as_tensor(orders[-1])]
     return backbone
