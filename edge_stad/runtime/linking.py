@@ -427,13 +427,19 @@ class Linker:
         tubes = self._tubes
         means = tubes.score_sum / np.maximum(tubes.count, 1)
         listed = np.flatnonzero((tubes.count >= min_tubelets) & (means >= min_score))
-        for i in listed[np.argsort(tubes.label[listed], kind="stable")].tolist():
-            tube_id = tubes.ids[i]
-            span = self._spans.get(tube_id)
-            if span is None or not span[0] <= frame <= span[1]:
-                span = self._spans[tube_id] = _span_at(tubes.windows[i], tubes.rows[i], self.K, int(frame))
+        listed = listed[np.argsort(tubes.label[listed], kind="stable")].tolist()
+        stale = [i for i in listed if not _covers(self._spans.get(tubes.ids[i]), frame)]
+        spans = [_span_at(tubes.windows[i], tubes.rows[i], int(frame)) for i in stale]
+        found = [(i, span) for i, span in zip(stale, spans) if span is not None]
+        placed = _place_many([span for _, span in found], self.K)   # one call for every tube's new span
+        for i in stale:
+            self._spans[tubes.ids[i]] = None
+        for (i, (_, _, lo, hi)), boxes in zip(found, placed):
+            self._spans[tubes.ids[i]] = (lo, hi, boxes)
+        for i in listed:
+            span = self._spans[tubes.ids[i]]
             if span is not None:
-                out.append([tube_id, tubes.label[i], means[i], *span[2][frame - span[0], :4]])
+                out.append([tubes.ids[i], tubes.label[i], means[i], *span[2][frame - span[0], :4]])
         return np.asarray(out, dtype=np.float32).reshape(-1, 7)
 
 
@@ -474,12 +480,16 @@ def _place_many(spans, K):
     return np.split(acc, starts[1:])
 
 
-def _span_at(windows, rows, K, frame):
-    """``(lo, hi, boxes)`` of one open tube between the clip ends around ``frame``, or None outside them.
+def _covers(span, frame):
+    return span is not None and span[0] <= frame <= span[1]
 
-    Reads only the newest tubelets that reach ``lo..hi``. Callers ask for frames in
-    increasing order once no later window can reach them, so a span stays valid for
-    every frame inside it (:meth:`Linker.boxes_at` keeps the last one per tube).
+
+def _span_at(windows, rows, frame):
+    """``(frames, rows, lo, hi)``: the newest tubelets of one open tube that reach the clip ends
+    ``lo <= frame <= hi`` around ``frame`` (a span for :func:`_place_many`), or None outside them.
+
+    Callers ask for frames in increasing order once no later window can reach them, so a span
+    stays valid for every frame inside it (:meth:`Linker.boxes_at` keeps the last one per tube).
     """
     lo = hi = None
     tail = []
@@ -496,8 +506,7 @@ def _span_at(windows, rows, K, frame):
     if lo is None or hi is None:
         return None
     tail.reverse()
-    frames = np.asarray([windows[i] for i in tail], dtype=np.int64)
-    return lo, hi, _place_many([(frames, np.stack([rows[i] for i in tail]), lo, hi)], K)[0]
+    return np.asarray([windows[i] for i in tail], dtype=np.int64), np.stack([rows[i] for i in tail]), lo, hi
 
 
 def link_video(windows, K, clip_len, **params):
