@@ -22,6 +22,7 @@ from edge_stad.models.deploy import (  # noqa: E402
     split_backbone,
     split_shufflenet,
     split_unit,
+    upsampled_input_conv,
 )
 from edge_stad.models.fused_backbones import AMMAShuffleNetV2  # noqa: E402
 from edge_stad.models.micro_motion import MicroMotion  # noqa: E402
@@ -100,10 +101,12 @@ def test_phase_convolution_and_pixel_shuffle_equal_the_transposed_convolution():
     x = torch.randn(2, 6, 7, 9)
     want = torch.nn.functional.conv_transpose2d(x, weight, stride=2, padding=1)
     phases = torch.nn.functional.conv2d(x, phase_conv_weight(weight), padding=1)
-    assert phases.shape == (2, 20, 7, 9) and want.shape == (2, 5, 14, 18)
-    assert torch.allclose(torch.nn.functional.pixel_shuffle(phases, 2), want, atol=1e-5)
-    # each phase reads a 2x2 corner of the 3x3 window: 4 of 9 taps per phase are non-zero
-    assert int((phase_conv_weight(torch.ones(1, 1, 4, 4)) != 0).sum()) == 16
+    assert phases.shape == (2, 20, 8, 10) and want.shape == (2, 5, 14, 18)
+    got = torch.nn.functional.pixel_shuffle(phases, 2)[:, :, 1:-1, 1:-1]
+    assert torch.allclose(got, want, atol=1e-5)
+    # each of the 16 kernel taps lands in exactly one phase
+    ones = phase_conv_weight(torch.arange(16.0).reshape(1, 1, 4, 4))
+    assert sorted(ones.flatten().tolist()) == list(range(16))
 
 
 @pytest.mark.parametrize("with_shrink", [False, True])
@@ -130,8 +133,35 @@ def test_folded_micro_motion_on_raw_frames_equals_micro_motion_on_normalised_fra
     folded = FoldedMicroMotion(mm, scale[0, :3, 0, 0])
     with torch.no_grad():
         want, got = mm(normalised), folded(raw)
-    assert got.shape == want.shape == (2, 3, 16, 16)
+    assert got.shape == (2, 3, 8, 8) if pool else (2, 3, 16, 16)   # pooled: not upsampled back
+    if pool:
+        got = torch.nn.functional.interpolate(got, scale_factor=2.0, mode="nearest")
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, groups, with_bn", [(3, 1, True), (7, 1, False), (5, 2, True), ((3, 7), 1, False)])
+def test_upsampled_input_conv_equals_the_strided_conv_on_the_upsampled_map(kernel, groups, with_bn):
+    torch.manual_seed(2)
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    conv = torch.nn.Conv2d(4, 6, k, 2, tuple((s - 1) // 2 for s in k), groups=groups, bias=not with_bn)
+    bn = _random_bn(torch.nn.BatchNorm2d(6)) if with_bn else None
+    plain = torch.nn.Sequential(conv, bn) if with_bn else conv
+    m = torch.randn(2, 4, 9, 11)
+    with torch.no_grad():
+        want = plain(torch.nn.functional.interpolate(m, scale_factor=2.0, mode="nearest"))
+        rewritten = upsampled_input_conv(conv, bn)
+        got = rewritten(m)
+    assert got.shape == want.shape == (2, 6, 9, 11)
+    assert torch.allclose(got, want, atol=1e-5)
+    taps = [m.weight.shape[2:] for m in rewritten.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert taps == [tuple(s // 2 + 1 for s in k)]   # 3 -> 2, 5 -> 3, 7 -> 4 taps per axis
+
+
+@pytest.mark.parametrize("conv", [torch.nn.Conv2d(3, 4, 3, 1, 1), torch.nn.Conv2d(3, 4, 4, 2, 1),
+                                  torch.nn.Conv2d(3, 4, 3, 2, 0)])
+def test_upsampled_input_conv_refuses_other_convolutions(conv):
+    with pytest.raises(ValueError, match="stride-2"):
+        upsampled_input_conv(conv)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

@@ -37,6 +37,8 @@ class LateralFusion:
 
     #: attribute names of the motion stream's modules (for per-component profiling)
     motion_modules = ()
+    #: the motion stream's first convolution (stride 2) and its BatchNorm, as submodule paths
+    MOTION_STEM = None
 
     def forward_motion(self, motion):
         """Run only the motion stream (it never depends on RGB); returns its last fused stage output."""
@@ -60,6 +62,8 @@ class LateralFusion:
 class AMMAResNet18(LateralFusion, ResNet18):
     """Reference ``AMMA_ResNet(18, 'TTTFF')``: motion stem ``conv1_5``/``bn1_5``/``maxpool_diff``,
     then ``resnext_layer<i>`` copies of ``layer<i>`` (fusion after stem, layer1, layer2 by default)."""
+
+    MOTION_STEM = ("conv1_5", "bn1_5")
 
     def __init__(self, fusion_stages=3, motion_channels=3):
         super().__init__()
@@ -87,6 +91,8 @@ class AMMAMobileNetV2(LateralFusion, MobileNetV2):
     (the reference also builds indices 7-10, which never run: they are not built here),
     and ``shrink`` (1x1 conv + BN, no activation) maps 1280 to 512 channels."""
 
+    MOTION_STEM = ("features_pa.0.0", "features_pa.0.1")
+
     def __init__(self, fusion_stages=3, motion_channels=3):
         super().__init__()
         self._init_fusion(fusion_stages)
@@ -110,6 +116,8 @@ class AMMAMobileNetV2(LateralFusion, MobileNetV2):
 class AMMAShuffleNetV2(LateralFusion, ShuffleNetV2):
     """Reference ``AMMA_ShuffleNetV2``: motion stem ``conv1_mm``/``maxpool_mm`` and ``features_mm``
     copying the fused prefix of ``features``; ``shrink`` maps 1024 to 512 channels."""
+
+    MOTION_STEM = ("conv1_mm.0", "conv1_mm.1")
 
     def __init__(self, fusion_stages=3, motion_channels=3):
         super().__init__()

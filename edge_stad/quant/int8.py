@@ -44,7 +44,7 @@ FLAVORS = {
 FEW_CHANNELS = 4     # convolutions over at most this many input channels stay float in the cpu flavour
 FLOAT_SCOPES = ("/mm/", "/srm/")                     # micro-motion modules: every node
 ATTENTION_SCOPES = ("/cfam/sc/", "/non_local/")       # MENet's attention: every node but the convolutions
-FLOAT_FOLLOWERS = ("Relu", "MaxPool")                # stay float where their input is float
+FLOAT_FOLLOWERS = ("Relu", "MaxPool", "Slice")       # stay float where their input is float
 MAX_STRIDE = 16  # feeds whose intermediate tensors are held at once during calibration
 PERCENTILE = 99.999
 
@@ -95,7 +95,8 @@ def cpu_float_nodes(model):
     micro-motion differences and norm; MENet's attention arithmetic), convolutions over at
     most :data:`FEW_CHANNELS` input channels, and the :data:`FLOAT_FOLLOWERS` reading a float node
     (a stem's ReLU and max-pool: ONNX Runtime's uint8 max-pool is several times slower than its
-    float one, and a max-pool gives the same values before or after the monotone quantization)."""
+    float one, and a max-pool gives the same values before or after the monotone quantization; the
+    crop after the motion stem's convolution)."""
     weights = {t.name: t.dims for t in model.graph.initializer}
     names, float_outputs = [], set()
     for node in model.graph.node:  # ONNX graphs are topologically sorted
