@@ -128,8 +128,8 @@ def test_folded_micro_motion_on_raw_frames_equals_micro_motion_on_normalised_fra
     torch.manual_seed(0)
     mm = MicroMotion(5, pool=pool).eval()
     scale, shift = normalization(5)
-    raw = torch.randint(0, 256, (2, 5, 3, 16, 16), dtype=torch.uint8)
-    normalised = raw.reshape(2, 15, 16, 16).float() * scale + shift
+    raw = torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8)   # channels last
+    normalised = raw.permute(0, 1, 4, 2, 3).reshape(2, 15, 16, 16).float() * scale + shift
     folded = FoldedMicroMotion(mm, scale[0, :3, 0, 0])
     with torch.no_grad():
         want, got = mm(normalised), folded(raw)

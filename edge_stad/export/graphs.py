@@ -72,10 +72,9 @@ class EncoderGraph(nn.Module):
             fold_model(self.model, scale[0, :3, 0, 0])
 
     def forward(self, frames):
-        if self.fold:
-            planar_frames = frames.permute(0, 1, 4, 2, 3)
-            key = planar_frames[:, -1].float() * self.scale[:, -3:] + self.shift[:, -3:]
-            motion = None if self.model.mm is None else self.model.mm(planar_frames)
+        if self.fold:   # each part changes the layout of the frames it reads only
+            key = frames[:, -1].permute(0, 3, 1, 2).float() * self.scale[:, -3:] + self.shift[:, -3:]
+            motion = None if self.model.mm is None else self.model.mm(frames)
             return self.model.branch.encode(self.model.deconv_layer(self.model.backbone(key, motion)))
         x = planar(frames, self.scale, self.shift, self.model.clip_len, self.model.config["input_size"])
         if not self.half:

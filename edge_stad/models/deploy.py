@@ -197,7 +197,8 @@ class FoldedMicroMotion(nn.Module):
     """An eval-mode :class:`~edge_stad.models.micro_motion.MicroMotion` on raw frames, in fewer nodes and
     a quarter fewer multiply-adds (one convolution per pair instead of one per frame).
 
-    It takes the frames before normalisation, ``(N, n, 3, H, W)`` of any type: the normalisation
+    It takes the frames before normalisation, channels last, ``(N, n, H, W, 3)`` of any type (the
+    frames it uses are picked before the layout change): the normalisation
     ``x * scale + shift`` (``input_scale``, per colour channel, positive) commutes with the max-pool,
     its shift cancels in the differences and its scale moves into the convolution weights; the
     eps added to the differences is the convolution's bias. With the max-pool the motion image
@@ -218,7 +219,8 @@ class FoldedMicroMotion(nn.Module):
         self.conv = _conv(weight, torch.full((weight.shape[0],), float(mm.eps)))   # the eps as the bias
 
     def forward(self, frames):
-        x = self.maxpool(frames[:, self.used].float().reshape(-1, *frames.shape[-3:]))
+        x = frames[:, self.used].permute(0, 1, 4, 2, 3).float()
+        x = self.maxpool(x.reshape(-1, *x.shape[-3:]))
         h, w = x.shape[-2:]
         x = x.reshape(-1, len(self.used), 3, h, w)
         diff = self.conv((x[:, self.first] - x[:, self.second]).reshape(-1, 3, h, w))
