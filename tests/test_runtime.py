@@ -72,6 +72,7 @@ def check_against_offline(engine, frames, dataset=None, name="v", pipeline=False
     nframes = len(frames)
     runtime = Runtime(engine, min_tube_score=0.0, frame_detections=True, pipeline=pipeline)
     results = [r for _, r in stream(runtime, frames)]
+    runtime.close()
     assert [r.frame for r in results] == list(range(1, nframes + 1))
     assert [r.timestamp for r in results] == pytest.approx([f / 25 for f in range(1, nframes + 1)])
     if nframes < N:  # too short for one clip: every frame final, nothing detected (offline refuses it)
@@ -161,6 +162,20 @@ def test_pipelined_push_batch_reset_and_flush_of_one_stream(engine):
     assert piped[2] < plain[2]
     _same_results(piped[1][:piped[2]], plain[1][:piped[2]])
     _same_results(piped[1][piped[2]:], plain[1][plain[2]:])
+
+
+def test_pipelined_runtimes_lower_the_switch_interval_while_open(engine):
+    before = sys.getswitchinterval()
+    first = Runtime(engine, pipeline=True)
+    second = Runtime(engine, pipeline=True)
+    assert sys.getswitchinterval() == min(before, 0.0005)
+    first.close()
+    first.close()   # closing twice releases once
+    assert sys.getswitchinterval() == min(before, 0.0005)   # the second is still open
+    second.close()
+    assert sys.getswitchinterval() == before
+    Runtime(engine).close()   # a sequential Runtime leaves it alone
+    assert sys.getswitchinterval() == before
 
 
 def test_session_threads_and_spinning(engine):
