@@ -430,12 +430,9 @@ class Linker:
         listed = listed[np.argsort(tubes.label[listed], kind="stable")].tolist()
         stale = [i for i in listed if not _covers(self._spans.get(tubes.ids[i]), frame)]
         spans = [_span_at(tubes.windows[i], tubes.rows[i], int(frame)) for i in stale]
-        found = [(i, span) for i, span in zip(stale, spans) if span is not None]
-        placed = _place_many([span for _, span in found], self.K)   # one call for every tube's new span
-        for i in stale:
-            self._spans[tubes.ids[i]] = None
-        for (i, (_, _, lo, hi)), boxes in zip(found, placed):
-            self._spans[tubes.ids[i]] = (lo, hi, boxes)
+        placed = iter(_place_many([s for s in spans if s is not None], self.K))   # one call for all new spans
+        for i, span in zip(stale, spans):
+            self._spans[tubes.ids[i]] = None if span is None else (span[2], span[3], next(placed))
         for i in listed:
             span = self._spans[tubes.ids[i]]
             if span is not None:
