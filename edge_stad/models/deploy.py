@@ -16,7 +16,10 @@ a layout transpose or a Q/DQ pair; the build uses them for the ``cpu`` INT8 flav
   units' multiply-adds. The INT8 AMMA-ShuffleNetV2 encoder per clip, this form against that one
   (ad hoc, interleaved): one thread 13.2 vs 16.5 ms at 288x288 and 4.4 vs 4.8 ms at 128x128;
   two threads 10.3 vs 10.6 ms and 4.4 vs 4.1 ms (slices and concatenations barely use a
-  second thread).
+  second thread). Zero channels pad the widths at which ONNX Runtime's uint8 kernels are slow
+  (:data:`DEPTHWISE_ALIGN`, :data:`POINTWISE_ALIGN`): every branch's depthwise convolution, and
+  stage 1's 58-channel halves to 60 in storage. With the micro-motion's squared norm as a sum,
+  the encoder per clip took 11.9 against 13.6 ms (288x288, one thread, ad hoc, interleaved).
 * :class:`FoldedDecoder`: the decoder's 4x4/2 transposed convolution, which ONNX Runtime has
   no integer kernel for, becomes a 2x2 convolution to four phase channels per output channel,
   a pixel shuffle (reshape, transpose, reshape) and a crop, all of which run on uint8; the
@@ -40,6 +43,13 @@ from torch import nn
 from edge_stad.models.backbones.shufflenetv2 import ShuffleBlock, ShuffleNetV2
 from edge_stad.models.decoder import Decoder
 
+#: Zero channels pad a ShuffleNetV2 branch's inner width to a multiple of DEPTHWISE_ALIGN, and the
+#: widths its 1x1 convolutions read and write to a multiple of POINTWISE_ALIGN: ONNX Runtime's
+#: uint8 kernels are much faster there (ad hoc, one thread, 36x36: depthwise 3x3 over 58 channels
+#: 98 us, over 64 38 us; a chain of 1x1 convolutions 64-58-64 70 us each, 64-64-64 38 us, 64-60-64 32 us)
+DEPTHWISE_ALIGN = 16
+POINTWISE_ALIGN = 4
+
 
 def fold_bn(conv, bn):
     """``(weight, bias)`` of ``conv`` followed by the eval-mode ``bn``."""
@@ -60,28 +70,45 @@ def _conv(weight, bias, stride=1, groups=1, padding=None):
     return conv
 
 
+def _take(tensor, index, dim=0):
+    """``tensor`` indexed along ``dim`` by the list ``index``, where a ``None`` entry gives zeros."""
+    tensor = torch.cat((tensor, tensor.new_zeros(*tensor.shape[:dim], 1, *tensor.shape[dim + 1:])), dim)
+    return tensor.index_select(dim, torch.tensor([-1 if i is None else i for i in index]) % tensor.shape[dim])
+
+
 def _conv_rows(weight, bias, rows, columns=None, stride=1, groups=1):
-    """A convolution with ``weight[rows][:, columns]`` and ``bias[rows]``."""
-    weight = weight[rows] if columns is None else weight[rows][:, columns]
-    return _conv(weight, bias[rows], stride, groups)
+    """A convolution with ``weight[rows][:, columns]`` and ``bias[rows]``; ``None`` rows and columns are zeros."""
+    if columns is not None:
+        weight = _take(weight, columns, 1)
+    return _conv(_take(weight, rows), _take(bias, rows), stride, groups)
+
+
+def _padding(n, align):
+    """How many zero channels make ``n`` a multiple of ``align``."""
+    return -n % align
 
 
 def _branch2(block):
-    """The folded ``(weight, bias)`` pairs of a unit's ``banch2``: 1x1, depthwise 3x3, 1x1."""
+    """The folded ``(weight, bias)`` pairs of a unit's ``banch2`` (1x1, depthwise 3x3, 1x1), its inner
+    width padded with zero channels to a multiple of :data:`DEPTHWISE_ALIGN`."""
     pw1, bn1, _, dw, bn2, pw3, bn3, _ = block.banch2
-    return fold_bn(pw1, bn1), fold_bn(dw, bn2), fold_bn(pw3, bn3)
+    (w1, b1), (wd, bd), (w3, b3) = fold_bn(pw1, bn1), fold_bn(dw, bn2), fold_bn(pw3, bn3)
+    extra = _padding(w1.shape[0], DEPTHWISE_ALIGN)
+    rows = (0, 0, 0, 0, 0, 0, 0, extra)
+    return ((F.pad(w1, rows), F.pad(b1, (0, extra))), (F.pad(wd, rows), F.pad(bd, (0, extra))),
+            (F.pad(w3, (0, 0, 0, 0, 0, extra)), b3))
 
 
 def _output_layout(half, passed_at=None):
-    """Storage layout of a unit's output: ``(first, second, order)``.
+    """Storage layout of a unit's output: ``(first, second)``.
 
     Shuffled, output channel ``2i`` is channel ``i`` of the unit's first part (pass-through or
     ``banch1``) and ``2i + 1`` channel ``i`` of ``banch2``; the next unit transforms channels
     ``half..2·half-1``. Stored as [first part, those the next unit passes on, then those it
     transforms; second part, those it transforms, then the rest], the next unit's branch is one
-    slice. ``first`` and ``second`` list each part's channels in storage order; ``order[s]`` is the
-    shuffled channel at storage position ``s``. ``passed_at`` (a pass-through's input storage
-    positions) keeps the first part in input order within each group, in as few slices as that allows.
+    slice. ``first`` and ``second`` list each part's channels in storage order. ``passed_at`` (a
+    pass-through's input storage positions) keeps the first part in input order within each group, in
+    as few slices as that allows.
     """
     kept = [i for i in range(half) if 2 * i < half]
     moved = [i for i in range(half) if 2 * i >= half]
@@ -89,7 +116,13 @@ def _output_layout(half, passed_at=None):
         kept, moved = sorted(kept, key=passed_at.get), sorted(moved, key=passed_at.get)
     first = kept + moved
     second = [i for i in range(half) if 2 * i + 1 >= half] + [i for i in range(half) if 2 * i + 1 < half]
-    return first, second, [2 * i for i in first] + [2 * i + 1 for i in second]
+    return first, second
+
+
+def _stored(first, pad, second, tail=()):
+    """``order``: the shuffled channel at each storage position, ``None`` at a zero (padding) channel.
+    The padding between the parts sits inside the next unit's branch slice."""
+    return [2 * i for i in first] + list(pad) + [2 * i + 1 for i in second] + list(tail)
 
 
 class DownUnit(nn.Module):
@@ -137,11 +170,12 @@ def down_unit(block, order):
     dw1, bn1_1, pw1_1, bn1_2, _ = block.banch1
     wd1, bd1 = fold_bn(dw1, bn1_1)
     wp1, bp1 = fold_bn(pw1_1, bn1_2)
-    first, second, order_out = _output_layout(w3.shape[0])
+    first, second = _output_layout(w3.shape[0])
+    pad = [None] * _padding(len(first), POINTWISE_ALIGN)   # after each part: both convolutions write aligned widths
     unit = DownUnit(_conv_rows(wd1, bd1, order, stride=block.stride, groups=len(order)),
-                    _conv_rows(wp1, bp1, first, order), _conv_rows(w1, b1, slice(None), order),
-                    _conv(wd, bd, stride=block.stride, groups=wd.shape[0]), _conv_rows(w3, b3, second))
-    return unit, order_out
+                    _conv_rows(wp1, bp1, first + pad, order), _conv_rows(w1, b1, range(len(w1)), order),
+                    _conv(wd, bd, stride=block.stride, groups=wd.shape[0]), _conv_rows(w3, b3, second + pad))
+    return unit, _stored(first, pad, second, pad)
 
 
 def split_unit(block, order):
@@ -149,22 +183,25 @@ def split_unit(block, order):
     position ``s`` holds channel ``order[s]``, the transformed half in one slice."""
     (w1, b1), (wd, bd), (w3, b3) = _branch2(block)
     half = w3.shape[0]
-    at = {c: s for s, c in enumerate(order)}
+    at = {c: s for s, c in enumerate(order) if c is not None}
     start = min(at[c] for c in range(half, 2 * half))
-    if sorted(order[start:start + half]) != list(range(half, 2 * half)):
+    stop = max(at[c] for c in range(half, 2 * half)) + 1
+    if any(c is not None and not half <= c < 2 * half for c in order[start:stop]):
         raise ValueError("the unit's transformed half is not one slice of its input")
-    first, second, order_out = _output_layout(half, passed_at=at)
-    unit = SplitUnit(_conv_rows(w1, b1, slice(None), [c - half for c in order[start:start + half]]),
-                     _conv(wd, bd, groups=half), _conv_rows(w3, b3, second), (start, start + half),
+    first, second = _output_layout(half, passed_at=at)
+    pad = [None] * _padding(half, POINTWISE_ALIGN)   # before the branch's output: inside the next branch slice
+    unit = SplitUnit(_conv_rows(w1, b1, range(len(w1)), [c if c is None else c - half for c in order[start:stop]]),
+                     _conv(wd, bd, groups=wd.shape[0]), _conv_rows(w3, b3, pad + second), (start, stop),
                      _runs([at[i] for i in first]) + [None])
-    return unit, order_out
+    return unit, _stored(first, pad, second)
 
 
 def split_shufflenet(blocks):
     """``(nn.Sequential, orders)``: the eval-mode ShuffleNetV2 ``blocks`` as :class:`DownUnit` and
-    :class:`SplitUnit` modules; storage position ``s`` of unit ``j``'s output holds its channel ``orders[j][s]``.
+    :class:`SplitUnit` modules; storage position ``s`` of unit ``j``'s output holds its channel ``orders[j][s]``
+    (``None``: a zero channel).
 
-    The same multiply-adds as the units, and no channel shuffle (a reshape-transpose-reshape copy,
+    The units' multiply-adds (and those of the zero channels), and no channel shuffle (a reshape-transpose-reshape copy,
     in ONNX Runtime a layout transpose): each unit's weights read its input in the order left by the
     previous one. A stride-1 unit concatenates its pass-through half from slices of its input
     (two more per unit since the last stride-2 one).
@@ -188,7 +225,7 @@ def split_backbone(backbone):
     if hasattr(backbone, "features_mm"):   # a prefix of the same units: it leaves the same orders
         backbone.features_mm = split_shufflenet(backbone.features_mm)[0]
     conv = backbone.conv_last[0]
-    conv.weight.data = conv.weight.data[:, torch.as_tensor(orders[-1])]
+    conv.weight.data = _take(conv.weight.data, orders[-1], 1)
     return backbone
 
 
@@ -224,7 +261,8 @@ class FoldedMicroMotion(nn.Module):
         h, w = x.shape[-2:]
         x = x.reshape(-1, len(self.used), 3, h, w)
         diff = self.conv((x[:, self.first] - x[:, self.second]).reshape(-1, 3, h, w))
-        return torch.linalg.vector_norm(diff, dim=1).reshape(-1, len(self.first), h, w)   # one ReduceL2
+        # Mul, ReduceSum, Sqrt: ONNX Runtime's ReduceL2 over the channels takes about twice as long
+        return (diff * diff).sum(1).sqrt().reshape(-1, len(self.first), h, w)
 
 
 class _Cropped(nn.Module):
