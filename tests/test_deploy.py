@@ -41,8 +41,13 @@ def _random_bn(module):
 
 
 def _stored(x, order):
-    """``x`` in a storage order, zeros at the padding positions (``None``)."""
-    return torch.stack([x[:, c] if c is not None else torch.zeros_like(x[:, 0]) for c in order], 1)
+    """``x`` in a storage order, noise at the padding positions (``None``), which no convolution may read."""
+    return torch.stack([x[:, c] if c is not None else torch.randn_like(x[:, 0]) for c in order], 1)
+
+
+def _kept(x, order):
+    """The channels of a storage-ordered ``x`` that are not padding."""
+    return x[:, [s for s, c in enumerate(order) if c is not None]]
 
 
 def test_split_units_equal_the_units_in_their_storage_order():
@@ -52,18 +57,19 @@ def test_split_units_equal_the_units_in_their_storage_order():
     with torch.no_grad():
         for j, (unit, block) in enumerate(zip(split, blocks)):
             want, got = block(x), unit(x if j == 0 else _stored(x, orders[j - 1]))
-            assert torch.allclose(got, _stored(want, orders[j]), atol=1e-5), j
+            real = [c for c in orders[j] if c is not None]
+            assert torch.allclose(_kept(got, orders[j]), want[:, real], atol=1e-5), j
             x = want
     assert [type(u) for u in split[:2]] == [DownUnit, SplitUnit]
     # stage 1's 58-channel halves: the depthwise convolution pads to 64 channels, the 1x1 convolutions
     # read and write 60 (a multiple of 4): 2 zero channels per part in storage; later stages are aligned
     assert [tuple(u.a.weight.shape) for u in split[1:4]] == [(64, 60, 1, 1)] * 3
     assert [tuple(u.c.weight.shape) for u in split[1:4]] == [(60, 64, 1, 1)] * 3
-    assert [len(order) for order in orders] == [120] + [118] * 3 + [232] * 8 + [464] * 4
+    assert [len(order) for order in orders] == [120] + [118] * 2 + [120] + [232] * 8 + [464] * 4
     assert tuple(split[4].b2.weight.shape) == tuple(split[5].b.weight.shape) == (128, 1, 3, 3)
     # no reshape or transpose left; each stride-1 unit gathers its pass-through from a few slices
     assert [len(u.plan) - 1 for u in split if isinstance(u, SplitUnit)] == \
-        [4, 6, 8, 4, 6, 8, 10, 12, 14, 14, 4, 6, 8]
+        [4, 6, 9, 4, 6, 8, 10, 12, 14, 14, 4, 6, 8]   # stage 1's last: one more for its padding
     with pytest.raises(TypeError, match="ShuffleBlock"):
         split_shufflenet(torch.nn.Sequential(torch.nn.ReLU()))
 

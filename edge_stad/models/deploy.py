@@ -19,7 +19,7 @@ a layout transpose or a Q/DQ pair; the build uses them for the ``cpu`` INT8 flav
   second thread). Zero channels pad the widths at which ONNX Runtime's uint8 kernels are slow
   (:data:`DEPTHWISE_ALIGN`, :data:`POINTWISE_ALIGN`): every branch's depthwise convolution, and
   stage 1's 58-channel halves to 60 in storage. With the micro-motion's squared norm as a sum,
-  the encoder per clip took 11.9 against 13.6 ms (288x288, one thread, ad hoc, interleaved).
+  the INT8 encoder per clip took 11.4 against 13.0 ms (288x288, one thread, ad hoc, interleaved).
 * :class:`FoldedDecoder`: the decoder's 4x4/2 transposed convolution, which ONNX Runtime has
   no integer kernel for, becomes a 2x2 convolution to four phase channels per output channel,
   a pixel shuffle (reshape, transpose, reshape) and a crop, all of which run on uint8; the
@@ -120,7 +120,7 @@ def _output_layout(half, passed_at=None):
 
 
 def _stored(first, pad, second, tail=()):
-    """``order``: the shuffled channel at each storage position, ``None`` at a zero (padding) channel.
+    """``order``: the shuffled channel at each storage position, ``None`` at a padding channel.
     The padding between the parts sits inside the next unit's branch slice."""
     return [2 * i for i in first] + list(pad) + [2 * i + 1 for i in second] + list(tail)
 
@@ -178,9 +178,11 @@ def down_unit(block, order):
     return unit, _stored(first, pad, second, pad)
 
 
-def split_unit(block, order):
+def split_unit(block, order, read_whole=False):
     """``(SplitUnit, order_out)`` for the eval-mode stride-1 ``block`` reading an input whose storage
-    position ``s`` holds channel ``order[s]``, the transformed half in one slice."""
+    position ``s`` holds channel ``order[s]``, the transformed half in one slice. ``read_whole``: the
+    next unit reads all of the output, so its width is padded to :data:`POINTWISE_ALIGN` (with copies
+    of input channels that nothing reads)."""
     (w1, b1), (wd, bd), (w3, b3) = _branch2(block)
     half = w3.shape[0]
     at = {c: s for s, c in enumerate(order) if c is not None}
@@ -190,16 +192,18 @@ def split_unit(block, order):
         raise ValueError("the unit's transformed half is not one slice of its input")
     first, second = _output_layout(half, passed_at=at)
     pad = [None] * _padding(half, POINTWISE_ALIGN)   # before the branch's output: inside the next branch slice
+    order_out = _stored(first, pad, second)
+    extra = _padding(len(order_out), POINTWISE_ALIGN) if read_whole else 0
     unit = SplitUnit(_conv_rows(w1, b1, range(len(w1)), [c if c is None else c - half for c in order[start:stop]]),
                      _conv(wd, bd, groups=wd.shape[0]), _conv_rows(w3, b3, pad + second), (start, stop),
-                     _runs([at[i] for i in first]) + [None])
-    return unit, _stored(first, pad, second)
+                     _runs([at[i] for i in first]) + [None] + ([(0, extra)] if extra else []))
+    return unit, order_out + [None] * extra
 
 
 def split_shufflenet(blocks):
     """``(nn.Sequential, orders)``: the eval-mode ShuffleNetV2 ``blocks`` as :class:`DownUnit` and
     :class:`SplitUnit` modules; storage position ``s`` of unit ``j``'s output holds its channel ``orders[j][s]``
-    (``None``: a zero channel).
+    (``None``: a padding channel, which every convolution reads with zero weights).
 
     The units' multiply-adds (and those of the zero channels), and no channel shuffle (a reshape-transpose-reshape copy,
     in ONNX Runtime a layout transpose): each unit's weights read its input in the order left by the
@@ -210,8 +214,11 @@ def split_shufflenet(blocks):
         raise TypeError("expected ShuffleBlock units, got " + ", ".join(type(b).__name__ for b in blocks))
     units, orders = [], []
     order = list(range(blocks[0].banch2[0].in_channels * (2 if blocks[0].stride == 1 else 1)))
-    for block in blocks:
-        unit, order = (down_unit if block.stride == 2 else split_unit)(block, order)
+    for j, block in enumerate(blocks):
+        if block.stride == 2:
+            unit, order = down_unit(block, order)
+        else:
+            unit, order = split_unit(block, order, read_whole=j + 1 == len(blocks) or blocks[j + 1].stride == 2)
         units.append(unit)
         orders.append(order)
     return nn.Sequential(*units), orders
