@@ -22,7 +22,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default=os.path.join("runs", "demo", "best.pt"))
     parser.add_argument("--random-weights", action="store_true", help="untrained model: speed only")
     parser.add_argument("--backbone", default="shufflenetv2")
-    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="input side (default: 128 with --random-weights, else the checkpoint's)")
     parser.add_argument("--K", type=int, default=3)
     parser.add_argument("--data", default=os.path.join("data", "synth_bench"))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -46,10 +47,12 @@ def main(argv=None):
 
     if args.random_weights:
         torch.manual_seed(0)
-        model, labels, source = create_model("amma", backbone=args.backbone, K=args.K, num_classes=8,
-                                             input_size=args.input_size).eval(), (), "random weights (speed only)"
-    else:
-        model = load_checkpoint(args.checkpoint)
+        model = create_model("amma", backbone=args.backbone, K=args.K, num_classes=8,
+                             input_size=args.input_size or 128).eval()
+        labels, source = (), "random weights (speed only)"
+    else:   # fully convolutional: a checkpoint runs at another input size
+        size = {"input_size": (args.input_size, args.input_size)} if args.input_size else {}
+        model = load_checkpoint(args.checkpoint, **size)
         labels, source = read_checkpoint(args.checkpoint)["meta"].get("labels") or (), args.checkpoint
     builds = dict([("fp32", ("fp32", "auto"))] + [(f"int8-{f}", ("int8", f)) for f in args.flavors.split(",")])
     manifests = {}
@@ -90,9 +93,9 @@ def main(argv=None):
                     f"{entry['encoder_speedup']:.2f}x | {head['median_ms']:.2f} ({head['p90_ms']:.2f}) | "
                     f"{entry['head_speedup']:.2f}x |")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-    flags = (f"--random-weights --backbone {args.backbone} --input-size {args.input_size} --K {args.K}"
+    flags = (f"--random-weights --backbone {args.backbone} --K {args.K}"
              if args.random_weights else f"--checkpoint {args.checkpoint}")
-    for option in ("calib_clips", "flavors", "out"):
+    for option in ("input_size", "calib_clips", "flavors", "out"):
         if getattr(args, option) != parser.get_default(option):
             flags += f" --{option.replace('_', '-')} {getattr(args, option)}"
     lines = [f"## {cfg['backbone']} K={cfg['K']} {h}x{w}, {source}", "",
