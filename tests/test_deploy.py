@@ -62,7 +62,7 @@ def test_split_units_equal_the_units_in_their_storage_order():
             x = want
     assert [type(u) for u in split[:2]] == [DownUnit, SplitUnit]
     # stage 1's 58-channel halves: the depthwise convolution pads to 64 channels, the 1x1 convolutions
-    # read and write 60 (a multiple of 4): 2 zero channels per part in storage; later stages are aligned
+    # read and write 60 (a multiple of 4): 2 padding channels per part in storage; later stages are aligned
     assert [tuple(u.a.weight.shape) for u in split[1:4]] == [(64, 60, 1, 1)] * 3
     assert [tuple(u.c.weight.shape) for u in split[1:4]] == [(60, 64, 1, 1)] * 3
     assert [len(order) for order in orders] == [120] + [118] * 2 + [120] + [232] * 8 + [464] * 4

@@ -72,8 +72,9 @@ def _conv(weight, bias, stride=1, groups=1, padding=None):
 
 def _take(tensor, index, dim=0):
     """``tensor`` indexed along ``dim`` by the list ``index``, where a ``None`` entry gives zeros."""
+    zeros_at = tensor.shape[dim]
     tensor = torch.cat((tensor, tensor.new_zeros(*tensor.shape[:dim], 1, *tensor.shape[dim + 1:])), dim)
-    return tensor.index_select(dim, torch.tensor([-1 if i is None else i for i in index]) % tensor.shape[dim])
+    return tensor.index_select(dim, torch.tensor([zeros_at if i is None else i for i in index]))
 
 
 def _conv_rows(weight, bias, rows, columns=None, stride=1, groups=1):
