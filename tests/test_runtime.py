@@ -206,6 +206,11 @@ def test_pipeline_errors(engine):
         def head(self, feats, whs):
             return self.backend.head(feats, whs)
 
+        decodes_in_graph = True
+
+        def detect(self, feats, whs):
+            return self.backend.detect(feats, whs)
+
     runtime = Runtime(Failing(Runtime(engine).backend), pipeline=True)
     with pytest.raises(EngineError, match="encoder failed"):   # raised in the worker, surfaces here
         for frame in video(30):

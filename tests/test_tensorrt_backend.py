@@ -53,7 +53,7 @@ def with_plans(folder, out, **manifest_changes):
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     root = tmp_path_factory.mktemp("trt")
-    static = build(root / "static", backend="onnxruntime")
+    static = build(root / "static", backend="onnxruntime", decode_in_graph=False)
     dynamic = build(root / "dynamic", backend="onnxruntime", dynamic_batch=True, decode_in_graph=True)
     return {"static": static, "dynamic": dynamic, "static_plans": with_plans(static, root / "static_plans"),
             "dynamic_plans": with_plans(dynamic, root / "dynamic_plans")}

@@ -81,7 +81,7 @@ def add_arguments(p):
     out.add_argument("--force", action="store_true", help="replace an existing engine folder")
     out.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
                      help="auto: TensorRT plans too when TensorRT is importable (default)")
-    out.add_argument("--decode-in-graph", action="store_true", help="peak filter + TopK decode inside head.onnx")
+    add_decode_argument(out)
     out.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (multi-camera batching)")
     trt = p.add_argument_group("TensorRT")
     trt.add_argument("--workspace-mb", type=int, default=1024)
@@ -89,6 +89,14 @@ def add_arguments(p):
     trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated")
     trt.add_argument("--trt-calib-cache", action="store_true",
                      help="also write TensorRT's implicit INT8 calibration cache (TensorRT <= 10, for DLA)")
+
+
+def add_decode_argument(p):
+    p.add_argument("--decode", choices=("graph", "host"),
+                   help="where tubelets are decoded. graph (AMMA's default): head.onnx runs the peak filter, the "
+                        "TopK and the trajectory branch at the top cells only (about half the head's work) and "
+                        "returns the tubelet rows; host: head.onnx returns the hm, mov, wh maps (MENet's only "
+                        "choice)")
 
 
 def load_model(args):
@@ -150,6 +158,8 @@ def build_from_args(args):
     model, labels = load_model(args)
     names = [f for f in BuildOptions.__dataclass_fields__ if f != "calibration_dir"]
     opts = BuildOptions(**{f: getattr(args, f) for f in names if getattr(args, f, None) is not None})
+    if getattr(args, "decode", None):
+        opts.decode_in_graph = args.decode == "graph"
     out = args.out or os.path.join("engines", engine_name(model.config, args.precision))
     command = "edge-stad " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     manifest = build_engine(model, out, opts, labels=labels, command=command)

@@ -4,8 +4,9 @@
                  -> clip feature (B, 64, H/8, W/8), size map (B, 2, H/8, W/8);
                  the normalisation is inside the graph
   head.onnx      K cached features (B, K, 64, h, w) and size maps (B, K, 2, h, w), oldest
-                 first -> hm (after sigmoid), mov, wh; with --decode-in-graph the decoded
-                 tubelets (B, 100, 4K+2) instead (3x3 peak filter and TopK in the graph)
+                 first -> the decoded tubelets (B, 100, 4K+2) (3x3 peak filter, TopK and the
+                 trajectory branch at the top cells in the graph); with --decode host the
+                 maps hm (after sigmoid), mov, wh instead
 
 TorchScript exporter, opset 17 (19 for the dcn decoder's DeformConv), static shapes
 (batch 1, the model's input size) unless --dynamic-batch. onnx.checker, strict shape
@@ -25,7 +26,7 @@ def add_arguments(p):
     build.add_model_arguments(p)
     p.add_argument("--out", help="engine folder (default engines/<model>_<backbone>_k<K>_fp32)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
-    p.add_argument("--decode-in-graph", action="store_true", help="peak filter + TopK decode inside head.onnx")
+    build.add_decode_argument(p)
     p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (multi-camera batching)")
 
 

@@ -58,7 +58,7 @@ class BuildOptions:
     int8_flavor: str = "auto"                # tensorrt | cpu | auto (tensorrt when building plans)
     gate_windows: int = 32
     max_map_drop: float = 1.0                # frame-mAP points
-    decode_in_graph: bool = False
+    decode_in_graph: Optional[bool] = None   # None: in the head graph for tubelet models, on the host for MENet
     dynamic_batch: bool = False
     workspace_mb: int = 1024
     dla_core: Optional[int] = None
@@ -344,7 +344,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         _say(log, "export", f"{name}: FP32 ONNX, checking against PyTorch")
         fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in kind.graphs}
         fold = opts.precision == "int8" and opts.int8_flavor == "cpu"  # the graph quantized for ONNX Runtime's CPU
-        export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=opts.decode_in_graph, fold=fold)
+        decode = not is_frame_model(config) if opts.decode_in_graph is None else opts.decode_in_graph
+        export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=decode, fold=fold)
         for g in fp32:
             os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
         _say(log, "export", f"opset {export['opset']}; error vs PyTorch (max abs): " + _errors(export))
@@ -352,7 +353,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         if opts.precision == "fp16":
             os.mkdir(os.path.join(work, "fp16"))
             export["fp16"] = export_onnx(model, os.path.join(work, "fp16"), dynamic_batch=opts.dynamic_batch,
-                                         decode=opts.decode_in_graph, half=True)
+                                         decode=decode, half=True)
             final = {g: os.path.join(work, "fp16", f"{g}.onnx") for g in fp32}
             _say(log, "fp16", f"FP16 graphs ({kind.fp16_float}); error vs FP32 PyTorch: " + _errors(export["fp16"]))
         elif opts.precision == "int8":

@@ -10,7 +10,8 @@
 * :class:`HeadGraph`: the K cached features and size maps, oldest first -> ``hm``
   (after sigmoid), ``mov``, ``wh``; or, with ``decode=True``, the decoded tubelet rows
   ``(B, N, 4K+2)`` of :func:`edge_stad.runtime.decode.decode`, computed in the graph
-  (3x3 max-pool peak filter and two TopK) so that only N rows leave the device.
+  (3x3 max-pool peak filter and two TopK) so that only N rows leave the device; the
+  trajectory branch then runs at those N cells only (:class:`TrajectoryAtCells`).
 
 ``half=True`` makes FP16 graphs with FP32 inputs and outputs: the weights and activations
 of the backbone, decoder and head are FP16; the input normalisation, the micro-motion
@@ -91,15 +92,61 @@ class HeadGraph(nn.Module):
         self.decode = decode
         h, w = self.model.grid_size
         self.top_n = min(top_n, h * w)
+        if decode:
+            self.moves = TrajectoryAtCells(self.model.branch)
 
     def forward(self, feats, whs):
         if self.half:
             feats, whs = feats.half(), whs.half()
+        if self.decode:
+            return decode_window(self.model.branch, self.moves, feats, whs, self.top_n)
         out = self.model.head(feats, whs)
-        hm, mov, wh = (out[k].float() for k in ("hm", "mov", "wh"))
-        if not self.decode:
-            return hm, mov, wh
-        return decode_rows(hm, mov, wh, self.top_n)
+        return tuple(out[k].float() for k in ("hm", "mov", "wh"))
+
+
+class TrajectoryAtCells(nn.Module):
+    """The trajectory branch (``mov``, ``mov_cls``) of a :class:`~edge_stad.models.head.TubeletHead` at
+    given cells only: the decode reads ``mov`` at its N peak cells and nowhere else, and the whole map
+    costs as many MACs as the center branch. The 3x3 convolution becomes a 1x1 one over the N
+    gathered 3x3 patches (taps outside the grid read an appended zero row: the conv's zero padding)."""
+
+    def __init__(self, branch):
+        super().__init__()
+        conv = branch.mov[0]
+        self.conv = nn.Conv2d(9 * conv.in_channels, conv.out_channels, 1).to(conv.weight.dtype)
+        with torch.no_grad():   # (out, in, 3, 3) -> (out, 3, 3, in): the patches are tap-major
+            self.conv.weight.copy_(conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1, 1, 1))
+            self.conv.bias.copy_(conv.bias)
+        self.relu = nn.ReLU()
+        self.cls = branch.mov_cls
+
+    def forward(self, stacked, idx):
+        """``stacked (B, C, h, w)`` and flat cells ``idx (B, N)`` -> ``(B, 2K, N)``."""
+        b, c, h, w = stacked.shape
+        n = idx.shape[1]
+        rows = torch.cat([stacked.reshape(b, c, h * w), torch.zeros_like(stacked[:, :, 0, :1])], dim=2)
+        rows = rows.transpose(1, 2).reshape(b * (h * w + 1), c)
+        y = torch.div(idx, w, rounding_mode="trunc")[:, :, None]
+        x = (idx[:, :, None] - y * w)
+        dy = torch.tensor([-1, -1, -1, 0, 0, 0, 1, 1, 1], device=idx.device)
+        dx = torch.tensor([-1, 0, 1, -1, 0, 1, -1, 0, 1], device=idx.device)
+        ty, tx = y + dy, x + dx                                                   # (B, N, 9)
+        inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+        cell = torch.where(inside, ty * w + tx, torch.full_like(ty, h * w))
+        cell = cell + torch.arange(b, device=idx.device)[:, None, None] * (h * w + 1)
+        patches = rows[cell.reshape(-1)].reshape(b, n, 9 * c).transpose(1, 2).reshape(b, 9 * c, 1, n)
+        return self.cls(self.relu(self.conv(patches))).reshape(b, -1, n)
+
+
+def decode_window(branch, moves, feats, whs, n, stable=False):
+    """One window's tubelet rows from the head ``branch`` (a :class:`~edge_stad.models.head.TubeletHead`):
+    :func:`decode_rows` of its outputs, with its trajectory branch run by ``moves``
+    (:class:`TrajectoryAtCells`) at the N decoded cells only."""
+    stacked = branch.stack(feats)
+    hm = branch.heatmap(stacked).float()
+    score, cls, idx = top_cells(hm, n, stable)
+    wh = whs.reshape(whs.shape[0], -1, *whs.shape[-2:]).float()
+    return tubelet_rows(score, cls, idx, moves(stacked, idx).float(), wh, hm.shape[-1])
 
 
 def decode_rows(hm, mov, wh, n, stable=False):
@@ -108,18 +155,32 @@ def decode_rows(hm, mov, wh, n, stable=False):
     Equal scores rank the lower index first in ONNX ``TopK`` and the host decode, not in
     ``torch.topk``; ``stable=True`` ranks with a stable sort instead, for PyTorch itself.
     """
+    score, cls, idx = top_cells(hm, n, stable)
+    b, k2 = mov.shape[:2]
+    moves = torch.gather(mov.reshape(b, k2, -1), 2, idx[:, None, :].expand(b, k2, idx.shape[1]))
+    return tubelet_rows(score, cls, idx, moves, wh, hm.shape[-1])
+
+
+def top_cells(hm, n, stable=False):
+    """Peak filter and the two TopK of the decode: ``hm (B, C, h, w)`` -> score, class, flat cell, each ``(B, N)``."""
     b, c, h, w = hm.shape
-    k = mov.shape[1] // 2
     peaks = F.max_pool2d(hm, 3, stride=1, padding=1)
     heat = torch.where(hm == peaks, hm, torch.zeros_like(hm)).reshape(b, c, h * w)
     cell_score, cell_index = _top(heat, n, 2, stable)                         # (B, C, N)
     score, pick = _top(cell_score.reshape(b, c * n), n, 1, stable)            # (B, N)
     cls = torch.div(pick, n, rounding_mode="trunc")  # non-negative: trunc == floor, exports as one Div
-    idx = torch.gather(cell_index.reshape(b, c * n), 1, pick)
+    return score, cls, torch.gather(cell_index.reshape(b, c * n), 1, pick)
+
+
+def tubelet_rows(score, cls, idx, moves, wh, w):
+    """Rows ``(B, N, 4K+2)`` from the top cells, the trajectory ``moves (B, 2K, N)`` at them and the size maps
+    ``wh (B, 2K, h, w)`` of a grid ``w`` cells wide."""
+    b, n = idx.shape
+    k = moves.shape[1] // 2
+    h = wh.shape[-2]
     row = torch.div(idx, w, rounding_mode="trunc")  # non-negative: trunc == floor, exports as one Div
     x = (idx - row * w).float()   # not idx % w: TensorRT 8.5's ONNX parser has no Mod
     y = row.float()
-    moves = torch.gather(mov.reshape(b, 2 * k, h * w), 2, idx[:, None, :].expand(b, 2 * k, n))
     cx = x[:, None, :] + moves[:, 0::2]                                        # (B, K, N)
     cy = y[:, None, :] + moves[:, 1::2]
     gx = torch.cat([_trunc(cx[:, :-1]), x[:, None, :]], dim=1)                # key clip: the peak itself

@@ -134,15 +134,17 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
                 fold=False):
     """Write ``folder/encoder.onnx`` and ``folder/head.onnx`` for ``model``; returns what the manifest records.
 
-    ``decode=True`` puts the peak filter and TopK decode in the head graph (output
-    ``tubelets (B, N, 4K+2)``); ``half=True`` exports FP16 graphs (see
+    ``decode=True`` puts the peak filter, the TopK decode and the trajectory branch at the top cells
+    in the head graph (output ``tubelets (B, N, 4K+2)``, :class:`~edge_stad.export.graphs.TrajectoryAtCells`);
+    ``half=True`` exports FP16 graphs (see
     :mod:`edge_stad.export.graphs`), checked against the FP32 PyTorch model with the looser
     ``FP16_TOLERANCE``; ``fold=True`` exports the encoder in the folded form that the ``cpu`` INT8
     flavour quantizes (:mod:`edge_stad.models.deploy`). With ``verify``, ONNX Runtime must reproduce PyTorch to
     ``tolerance`` (:func:`scaled_error`) on random frames (encoder) and on the features of
     K random clips (head, checked on its ``hm, mov, wh`` form); an in-graph decode must then equal the
-    host decode of that head's ONNX Runtime outputs (a float comparison, not a tie-break,
-    decides which of two equal-looking peaks ranks first, so torch's outputs cannot serve).
+    host decode of that head's ONNX Runtime outputs to ``tolerance`` (its trajectory branch sums in
+    another order; a float comparison, not a tie-break, decides which of two equal-looking peaks
+    ranks first, so torch's outputs cannot serve).
     A MENet model gets ``encoder3d.onnx`` + ``detector.onnx`` instead
     (:func:`~edge_stad.export.frame_graphs.export_frame_onnx`).
     """
@@ -151,7 +153,7 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
     if is_frame_model(config):
         if decode:
             raise ConfigError(f"{config['name']} region maps are decoded on the host (YOLOv2 regions); "
-                              "drop --decode-in-graph")
+                              "build with --decode host")
         from edge_stad.export.frame_graphs import export_frame_onnx
 
         return export_frame_onnx(model, folder, dynamic_batch, half, verify, tolerance, seed)

@@ -40,12 +40,19 @@ class TubeletHead(nn.Module):
 
     def forward(self, feats, whs):
         """``feats (B, K, 64, h, w)`` and ``whs (B, K, 2, h, w)``, oldest clip first -> hm, mov, wh."""
+        stacked = self.stack(feats)
+        return {
+            "hm": self.heatmap(stacked),
+            "mov": self.mov_cls(self.mov(stacked)),
+            "wh": whs.reshape(whs.shape[0], -1, *whs.shape[-2:]),
+        }
+
+    def stack(self, feats):
+        """``feats (B, K, 64, h, w)`` -> ``(B, 64K, h, w)``, the input of the center and trajectory branches."""
         b, k, c, h, w = feats.shape
         if k != self.K:
             raise ValueError(f"head was built for K={self.K} clips, got {k}")
-        stacked = feats.reshape(b, k * c, h, w)
-        return {
-            "hm": torch.sigmoid(self.hm_cls(self.hm(stacked))),
-            "mov": self.mov_cls(self.mov(stacked)),
-            "wh": whs.reshape(b, 2 * k, h, w),
-        }
+        return feats.reshape(b, k * c, h, w)
+
+    def heatmap(self, stacked):
+        return torch.sigmoid(self.hm_cls(self.hm(stacked)))
