@@ -140,7 +140,9 @@ def main(argv=None):
                      + " | ".join(f"{ms[k]:.2f}" for k in ("preprocess", "encoder", "head", "decode", "link",
                                                            "results")) + " |")
     lines += ["", "Stage columns: milliseconds per frame (the encoder runs once per clip of "
-              f"{model.config['clip_len']} frames, the head and decode once per window); pipelined, the "
+              f"{model.config['clip_len']} frames, the head and decode once per window; the ONNX Runtime "
+              "engines decode in the head graph, so their head includes the decode and their decode is "
+              "the conversion to pixels); pipelined, the "
               "encoder overlaps the other stages, so they add up to more than the wall time.", ""]
     for graph, rows in profiles.items():
         lines += [f"INT8 {graph} by ONNX operator type (ms per run, share):", ""]
