@@ -98,10 +98,15 @@ class HeadGraph(nn.Module):
     def forward(self, feats, whs):
         if self.half:
             feats, whs = feats.half(), whs.half()
-        if self.decode:
-            return decode_window(self.model.branch, self.moves, feats, whs, self.top_n)
-        out = self.model.head(feats, whs)
-        return tuple(out[k].float() for k in ("hm", "mov", "wh"))
+        if not self.decode:
+            out = self.model.head(feats, whs)
+            return tuple(out[k].float() for k in ("hm", "mov", "wh"))
+        branch = self.model.branch
+        stacked = branch.stack(feats)
+        hm = branch.heatmap(stacked).float()
+        score, cls, idx = top_cells(hm, self.top_n)
+        wh = whs.reshape(whs.shape[0], -1, *whs.shape[-2:]).float()
+        return tubelet_rows(score, cls, idx, self.moves(stacked, idx).float(), wh, hm.shape[-1])
 
 
 class TrajectoryAtCells(nn.Module):
@@ -127,7 +132,7 @@ class TrajectoryAtCells(nn.Module):
         rows = torch.cat([stacked.reshape(b, c, h * w), torch.zeros_like(stacked[:, :, 0, :1])], dim=2)
         rows = rows.transpose(1, 2).reshape(b * (h * w + 1), c)
         y = torch.div(idx, w, rounding_mode="trunc")[:, :, None]
-        x = (idx[:, :, None] - y * w)
+        x = idx[:, :, None] - y * w
         dy = torch.tensor([-1, -1, -1, 0, 0, 0, 1, 1, 1], device=idx.device)
         dx = torch.tensor([-1, 0, 1, -1, 0, 1, -1, 0, 1], device=idx.device)
         ty, tx = y + dy, x + dx                                                   # (B, N, 9)
@@ -136,17 +141,6 @@ class TrajectoryAtCells(nn.Module):
         cell = cell + torch.arange(b, device=idx.device)[:, None, None] * (h * w + 1)
         patches = rows[cell.reshape(-1)].reshape(b, n, 9 * c).transpose(1, 2).reshape(b, 9 * c, 1, n)
         return self.cls(self.relu(self.conv(patches))).reshape(b, -1, n)
-
-
-def decode_window(branch, moves, feats, whs, n, stable=False):
-    """One window's tubelet rows from the head ``branch`` (a :class:`~edge_stad.models.head.TubeletHead`):
-    :func:`decode_rows` of its outputs, with its trajectory branch run by ``moves``
-    (:class:`TrajectoryAtCells`) at the N decoded cells only."""
-    stacked = branch.stack(feats)
-    hm = branch.heatmap(stacked).float()
-    score, cls, idx = top_cells(hm, n, stable)
-    wh = whs.reshape(whs.shape[0], -1, *whs.shape[-2:]).float()
-    return tubelet_rows(score, cls, idx, moves(stacked, idx).float(), wh, hm.shape[-1])
 
 
 def decode_rows(hm, mov, wh, n, stable=False):
