@@ -2,6 +2,7 @@
 
     python benchmarks/runtime_soak.py --engine engines/amma_shufflenetv2_k3_int8 --frames 100000
     python benchmarks/runtime_soak.py --pipeline    # Runtime(pipeline=True): the encoder on a worker thread
+    python benchmarks/runtime_soak.py --pipeline 2  # two windows' encoder calls in flight
 
 The stream cycles through the synthetic test videos (decoded once; every other pass
 mirrored, so that tubes differ), pushed frame by frame into one Runtime that is never
@@ -23,12 +24,13 @@ def main(argv=None):
     parser.add_argument("--data", default=os.path.join("data", "synth_bench"))
     parser.add_argument("--frames", type=int, default=100000)
     parser.add_argument("--every", type=int, default=10000)
-    parser.add_argument("--pipeline", action="store_true", help="a pipelined Runtime")
-    parser.add_argument("--results", help="results path without extension "
-                                          "(default: results/runtime_soak, or runtime_soak_pipelined)")
+    parser.add_argument("--pipeline", type=int, nargs="?", const=1, default=0, metavar="N",
+                        help="a pipelined Runtime, N windows in flight (default 1)")
+    parser.add_argument("--results", help="results path without extension (default: results/runtime_soak, "
+                                          "runtime_soak_pipelined, or runtime_soak_pipelined<N> for N > 1)")
     args = parser.parse_args(argv)
-    results_path = args.results or os.path.join(os.path.dirname(__file__), "results",
-                                                "runtime_soak" + ("_pipelined" if args.pipeline else ""))
+    suffix = "" if not args.pipeline else "_pipelined" + (str(args.pipeline) if args.pipeline > 1 else "")
+    results_path = args.results or os.path.join(os.path.dirname(__file__), "results", "runtime_soak" + suffix)
 
     import numpy as np
     import psutil
@@ -76,7 +78,7 @@ def main(argv=None):
     ok = growth < 0.05 and reused == 0 and results == args.frames
     lines = [f"# Runtime soak: {args.frames} frames through {os.path.basename(os.path.normpath(args.engine))}", "",
              f"Command: `python benchmarks/runtime_soak.py --engine {args.engine} --frames {args.frames}"
-             + (" --pipeline" if args.pipeline else "") + "`", "",
+             + (" --pipeline" if args.pipeline else "") + (f" {args.pipeline}" if args.pipeline > 1 else "") + "`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}. "
              f"{seconds:.0f} s in all ({args.frames / seconds:.0f} frames/s including the checks).", "",
              "| frames | RSS (MiB) | open tubes | stored tubelets | queue depth | tubes ended | "

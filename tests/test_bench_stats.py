@@ -88,9 +88,9 @@ def test_interleaved_rounds_alternate_backends_after_one_untimed_warmup():
             self.n += k
 
     bar = Bar()
-    runs = interleaved(backends, FRAMES, rounds=2, warmup=20, around=around, progress=bar, pipelined={"b"})
+    runs = interleaved(backends, FRAMES, rounds=2, warmup=20, around=around, progress=bar, pipelined={"b": 2})
     assert order == ["a", "b", "a", "b"] and bar.n == 4
-    assert [r.latency_frames for n in "ab" for r in runs[n]] == [(5, 9)] * 2 + [(10, 14)] * 2   # K=2; b pipelined
+    assert [r.latency_frames for n in "ab" for r in runs[n]] == [(5, 9)] * 2 + [(15, 19)] * 2   # K=2; b 2 windows later
     assert [len(runs[n]) for n in "ab"] == [2, 2] and all(r.windows == 4 for n in "ab" for r in runs[n])
     # untimed warm-up, frames 1-21: 2 clips for the first window, 1 for each of the 3 next; each timed
     # stream: 8 clips over 40 frames, then 1 more for the uneven last window at the flush

@@ -105,9 +105,10 @@ def test_stream_equals_the_offline_evaluation_path(engine, nframes):
     check_against_offline(engine, video(nframes, seed=nframes))
 
 
-@pytest.mark.parametrize("nframes", [4, 14, 16, 20, 37])
-def test_pipelined_stream_equals_the_offline_evaluation_path(engine, nframes):
-    check_against_offline(engine, video(nframes, seed=nframes), pipeline=True)
+@pytest.mark.parametrize("nframes, depth", [(4, True), (14, True), (16, True), (20, 1), (37, 1), (16, 2), (37, 2),
+                                            (37, 3)])
+def test_pipelined_stream_equals_the_offline_evaluation_path(engine, nframes, depth):
+    check_against_offline(engine, video(nframes, seed=nframes), pipeline=depth)
 
 
 def _same_results(got, expected):
@@ -192,14 +193,14 @@ def test_session_threads_and_spinning(engine):
 
 def test_pipeline_errors(engine):
     class Failing:
-        """The engine's backend, its encoder failing from the third call on."""
+        """The engine's backend, its encoder failing at the calls ``failing``."""
 
-        def __init__(self, backend):
-            self.backend, self.config, self.calls = backend, backend.config, 0
+        def __init__(self, backend, failing):
+            self.backend, self.config, self.calls, self.failing = backend, backend.config, 0, failing
 
         def encode(self, frames):
             self.calls += 1
-            if self.calls >= 3:
+            if self.calls in self.failing:
                 raise EngineError("encoder failed")
             return self.backend.encode(frames)
 
@@ -211,11 +212,38 @@ def test_pipeline_errors(engine):
         def detect(self, feats, whs):
             return self.backend.detect(feats, whs)
 
-    runtime = Runtime(Failing(Runtime(engine).backend), pipeline=True)
-    with pytest.raises(EngineError, match="encoder failed"):   # raised in the worker, surfaces here
-        for frame in video(30):
-            runtime.push(frame)
+    backend = Runtime(engine).backend
+    for depth in (1, 2):
+        runtime = Runtime(Failing(backend, range(3, 100)), pipeline=depth)
+        with pytest.raises(EngineError, match="encoder failed"):   # raised in the worker, surfaces here
+            for frame in video(40):
+                runtime.push(frame)
+        runtime.close()   # the other call in flight failed too: dropped, not raised again
+    # one failed call: its windows are lost, the stream goes on (the next window encodes the clips it lacks)
+    frames = video(60, seed=3)
+    runtime, failed, results = Runtime(Failing(backend, {3}), pipeline=2), 0, []
+    for frame in frames:
+        try:
+            results += runtime.push(frame)
+        except EngineError:
+            failed += 1
+    results += runtime.flush()
     runtime.close()
+    assert failed == 1 and [r.frame for r in results] == list(range(1, 61))
+    plain = Runtime(backend)
+    stream(plain, frames)
+    expected = [w for _, w in plain.windows()]
+    got = [w for _, w in runtime.windows()]
+    lost = [w.frames for w in expected if w.frames not in [g.frames for g in got]]
+    # lost: the window of the failed (third) call, the one in flight behind it, the one of the push that raised
+    assert lost == [w.frames for w in expected[2:5]] and len(got) == len(expected) - 3
+    for mine, ref in zip(got[2:], expected[5:]):   # later windows: the same tubelets
+        assert mine.frames == ref.frames and sorted(mine.tubelets) == sorted(ref.tubelets)
+        for label in ref.tubelets:
+            np.testing.assert_array_equal(mine.tubelets[label], ref.tubelets[label])
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ConfigError, match="pipeline must be a bool or the number of windows"):
+            Runtime(backend, pipeline=bad)
     frame_model = type("FrameBackend", (), {"config": {"clip_len": N, "input_size": (64, 64), "num_classes": 2},
                                             "encode_3d": None})()
     with pytest.raises(ConfigError, match="pipeline=True needs a tubelet"):
@@ -455,7 +483,7 @@ def test_run_command_writes_video_and_detections(engine, tmp_path, capsys):
     for i, frame in enumerate(frames, start=1):
         cv2.imwrite(str(folder / f"{i}.png"), frame)
     offline = predict_windows(Runtime(engine).backend, FrameList(frames), "v")
-    for extra in ([], ["--pipeline"]):
+    for extra in ([], ["--pipeline"], ["--pipeline", "2"]):
         out, jsonl = tmp_path / "annotated.mp4", tmp_path / "det.jsonl"
         assert cli.main(["run", str(folder), "--engine", str(engine), "--out", str(out), "--json", str(jsonl),
                          "--min-score", "0", "--no-progress"] + extra) == 0

@@ -64,20 +64,21 @@ def stream(backend, frames, warmup=0, min_tube_score=0.1, pipeline=False):
 
 
 def interleaved(backends, frames, rounds=3, warmup=0, min_tube_score=0.1, around=None, progress=None,
-                pipelined=()):
+                pipelined=None):
     """``{name: [StreamTiming per round]}`` for ``{name: backend}``; round r streams every backend in turn.
 
     ``around(name)``, when given, returns a context manager entered around each timed stream (telemetry
-    sampling, thread settings); ``progress`` (a tqdm bar) advances once per stream; the names in
-    ``pipelined`` stream through a pipelined Runtime.
+    sampling, thread settings); ``progress`` (a tqdm bar) advances once per stream; ``pipelined``
+    maps a name to its Runtime's ``pipeline`` (windows in flight), the others stream unpipelined.
     """
+    pipelined = dict(pipelined or {})
     for name, backend in backends.items():
-        stream(backend, frames[:warmup + 1], warmup, min_tube_score, name in pipelined)
+        stream(backend, frames[:warmup + 1], warmup, min_tube_score, pipelined.get(name, 0))
     runs = {name: [] for name in backends}
     for _ in range(rounds):
         for name, backend in backends.items():
             with around(name) if around is not None else contextlib.nullcontext():
-                runs[name].append(stream(backend, frames, warmup, min_tube_score, name in pipelined))
+                runs[name].append(stream(backend, frames, warmup, min_tube_score, pipelined.get(name, 0)))
             if progress is not None:
                 progress.update(1)
     return runs

@@ -15,7 +15,9 @@ frames for K=3, clip_len=5; the first window also waits for frame ``K·clip_len`
 that short streams match the offline schedule). :meth:`Runtime.flush` returns the rest.
 A pipelined Runtime (``pipeline=True``) encodes a window's new clip on a worker thread and
 runs its head, decode and linking when the next window comes, ``clip_len`` frames later:
-the same results, events and tube ids, that much later.
+the same results, events and tube ids, that much later. ``pipeline=N`` keeps N windows'
+encoder calls in flight on N worker threads, ``N·clip_len`` frames later: on a small CPU the
+caller's thread (head, linking, results) then no longer waits for the one encoder call.
 
 Frame detectors (MENet, MENet-Lite) stream through the same API: every frame is a one-frame
 window (K = 1), its 3D-branch feature is computed on the ``clip_len`` frames ending at frames 1,
@@ -38,7 +40,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -208,8 +210,9 @@ class Runtime:
     paper's model). ``pipeline``: host-input tubelet engines only, encode each window's new clip on
     a worker thread while the caller's thread runs the head, decode and linking of the window
     before it, so that both cores of a small CPU stay busy (engines release the GIL): the same
-    results, one window (``clip_len`` frames) later; an engine folder is then opened with
-    ``threads`` = cores - 1 unless given. While a pipelined Runtime is open, Python's thread switch
+    results, one window (``clip_len`` frames) later; an int N (``True`` is 1) keeps N windows'
+    encoder calls in flight on N worker threads, N windows later. An engine folder is then opened
+    with ``threads`` = cores - 1 unless given. While a pipelined Runtime is open, Python's thread switch
     interval (:func:`sys.setswitchinterval`) is at most 0.5 ms, so that the worker gets the GIL back
     soon after each encoder call. :meth:`close` stops the worker and restores the interval.
     """
@@ -235,6 +238,11 @@ class Runtime:
         self.refresh = int(refresh)
         # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
         self._on_device = bool(getattr(self.backend, "device_resident", False))
+        if isinstance(pipeline, bool) or pipeline is None:
+            pipeline = int(bool(pipeline))
+        if not isinstance(pipeline, (int, np.integer)) or pipeline < 0:
+            raise ConfigError(f"pipeline must be a bool or the number of windows in flight (an int >= 0), "
+                              f"got {pipeline!r}")
         if pipeline and (self._frame_model or self._on_device):
             raise ConfigError("pipeline=True needs a tubelet (AMMA) engine on host frames: a frame detector's "
                               "results are final at once, and a device-resident backend already runs "
@@ -257,10 +265,11 @@ class Runtime:
         self._times = dict.fromkeys(STAGES, 0.0)
         self._counts = {"frames": 0, "windows": 0, "clips": 0, "results": 0}
         self._busy = 0.0
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="edge_stad-model") if pipeline else None
+        self._depth = int(pipeline)
+        self._worker = ThreadPoolExecutor(self._depth, thread_name_prefix="edge_stad-model") if pipeline else None
         if pipeline:
             PIPELINE_SWITCH_INTERVAL.hold()
-        self._inflight = None   # (windows, their new clips, the worker's encoder call)
+        self._inflight = deque()   # (windows, their new clips, the worker's encoder call), oldest first
 
     # -- public API --------------------------------------------------------------------------
 
@@ -271,7 +280,7 @@ class Runtime:
     @property
     def latency_frames(self):
         """``(min, max)`` frames between a frame's arrival and its result, in a running stream."""
-        lag = self.clip_len if self._worker is not None else 0
+        lag = self.clip_len * self._depth if self._worker is not None else 0
         return (self.K - 1) * self.clip_len + lag, self.K * self.clip_len - 1 + lag
 
     def push(self, frame, timestamp=None, stream=0):
@@ -426,10 +435,12 @@ class Runtime:
         if self._frame_model:
             self._process_frames(jobs)
             return
-        done = self._collect()
+        done = self._collect() if self._worker is not None and len(self._inflight) == self._depth else None
         clips = []
+        queued = {clip for _, new, _ in self._inflight for clip in new}   # encoding on the worker threads
         for i, window in jobs:
-            clips += [(i, end) for end in window if end not in self._streams[i].features and (i, end) not in clips]
+            clips += [(i, end) for end in window
+                      if end not in self._streams[i].features and (i, end) not in clips and (i, end) not in queued]
         frames = [self._streams[i].clip(end) for i, end in clips]
         if frames and not self._on_device:
             frames = np.stack([np.stack(c) for c in frames])
@@ -437,23 +448,30 @@ class Runtime:
             self._store(clips, self._encode(frames))
             self._consume(jobs)
         else:
-            self._inflight = (jobs, clips, self._worker.submit(self._encode, frames))
+            self._inflight.append((jobs, clips, self._worker.submit(self._encode, frames)))
         if done is not None:
             self._consume(done)
 
     def _settle(self):
         """Run the in-flight windows to the end now."""
-        done = self._collect()
-        if done is not None:
-            self._consume(done)
+        while self._inflight:
+            self._consume(self._collect())
 
     def _collect(self):
-        """Wait for the in-flight encoder call and store its clip features; the windows waiting for them."""
-        if self._inflight is None:
-            return None
-        jobs, clips, future = self._inflight
-        self._inflight = None
-        self._store(clips, future.result())
+        """Wait for the oldest in-flight encoder call and store its clip features; the windows waiting for them.
+
+        If that call failed, the later ones are waited for and dropped too, and the error raised: their
+        windows would link out of order (so would the windows of the push that raises). The stream goes
+        on; its next window encodes the clips it lacks.
+        """
+        jobs, clips, future = self._inflight.popleft()
+        try:
+            encoded = future.result()
+        except BaseException:
+            while self._inflight:
+                wait([self._inflight.popleft()[2]])
+            raise
+        self._store(clips, encoded)
         return jobs
 
     def _encode(self, frames):
