@@ -18,6 +18,7 @@ from edge_stad.models.deploy import (  # noqa: E402
     FoldedDecoder,
     FoldedMicroMotion,
     SplitUnit,
+    column_phase_weight,
     phase_conv_weight,
     split_backbone,
     split_shufflenet,
@@ -138,20 +139,37 @@ def test_folded_decoder_equals_the_decoder(with_shrink):
     assert torch.allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("pool", [True, False])
-def test_folded_micro_motion_on_raw_frames_equals_micro_motion_on_normalised_frames(pool):
+@pytest.mark.parametrize("pool, width", [(True, 16), (False, 16), (True, 18), (False, 18)])   # 18 pooled: 9, odd
+def test_folded_micro_motion_on_raw_frames_equals_micro_motion_on_normalised_frames(pool, width):
     torch.manual_seed(0)
     mm = MicroMotion(5, pool=pool).eval()
     scale, shift = normalization(5)
-    raw = torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8)   # channels last
-    normalised = raw.permute(0, 1, 4, 2, 3).reshape(2, 15, 16, 16).float() * scale + shift
+    raw = torch.randint(0, 256, (2, 5, 16, width, 3), dtype=torch.uint8)   # channels last
+    normalised = raw.permute(0, 1, 4, 2, 3).reshape(2, 15, 16, width).float() * scale + shift
     folded = FoldedMicroMotion(mm, scale[0, :3, 0, 0])
     with torch.no_grad():
         want, got = mm(normalised), folded(raw)
-    assert got.shape == (2, 3, 8, 8) if pool else (2, 3, 16, 16)   # pooled: not upsampled back
+    assert got.shape == ((2, 3, 8, width // 2) if pool else (2, 3, 16, width))   # pooled: not upsampled back
     if pool:
         got = torch.nn.functional.interpolate(got, scale_factor=2.0, mode="nearest")
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k_h, k_w", [(5, 5), (3, 3), (5, 1), (1, 3)])
+def test_column_phase_convolution_equals_the_convolution_on_both_column_phases(k_h, k_w):
+    torch.manual_seed(4)
+    weight, x = torch.randn(8, 3, k_h, k_w), torch.randn(2, 3, 7, 12)
+    want = torch.nn.functional.conv2d(x, weight, padding=((k_h - 1) // 2, (k_w - 1) // 2))
+    phases = x.reshape(2, 3, 7, 6, 2).permute(0, 1, 4, 2, 3).reshape(2, 6, 7, 6)   # channel 2c + r: phase r of c
+    y = torch.nn.functional.conv2d(phases, column_phase_weight(weight), padding=((k_h - 1) // 2, 1))
+    got = y.reshape(2, 2, 8, 7, 6).permute(0, 2, 3, 4, 1).reshape(2, 8, 7, 12)   # channel b*8 + c: phase b of c
+    assert torch.allclose(got, want, atol=1e-5)
+    # every tap of the kernel is used once per output phase
+    ones = column_phase_weight(torch.arange(1.0, k_h * k_w + 1).reshape(1, 1, k_h, k_w))
+    for b in range(2):
+        assert sorted(v for v in ones[b].flatten().tolist() if v) == list(range(1, k_h * k_w + 1))
+    with pytest.raises(ValueError, match="odd kernel width up to 5"):
+        column_phase_weight(torch.randn(8, 3, 5, 4))
 
 
 @pytest.mark.parametrize("kernel, groups, with_bn", [(3, 1, True), (7, 1, False), (5, 2, True), ((3, 7), 1, False)])

@@ -120,8 +120,8 @@ def test_cpu_flavour_runs_the_folded_graph_on_uint8_between_float_input_stages(i
     export_onnx(model, tmp_path, fold=True)
     fp32 = onnx.load(tmp_path / "encoder.onnx")
     float_nodes = set(cpu_float_nodes(fp32))
-    # the motion stem reads the pooled motion image and crops its output (deploy.upsampled_input_conv)
-    assert {"/mm/conv/Conv", "/backbone/conv1/conv1.0/Conv", "/backbone/conv1_mm/conv1_mm.0/conv/Conv",
+    # micro-motion on column phases; the motion stem reads the pooled motion image and crops its output
+    assert {"/mm/phase_conv/Conv", "/backbone/conv1/conv1.0/Conv", "/backbone/conv1_mm/conv1_mm.0/conv/Conv",
             "/backbone/conv1_mm/conv1_mm.0/Slice", "/backbone/conv1_mm/conv1_mm.0/Slice_1"} <= float_nodes
     assert {"/backbone/maxpool/MaxPool", "/backbone/maxpool_mm/MaxPool"} <= float_nodes   # after float stems
     assert not [n for n in float_nodes if n.startswith("/backbone/features")]
