@@ -299,13 +299,15 @@ class FoldedMicroMotion(nn.Module):
         diff = x[:, self.first] - x[:, self.second]
         pairs = len(self.first)
         if w % 2:
-            y = self.conv(diff.reshape(-1, 3, h, w))
-            # Mul, ReduceSum, Sqrt: ONNX Runtime's ReduceL2 over the channels takes about twice as long
-            return (y * y).sum(1).sqrt().reshape(-1, pairs, h, w)
-        diff = diff.reshape(-1, 3, h, w // 2, 2).permute(0, 1, 4, 2, 3).reshape(-1, 6, h, w // 2)
-        y = self.phase_conv(diff).reshape(-1, 2, self.conv.out_channels, h, w // 2)
-        norm = (y * y).sum(2).sqrt()   # (pairs, column phase, h, w/2)
-        return norm.permute(0, 2, 3, 1).reshape(-1, pairs, h, w)
+            phases, y = 1, self.conv(diff.reshape(-1, 3, h, w))
+        else:
+            phases = 2
+            diff = diff.reshape(-1, 3, h, w // 2, 2).permute(0, 1, 4, 2, 3).reshape(-1, 6, h, w // 2)
+            y = self.phase_conv(diff)
+        y = y.reshape(-1, phases, self.conv.out_channels, h, w // phases)
+        # Mul, ReduceSum, Sqrt: ONNX Runtime's ReduceL2 over the channels takes about twice as long
+        norm = (y * y).sum(2).sqrt()   # (pairs, column phase, h, w / phases)
+        return (norm if phases == 1 else norm.permute(0, 2, 3, 1)).reshape(-1, pairs, h, w)
 
 
 class _Cropped(nn.Module):
