@@ -179,6 +179,33 @@ def test_pipelined_runtimes_lower_the_switch_interval_while_open(engine):
     assert sys.getswitchinterval() == before
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice levels are Linux's")
+def test_pipeline_workers_run_below_the_callers_priority(engine):
+    from edge_stad.runtime.stream import WORKER_NICE
+
+    class Recording:
+        """The engine's backend, recording the nice level its encoder calls run at."""
+
+        def __init__(self, backend):
+            self.backend, self.config, self.decodes_in_graph, self.nice = backend, backend.config, True, set()
+
+        def encode(self, frames):
+            self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return self.backend.encode(frames)
+
+        def detect(self, feats, whs):
+            return self.backend.detect(feats, whs)
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    recording = Recording(Runtime(engine).backend)
+    for depth in (0, 2):
+        recording.nice.clear()
+        with Runtime(recording, pipeline=depth) as runtime:
+            stream(runtime, video(40))
+        assert recording.nice == {min(19, caller + WORKER_NICE) if depth else caller}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller   # the caller's is untouched
+
+
 def test_session_threads_and_spinning(engine):
     # the caller's thread decodes and links between engine calls: ONNX Runtime's pool must not spin
     # on the core it needs, and a pipelined Runtime leaves that core to it
