@@ -390,23 +390,32 @@ class Linker:
 
     def _assemble(self, index, min_length):
         """The (L, 6) tubes of the finished open tubes at ``index``, None where the reference drops one."""
-        tubes, scores, spans = self._tubes, {}, []
+        tubes, chosen = self._tubes, []
         for i in index:
-            windows, rows = tubes.windows[i], tubes.rows[i]
-            if len(rows) < 2:
+            windows = tubes.windows[i]
+            if len(windows) < 2:
                 continue
             # The reference starts a tube at max(f0 - (K-1) * clip_len, 1), the first clip end of its
             # first window; the earliest clip end of any window is the same there, and safe for others.
             begin, end = min(w[0] for w in windows), windows[-1][-1]
-            if end - begin + 1 < min_length:
-                continue
-            rows = np.stack(rows)
-            score = np.mean(np.ascontiguousarray(rows[:, -1]))
-            if float(score) >= self.min_score:
-                scores[i] = float(score)
-                spans.append((np.asarray(windows, dtype=np.int64), rows, begin, end))
+            if end - begin + 1 >= min_length:
+                chosen.append((i, begin, end))
+        if not chosen:
+            return {}
+        # every chosen tube's tubelets and windows in one array each, a slice per tube
+        rows = np.stack([row for i, _, _ in chosen for row in tubes.rows[i]])
+        frames = np.asarray([w for i, _, _ in chosen for w in tubes.windows[i]], dtype=np.int64)
+        scores = np.ascontiguousarray(rows[:, -1])
+        kept, spans, stop = [], [], 0
+        for i, begin, end in chosen:
+            start, stop = stop, stop + len(tubes.rows[i])
+            # np.mean of a float32 array: its pairwise float32 sum, divided (correctly rounded to float32)
+            score = float(np.float32(np.add.reduce(scores[start:stop]) / (stop - start)))
+            if score >= self.min_score:
+                kept.append((i, score))
+                spans.append((frames[start:stop], rows[start:stop], begin, end))
         out = {}
-        for (i, score), (_, _, begin, end), placed in zip(scores.items(), spans, _place_many(spans, self.K)):
+        for (i, score), (_, _, begin, end), placed in zip(kept, spans, _place_many(spans, self.K)):
             boxes = np.empty((end - begin + 1, 6), dtype=np.float32)
             boxes[:, 0] = np.arange(begin, end + 1)
             boxes[:, 1:] = placed
