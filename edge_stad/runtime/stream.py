@@ -284,8 +284,8 @@ class Runtime:
         self._counts = {"frames": 0, "windows": 0, "clips": 0, "results": 0}
         self._busy = 0.0
         self._depth = int(pipeline)
-        self._worker = (ThreadPoolExecutor(self._depth, thread_name_prefix="edge_stad-model", initializer=_lower_priority)
-                        if pipeline else None)
+        self._worker = (ThreadPoolExecutor(self._depth, thread_name_prefix="edge_stad-model",
+                                           initializer=_lower_priority) if pipeline else None)
         if pipeline:
             PIPELINE_SWITCH_INTERVAL.hold()
         self._inflight = deque()   # (windows, their new clips, the worker's encoder call), oldest first
