@@ -12,7 +12,7 @@ counts the whole video, flush included, the stage times the pushes. Rounds inter
 backends so that the ratios survive a noisy shared machine. The PyTorch baseline is the
 same checkpoint at the same input size behind the same Runtime (``TorchBackend``). Every
 backend also streams pipelined (``Runtime(pipeline=N)``: the encoder on N worker threads with
-cores-1 threads each, head, decode and linking on the caller's; N = 1 and 2 for ONNX Runtime
+cores-1 threads each, head, decode and linking on the caller's; N = 1, 2 and 3 for ONNX Runtime
 INT8 and PyTorch, 1 for FP32), and PyTorch once more on cores-1 threads; the ratios are to the
 fastest PyTorch configuration. Also profiles the
 INT8 graphs per ONNX operator type. Writes --results .md and .json.
@@ -72,12 +72,12 @@ def main(argv=None):
                 return 1
         name = f"onnxruntime {precision.upper()}"
         piped = open_backend(folder, "onnxruntime", threads=worker)
-        for depth in (1, 2) if precision == "int8" else (1,):
+        for depth in (1, 2, 3) if precision == "int8" else (1,):
             backends[f"{name}, {_pipelined(depth)}"] = piped
             pipelined[f"{name}, {_pipelined(depth)}"] = depth
         backends[name] = open_backend(folder, "onnxruntime", threads=cores)
     torch_model = TorchBackend(model)
-    for threads, depth in ((cores, 0), (worker, 0), (worker, 1), (worker, 2)):
+    for threads, depth in ((cores, 0), (worker, 0), (worker, 1), (worker, 2), (worker, 3)):
         name = f"pytorch FP32, {threads} thread{'s' if threads > 1 else ''}"
         name += f", {_pipelined(depth)}" if depth else ""
         if name not in backends:
@@ -111,7 +111,8 @@ def main(argv=None):
         summary[name] = {"fps": len(frames) / median.total_s, "seconds": sorted(r.total_s for r in results),
                          "ms_per_frame": {k: 1e3 * v / len(frames) for k, v in median.stage_s.items()},
                          "windows": median.windows, "clips_encoded": median.clips,
-                         "latency_frames": list(median.latency_frames)}
+                         "latency_frames": list(median.latency_frames),
+                         "cpu_busy": median.cpu_s / median.total_s / (os.cpu_count() or 1)}
     baseline = max((n for n in summary if n.startswith("pytorch")), key=lambda n: summary[n]["fps"])
     for entry in summary.values():
         entry["vs_pytorch_fp32"] = entry["fps"] / summary[baseline]["fps"]
@@ -134,13 +135,13 @@ def main(argv=None):
              "decoded beforehand, one stream; a fresh Runtime per run, flush included; median of "
              f"{args.rounds} interleaved rounds. ONNX Runtime sessions: {cores} intra-op threads, "
              f"{worker} per worker thread pipelined. Ratios are to the fastest PyTorch configuration, {baseline}.", "",
-             "| backend | frames/s | vs fastest PyTorch | result latency (frames) | preprocess | encoder | head | "
-             "decode | link | results |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| backend | frames/s | vs fastest PyTorch | result latency (frames) | CPU busy | preprocess | encoder | "
+             "head | decode | link | results |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in summary.items():
         ms = entry["ms_per_frame"]
         lines.append(f"| {name} | {entry['fps']:.0f} | {entry['vs_pytorch_fp32']:.2f}x | "
-                     + "{}-{}".format(*entry["latency_frames"]) + " | "
+                     + "{}-{}".format(*entry["latency_frames"]) + f" | {entry['cpu_busy']:.0%} | "
                      + " | ".join(f"{ms[k]:.2f}" for k in ("preprocess", "encoder", "head", "decode", "link",
                                                            "results")) + " |")
     lines += ["", "Stage columns: milliseconds per frame (the encoder runs once per clip of "
@@ -148,7 +149,8 @@ def main(argv=None):
               "engines decode in the head graph, so their head includes the decode and their decode is "
               "the conversion to pixels); pipelined, the "
               "encoder overlaps the other stages, so they add up to more than the wall time "
-              "(and with 2 windows in flight the two encoder calls share the cores: each takes longer).", ""]
+              "(and with several windows in flight the encoder calls share the cores: each takes longer). CPU busy: "
+              "the process's CPU time (all threads) over the wall time of the whole video and all cores.", ""]
     for graph, rows in profiles.items():
         lines += [f"INT8 {graph} by ONNX operator type (ms per run, share):", ""]
         lines += [f"- {op}: {ms:.2f} ms ({share:.0%})" for op, ms, share in rows[:8]] + [""]

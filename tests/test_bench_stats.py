@@ -1,5 +1,6 @@
 """Benchmark statistics: known-answer percentiles, warm-up exclusion, timed streaming and interleaving."""
 import contextlib
+import os
 
 import numpy as np
 import pytest
@@ -66,6 +67,8 @@ def test_stream_counts_the_steady_state_after_warmup():
     # in steady state a window (one new clip) runs every clip_len = 5 frames: 20 pushes -> 4 of each
     assert t.windows == 4 and t.clips == 4
     assert set(t.stage_s) == set(STAGES) and t.stage_s["encoder"] > 0 and t.fps > 0
+    # the process's CPU time during the pushes and the flush: some, and no more than all cores' over that time
+    assert 0 < t.cpu_s <= t.total_s * (os.cpu_count() or 1) + 0.01
     whole = stream(FakeBackend(), FRAMES)
     assert whole.clips > t.clips and whole.windows == 7  # first window at frame 10 (K x clip_len), then every 5
     with pytest.raises(ValueError):

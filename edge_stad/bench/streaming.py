@@ -24,6 +24,7 @@ class StreamTiming(NamedTuple):
     clips: int                  # clips encoded over the steady-state pushes
     windows: int                # windows run over the steady-state pushes
     latency_frames: tuple = ()  # (min, max) frames from a push to its result
+    cpu_s: float = 0.0          # the process's CPU time (every thread) during the pushes and the flush
 
     @property
     def steady_s(self):
@@ -47,20 +48,23 @@ def stream(backend, frames, warmup=0, min_tube_score=0.1, pipeline=False):
     runtime = Runtime(backend, min_tube_score=min_tube_score, pipeline=pipeline)
     times = []
     before = None
+    cpu = 0.0
     for i, frame in enumerate(frames):
         if i == warmup:
             before = runtime.stats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         runtime.push(frame)
         times.append(time.perf_counter() - start)
+        cpu += time.process_time() - cpu_start
     after = runtime.stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     runtime.flush()
     flush = time.perf_counter() - start
+    cpu += time.process_time() - cpu_start
     runtime.close()
     stages = {k: after["seconds"][k] - before["seconds"][k] for k in after["seconds"]}
     return StreamTiming(times, warmup, flush, stages, after["clips_encoded"] - before["clips_encoded"],
-                        after["windows"] - before["windows"], after["latency_frames"])
+                        after["windows"] - before["windows"], after["latency_frames"], cpu)
 
 
 def interleaved(backends, frames, rounds=3, warmup=0, min_tube_score=0.1, around=None, progress=None,
