@@ -31,7 +31,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, cores-1 with --pipeline)")
     p.add_argument("--pipeline", type=int, nargs="?", const=1, default=0, metavar="N",
                    help="encode on N worker threads (default 1 when given without N) while this one links: more "
-                        "frames/s on a small CPU, results N clips later (2 was fastest on 2 cores)")
+                        "frames/s on a small CPU, results N clips later (3 was fastest on 2 cores at 288x288, 1 at "
+                        "128x128)")
     p.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
     p.add_argument("--json", help="detections file to write (.jsonl or .jsonl.gz)")
     p.add_argument("--video-name", help="video name in --json (default: the source's file or folder name)")
