@@ -60,6 +60,21 @@ class FrameList:
         return self.frames[f - 1]
 
 
+class Delegating:
+    """An engine's backend (with in-graph decode) behind a wrapper that tests override."""
+
+    decodes_in_graph = True
+
+    def __init__(self, backend):
+        self.backend, self.config = backend, backend.config
+
+    def encode(self, frames):
+        return self.backend.encode(frames)
+
+    def detect(self, feats, whs):
+        return self.backend.detect(feats, whs)
+
+
 def stream(runtime, frames, stream_id=0):
     pushed = []
     for i, frame in enumerate(frames, start=1):
@@ -183,18 +198,16 @@ def test_pipelined_runtimes_lower_the_switch_interval_while_open(engine):
 def test_pipeline_workers_run_below_the_callers_priority(engine):
     from edge_stad.runtime.stream import WORKER_NICE
 
-    class Recording:
+    class Recording(Delegating):
         """The engine's backend, recording the nice level its encoder calls run at."""
 
         def __init__(self, backend):
-            self.backend, self.config, self.decodes_in_graph, self.nice = backend, backend.config, True, set()
+            super().__init__(backend)
+            self.nice = set()
 
         def encode(self, frames):
             self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            return self.backend.encode(frames)
-
-        def detect(self, feats, whs):
-            return self.backend.detect(feats, whs)
+            return super().encode(frames)
 
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     recording = Recording(Runtime(engine).backend)
@@ -219,25 +232,18 @@ def test_session_threads_and_spinning(engine):
 
 
 def test_pipeline_errors(engine):
-    class Failing:
+    class Failing(Delegating):
         """The engine's backend, its encoder failing at the calls ``failing``."""
 
         def __init__(self, backend, failing):
-            self.backend, self.config, self.calls, self.failing = backend, backend.config, 0, failing
+            super().__init__(backend)
+            self.calls, self.failing = 0, failing
 
         def encode(self, frames):
             self.calls += 1
             if self.calls in self.failing:
                 raise EngineError("encoder failed")
-            return self.backend.encode(frames)
-
-        def head(self, feats, whs):
-            return self.backend.head(feats, whs)
-
-        decodes_in_graph = True
-
-        def detect(self, feats, whs):
-            return self.backend.detect(feats, whs)
+            return super().encode(frames)
 
     backend = Runtime(engine).backend
     for depth in (1, 2):
