@@ -135,3 +135,34 @@ def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
         assert 0 < r["stream_gmac_per_clip"] < r["paper_gmac_per_clip"] and r["fps"] > 0
         assert r["stages_ms_per_frame"]["encoder"] > 0 and r["stages_ms_per_frame"]["head"] > 0
     assert torch_fp32["baseline"] and not ort["baseline"]
+
+
+def _benchmark_script(name):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_int8_ceiling_kernel_computes_what_it_counts(tmp_path):
+    """The ceiling's C loop compiles warning-free and does the VNNI multiply-adds it claims: 12 chains
+    from 0..11, each lane adding 4 x (1 x 2) per instruction, summed over 16 lanes: 16 (66 + 96 n)."""
+    import shutil
+    import subprocess
+
+    ceiling = _benchmark_script("int8_ceiling")
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    if "avx512_vnni" not in ceiling.cpuinfo().get("flags", "").split():
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    binary = ceiling.compile_ceiling("cc", str(tmp_path))
+    seconds, instructions, total = subprocess.run([binary, "1000"], capture_output=True, text=True,
+                                                  check=True).stdout.split()
+    assert float(seconds) > 0
+    assert int(instructions) == 12 * 1000
+    assert int(total) == 16 * (66 + 96 * 1000)
+    assert ceiling.ceiling_gmacs(binary, 2, 1000) > 0
