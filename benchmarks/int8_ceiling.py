@@ -18,6 +18,7 @@ Three rates, in one run:
 Needs a C compiler (``cc``, or ``--cc``) and a CPU with AVX-512 VNNI. Writes ``--results`` .md and .json.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,7 @@ def cpuinfo():
 
 
 def compile_ceiling(cc, folder):
+    """Path of ``int8_ceiling.c`` compiled into ``folder``; any compiler warning fails."""
     binary = os.path.join(folder, "int8_ceiling")
     subprocess.run([cc, *FLAGS, "-Wall", "-Werror", SOURCE, "-o", binary], check=True)
     return binary
@@ -73,8 +75,6 @@ def stream_gmac_per_clip(checkpoint, input_size):
 
 def best_runtime_fps(path):
     """``(name, frames/s)`` of the fastest ONNX Runtime INT8 configuration in a runtime_throughput.py JSON."""
-    import json
-
     with open(path, encoding="utf-8") as f:
         summary = json.load(f)["summary"]
     name = max((n for n in summary if n.startswith("onnxruntime INT8")), key=lambda n: summary[n]["fps"])
