@@ -29,21 +29,6 @@ MACS_PER_INSTRUCTION = 64
 FLAGS = ("-O2", "-mavx512f", "-mavx512bw", "-mavx512vnni")
 
 
-def cpuinfo():
-    """The first processor's ``/proc/cpuinfo`` fields (empty where there is none)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
 def compile_ceiling(cc, folder):
     """Path of ``int8_ceiling.c`` compiled into ``folder``; any compiler warning fails."""
     binary = os.path.join(folder, "int8_ceiling")
@@ -93,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--cc", default="cc", help="C compiler (default: cc)")
     parser.add_argument("--results", default=os.path.join(os.path.dirname(SOURCE), "results", "int8_ceiling_cpu"))
     args = parser.parse_args(argv)
+    from edge_stad.bench.machine import cpuinfo
+
     info = cpuinfo()
     if "avx512_vnni" not in info.get("flags", "").split():
         parser.error("this CPU has no AVX-512 VNNI (avx512_vnni in /proc/cpuinfo)")

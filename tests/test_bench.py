@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from edge_stad import cli
+from edge_stad.bench import machine
 from edge_stad.bench.harness import BenchConfig, skip_reason
+from edge_stad.bench.machine import cpuinfo
 from edge_stad.data.synth.generate import synthetic_stream
 from edge_stad.errors import ConfigError
 from edge_stad.quant.calibration import windows_from_frames
@@ -137,6 +139,16 @@ def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
     assert torch_fp32["baseline"] and not ort["baseline"]
 
 
+def test_cpuinfo_reads_the_first_processor(monkeypatch):
+    text = ("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nflags\t\t: fpu avx512_vnni\n\n"
+            "processor\t: 1\nmodel name\t: Other\n")
+    monkeypatch.setattr(machine, "_read", lambda path: text if path == "/proc/cpuinfo" else None)
+    assert cpuinfo() == {"processor": "0", "model name": "AMD EPYC", "cpu family": "25", "flags": "fpu avx512_vnni"}
+    assert machine.cpu_model() == "AMD EPYC"
+    monkeypatch.setattr(machine, "_read", lambda path: None)   # no /proc: the platform's name
+    assert cpuinfo() == {} and machine.cpu_model()
+
+
 def _benchmark_script(name):
     import importlib.util
     import pathlib
@@ -157,7 +169,7 @@ def test_int8_ceiling_kernel_computes_what_it_counts(tmp_path):
     ceiling = _benchmark_script("int8_ceiling")
     if shutil.which("cc") is None:
         pytest.skip("no C compiler (cc)")
-    if "avx512_vnni" not in ceiling.cpuinfo().get("flags", "").split():
+    if "avx512_vnni" not in cpuinfo().get("flags", "").split():
         pytest.skip("this CPU has no AVX-512 VNNI")
     binary = ceiling.compile_ceiling("cc", str(tmp_path))
     seconds, instructions, total = subprocess.run([binary, "1000"], capture_output=True, text=True,

@@ -35,11 +35,19 @@ def _read(path):
         return None
 
 
-def cpu_model():
+def cpuinfo():
+    """The first processor's ``/proc/cpuinfo`` fields (``model name``, ``cpu family``, ``flags``...); empty if none."""
+    fields = {}
     for line in (_read("/proc/cpuinfo") or "").splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_model():
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def memory_gb():
