@@ -449,6 +449,27 @@ def test_gray_bgra_non_contiguous_and_resized_frames(engine):
         assert r.tubes[:, 3:].max() <= 191 and r.tubes[:, [3, 5]].max() > 95  # beyond the first frame's width
 
 
+@pytest.mark.parametrize("pipeline", [False, 2])
+@pytest.mark.parametrize("hw", [(64, 64), (72, 96)])   # the engine's input size (resize is the identity), another
+def test_a_reused_frame_buffer_gives_the_results_of_fresh_arrays(engine, hw, pipeline):
+    frames = video(23, hw=hw, seed=8)
+    fresh = Runtime(engine, min_tube_score=0.0, frame_detections=True, pipeline=pipeline)
+    expected = [r for _, r in stream(fresh, frames)]
+    fresh.close()
+    runtime = Runtime(engine, min_tube_score=0.0, frame_detections=True, pipeline=pipeline)
+    buffer = np.empty(hw + (3,), np.uint8)   # as cap.read(buffer) and camera SDKs fill one array
+    got = []
+    for i, frame in enumerate(frames, start=1):
+        buffer[...] = frame
+        got += runtime.push(buffer, timestamp=i / 25)
+        buffer[...] = 0   # the caller reuses it at once
+    got += runtime.flush()
+    runtime.close()
+    assert any(len(r.tubes) for r in expected)
+    _same_results(got, expected)
+    assert [w.frames for _, w in runtime.windows()] == [w.frames for _, w in fresh.windows()]
+
+
 def test_engine_checks(engine, tmp_path):
     tampered, other = broken_copies(engine, tmp_path)
     with pytest.raises(EngineError, match="sha256"):

@@ -424,8 +424,8 @@ class Runtime:
                     raise FrameError(f"timestamp must be finite, got {timestamp}")
             checked.append((i, check_frame(frame, self.max_side), timestamp))
         jobs = []
-        for i, frame, timestamp in checked:
-            prepared = self.backend.prepare(frame) if self._on_device else resize(frame, self.input_size)
+        for (i, frame, timestamp), (_, given, _) in zip(checked, items):
+            prepared = self.backend.prepare(frame) if self._on_device else _own(resize(frame, self.input_size), given)
             jobs += [(i, w) for w in self._streams[i].add(prepared, timestamp, frame.shape[:2])]
         self._counts["frames"] += len(checked)
         self._times["preprocess"] += time.perf_counter() - start
@@ -590,6 +590,13 @@ class Runtime:
             self._counts["results"] += len(out)
         self._times["results"] += time.perf_counter() - start
         return out
+
+
+def _own(prepared, given):
+    """``prepared``, copied where it is still the caller's array (a frame already at the input size):
+    the stream keeps it until its clip is encoded, and callers refill one buffer frame after frame
+    (``cap.read(buf)``, GStreamer appsinks, camera SDKs). Every other path made a new array already."""
+    return prepared.copy() if np.may_share_memory(prepared, given) else prepared
 
 
 def _rescale(rows, from_hw, to_hw, first):
