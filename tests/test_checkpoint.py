@@ -165,3 +165,37 @@ def test_mismatches_are_refused_with_details(tmp_path):
     assert "missing (1): backbone.rgb_weight2" in text
     assert "shape mismatch (1): branch.hm.0.weight (256, 128, 3, 3) (model (256, 192, 3, 3))" in text
     assert "non-finite values (1): branch.wh.0.bias" in text
+
+
+def _edited(model, change):
+    payload = {"format": "edge_stad.checkpoint", "version": 1, "edge_stad_version": "0", "labels": ["a", "b"],
+               "model_config": dict(model.config), "state_dict": model.state_dict()}
+    change(payload)
+    return payload
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.update(version="2"), r"field 'version' is '2'; expected an int in \[1, 1\]"),
+    (lambda p: p.update(version=True), "field 'version' is True"),
+    (lambda p: p.update(model_config=["amma"]), "'model_config' is a list"),
+    (lambda p: p["model_config"].update(input_size=[100000, 100000]),
+     r"'model_config.input_size' is \[100000, 100000\]"),
+    (lambda p: p["model_config"].update(K="2"), "'model_config.K' is '2'"),
+    (lambda p: p["model_config"].update(head_conv=10 ** 9), "'model_config.head_conv'"),
+    (lambda p: p["model_config"].pop("num_classes"), "'model_config.num_classes' is missing"),
+    (lambda p: p.update(labels=["a", "b", "c"]), "field 'labels' names 3 classes; expected 2"),
+    (lambda p: p.update(labels="ab"), "field 'labels' is 'ab'"),
+    (lambda p: p.update(state_dict={1: torch.zeros(1)}), "not a mapping of names to tensors"),
+])
+def test_checkpoint_fields_are_checked_against_the_schema(tmp_path, change, message):
+    model = create_model("amma", backbone="shufflenetv2", K=2, num_classes=2, input_size=64)
+    torch.save(_edited(model, change), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("content", [b"hello world\n", b"\x80\x02}q\x00.", b"PK\x03\x04garbage", b""])
+def test_files_that_are_not_checkpoints_are_checkpoint_errors(tmp_path, content):
+    (tmp_path / "notes.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match="notes.pt"):
+        read_checkpoint(tmp_path / "notes.pt")

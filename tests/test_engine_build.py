@@ -290,10 +290,11 @@ def test_cli_build_refusals(tmp_path, monkeypatch, capsys):
 
 def test_cli_export_and_eval_engine(tmp_path, tmp_path_factory, monkeypatch, capsys):
     data = tiny_synth(tmp_path_factory)
-    model = tiny_model("shufflenetv2")
     from edge_stad.data.act import ActDataset
 
-    save_checkpoint(tmp_path / "m.pt", model, labels=list(ActDataset(data).labels))
+    labels = list(ActDataset(data).labels)
+    model = tiny_model("shufflenetv2", num_classes=len(labels))
+    save_checkpoint(tmp_path / "m.pt", model, labels=labels)
     assert cli.main(["export", "--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "e"),
                      "--decode", "host"]) == 0
     assert "engine:" in capsys.readouterr().out

@@ -22,9 +22,9 @@ from edge_stad.runtime.windows import clip_ending_at, window_schedule  # noqa: E
 BACKBONES = ["resnet18", "mobilenetv2", "shufflenetv2"]
 
 
-def tiny_model(backbone, K=2, size=64, decoder="conv", seed=0):
+def tiny_model(backbone, K=2, size=64, decoder="conv", seed=0, num_classes=4):
     torch.manual_seed(seed)
-    model = create_model("amma", backbone=backbone, K=K, num_classes=4, input_size=size, decoder=decoder)
+    model = create_model("amma", backbone=backbone, K=K, num_classes=num_classes, input_size=size, decoder=decoder)
     return calibrate_bn(model, torch.randn(2, K, 15, size, size))
 
 

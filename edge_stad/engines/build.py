@@ -33,6 +33,7 @@ from edge_stad import __version__
 from edge_stad.atomic import atomic_write, write_json
 from edge_stad.data.staging import staged_dir
 from edge_stad.engines import tensorrt_build
+from edge_stad.engines.graph_io import METADATA_KEY, stamp
 from edge_stad.engines.manifest import write_manifest
 from edge_stad.engines.onnxruntime_backend import (
     FRAME_GRAPHS,
@@ -282,6 +283,22 @@ def save_reference_io(folder, backend, config, seed=0):
     _write_reference_io(folder, arrays)
 
 
+def _stamped_copy(source, target, config):
+    """Copy the ONNX graph ``source`` to ``target`` with the model fields its shapes depend on in its
+    metadata (:func:`edge_stad.engines.graph_io.stamp`), which the backends compare with the manifest."""
+    import onnx
+
+    from edge_stad.export.onnx_export import save_model
+
+    proto = onnx.load(source)
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, stamp(config)
+    save_model(proto, target)
+
+
 def _write_reference_io(folder, arrays):
     """``folder/reference_io.npz`` from ``{"<graph>.<input or output>": array}``."""
     with atomic_write(os.path.join(folder, "reference_io.npz"), "wb") as f:
@@ -334,6 +351,8 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     if opts.backend == "tensorrt":
         tensorrt_build.tensorrt()  # fail before any work when it is missing
     config = dict(model.config)
+    if labels and len(labels) != config["num_classes"]:
+        raise ConfigError(f"{len(labels)} class names for a model of {config['num_classes']} classes: {list(labels)}")
     kind = model_kind(config)
     name = engine_name(config, opts.precision)
     # Reports and caches are kept per engine folder, so builds into other --out folders never collide.
@@ -371,7 +390,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
             _say(log, "int8", f"report: {reports}/report.json")
         graphs = {g: f"{g}.onnx" for g in kind.graphs}
         for g in kind.graphs:
-            shutil.copyfile(final[g], os.path.join(folder, graphs[g]))
+            _stamped_copy(final[g], os.path.join(folder, graphs[g]), config)
         backend = kind.backend({g: os.path.join(folder, graphs[g]) for g in kind.graphs}, config)
         kind.reference_io(folder, backend, config)
         plans = {}

@@ -12,9 +12,10 @@ TensorRT's ``TensorRTFrameBackend`` or PyTorch's ``TorchFrameBackend``.
 import os
 import warnings
 
-from edge_stad.engines.manifest import read_manifest
-from edge_stad.engines.onnxruntime_backend import FRAME_MODELS, graph_names, is_frame_model
+from edge_stad.engines.manifest import read_manifest, verified_files
+from edge_stad.engines.onnxruntime_backend import is_frame_model
 from edge_stad.errors import ConfigError, EngineError
+from edge_stad.model_config import graph_names
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -46,11 +47,8 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
         return _torch_backend(source, device)
     if backend == "torch":
         raise ConfigError(f"the torch backend runs a checkpoint file (.pt), not the engine folder {source}")
-    manifest = read_manifest(source)
-    name = manifest["model"].get("name")
-    if name not in ("amma",) + FRAME_MODELS:
-        raise EngineError(f"engine {source} holds a {name!r} model; this version runs amma, "
-                          + ", ".join(FRAME_MODELS))
+    manifest = read_manifest(source, verify=False)   # the schema; the files are verified as they are loaded
+    name = manifest["model"]["name"]
     missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
     if missing:
         raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
@@ -68,9 +66,11 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     else:
         from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeFrameBackend
 
-        paths = [os.path.join(source, manifest["graphs"][g]) for g in graph_names(manifest["model"])]
+        rels = [manifest["graphs"][g] for g in graph_names(manifest["model"])]
+        graphs = verified_files(source, manifest, load=rels)
         opened = (OnnxRuntimeFrameBackend if frame_model else OnnxRuntimeBackend)(
-            *paths, manifest["model"], threads=threads, providers=providers or default_providers())
+            *(graphs[rel] for rel in rels), manifest["model"], threads=threads,
+            providers=providers or default_providers(), where=f"engine {source}")
     opened.manifest = manifest
     opened.labels = tuple(manifest.get("labels") or ())
     return opened

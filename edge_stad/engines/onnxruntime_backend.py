@@ -13,13 +13,14 @@ import os
 
 import numpy as np
 
+from edge_stad.engines.graph_io import check_graph_io
 from edge_stad.errors import EngineError, FrameError, MissingDependencyError
+from edge_stad.model_config import GRAPHS
 from edge_stad.runtime.decode import decode
 from edge_stad.runtime.region_decode import detector_frames
 
-# The graphs an engine of each model family holds, in run order.
-TUBELET_GRAPHS = ("encoder", "head")
-FRAME_GRAPHS = ("encoder3d", "detector")
+TUBELET_GRAPHS = GRAPHS["amma"]
+FRAME_GRAPHS = GRAPHS["menet"]
 FRAME_MODELS = ("menet", "menet-lite")  # model names whose engines run frame by frame
 
 
@@ -27,19 +28,14 @@ def is_frame_model(config):
     return config.get("name") in FRAME_MODELS
 
 
-def graph_names(config):
-    """The graphs of an engine of the model ``config`` (``encoder, head`` or ``encoder3d, detector``)."""
-    return FRAME_GRAPHS if is_frame_model(config) else TUBELET_GRAPHS
-
-
 # ONNX Runtime moves a QuantizeLinear up through a max-pool, so a float stem's pool would run on
 # uint8 (several times slower there); the cpu INT8 flavour places its Q/DQ pairs itself.
 DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
 
 
-def create_session(model, threads=None, providers=None):
-    """An ``onnxruntime.InferenceSession`` for a path or serialized model, all graph optimisations on
-    but :data:`DISABLED_OPTIMIZERS`, its thread pool idle (not spinning) between runs."""
+def create_session(model, threads=None, providers=None, name=None):
+    """An ``onnxruntime.InferenceSession`` for a path or serialized model (``name`` in errors), all graph
+    optimisations on but :data:`DISABLED_OPTIMIZERS`, its thread pool idle (not spinning) between runs."""
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -55,16 +51,35 @@ def create_session(model, threads=None, providers=None):
         return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"],
                                     disabled_optimizers=DISABLED_OPTIMIZERS)
     except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, NoSuchFile, ...)
-        name = model if isinstance(model, (str, os.PathLike)) else "the serialized model"
+        name = name or (model if isinstance(model, (str, os.PathLike)) else "the serialized model")
         raise EngineError(f"ONNX Runtime {ort.__version__} cannot load {name}: {e}") from None
 
 
+def open_graphs(graphs, config, threads=None, providers=None, where="engine"):
+    """``{graph: path or bytes}`` -> ``{graph: session}``, each checked against the model ``config``
+    (:func:`~edge_stad.engines.graph_io.check_graph_io`)."""
+    sessions = {}
+    for graph, model in graphs.items():
+        session = sessions[graph] = create_session(model, threads, providers,
+                                                   None if isinstance(model, (str, os.PathLike)) else
+                                                   f"the {graph} graph of {where}")
+        shapes = {kind: {arg.name: arg.shape for arg in args}
+                  for kind, args in (("in", session.get_inputs()), ("out", session.get_outputs()))}
+        check_graph_io(config, graph, shapes["in"], shapes["out"], where,
+                       session.get_modelmeta().custom_metadata_map)
+    return sessions
+
+
 class OnnxRuntimeBackend:
-    def __init__(self, encoder, head, config, threads=None, providers=None):
+    """An AMMA engine: ``encode`` on clips, ``detect`` (or ``head`` + host decode) on windows of K features.
+    ``encoder`` and ``head`` are paths or the graphs' bytes (what the loader verified); ``where`` names
+    the engine in errors."""
+
+    def __init__(self, encoder, head, config, threads=None, providers=None, where="engine"):
         self.config = config
         self.manifest = None
-        self.encoder = create_session(encoder, threads, providers)
-        self.head_session = create_session(head, threads, providers)
+        sessions = open_graphs({"encoder": encoder, "head": head}, config, threads, providers, where)
+        self.encoder, self.head_session = sessions["encoder"], sessions["head"]
         self.decodes_in_graph = [o.name for o in self.head_session.get_outputs()] == ["tubelets"]
 
     def encode(self, frames):
@@ -107,19 +122,12 @@ class OnnxRuntimeFrameBackend:
     another size, fail with a message instead of ONNX Runtime's shape error or garbage boxes.
     """
 
-    def __init__(self, encoder3d, detector, config, threads=None, providers=None):
+    def __init__(self, encoder3d, detector, config, threads=None, providers=None, where="engine"):
         self.config = config
         self.manifest = None
-        self.encoder3d = create_session(encoder3d, threads, providers)
-        self.detector = create_session(detector, threads, providers)
+        sessions = open_graphs({"encoder3d": encoder3d, "detector": detector}, config, threads, providers, where)
+        self.encoder3d, self.detector = sessions["encoder3d"], sessions["detector"]
         self.frames_2d = detector_frames(config)
-        h, w = config["input_size"]
-        for session, graph, name, count in ((self.encoder3d, "encoder3d", "clip", config["clip_len"]),
-                                            (self.detector, "detector", "frames", self.frames_2d)):
-            shape = {i.name: i.shape for i in session.get_inputs()}.get(name)
-            if shape is None or list(shape[1:]) != [count, h, w, 3]:
-                raise EngineError(f"the {graph} graph takes {name} {shape}, but the model config says "
-                                  f"(B, {count}, {h}, {w}, 3): graph and manifest describe different models")
 
     def encode_3d(self, frames):
         """uint8 BGR clips ``(N, T, H, W, 3)`` -> 3D features ``(N, C3, h, w)``."""

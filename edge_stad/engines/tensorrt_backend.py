@@ -20,9 +20,11 @@ import os
 import numpy as np
 
 from edge_stad.engines import tensorrt_build
-from edge_stad.engines.manifest import read_manifest
-from edge_stad.engines.onnxruntime_backend import FRAME_MODELS, frame_input, graph_names, is_frame_model
+from edge_stad.engines.graph_io import check_graph_io
+from edge_stad.engines.manifest import read_manifest, verified_files
+from edge_stad.engines.onnxruntime_backend import frame_input, is_frame_model
 from edge_stad.errors import EngineError, MissingDependencyError
+from edge_stad.model_config import graph_names
 from edge_stad.runtime.decode import decode
 from edge_stad.runtime.region_decode import detector_frames
 
@@ -74,18 +76,26 @@ class _Cuda:
 
 
 class _Plan:
-    """One deserialized plan: its execution context, I/O names, shapes and dtypes, and its device buffers."""
+    """One deserialized plan: its execution context, I/O names, shapes and dtypes, and its device buffers.
 
-    def __init__(self, trt, runtime, path, graph, cuda):
-        with open(path, "rb") as f:
-            engine = runtime.deserialize_cuda_engine(f.read())
+    ``source`` is a path, or the plan's bytes with ``folder`` the engine they came from (what the
+    loader verified: nothing is read again by name)."""
+
+    def __init__(self, trt, runtime, source, graph, cuda, folder=None):
+        if isinstance(source, (bytes, bytearray)):
+            name, data = f"the {graph} plan of engine {folder}", source
+        else:
+            name, folder = os.fspath(source), os.path.dirname(os.path.abspath(source))
+            with open(name, "rb") as f:
+                data = f.read()
+        engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
-            raise EngineError(f"TensorRT {trt.__version__} cannot load {path}: it was built by another TensorRT "
-                              f"version or for another GPU; {_rebuild(os.path.dirname(os.path.abspath(path)))}")
+            raise EngineError(f"TensorRT {trt.__version__} cannot load {name}: it was built by another TensorRT "
+                              f"version or for another GPU; {_rebuild(folder)}")
         self.graph, self.cuda, self.buffers = graph, cuda, {}   # buffers: name -> (bytes, device pointer)
         self.engine, self.context = engine, engine.create_execution_context()
         if self.context is None:
-            raise EngineError(f"TensorRT cannot create an execution context for {path} (out of device memory?)")
+            raise EngineError(f"TensorRT cannot create an execution context for {name} (out of device memory?)")
         self.named = hasattr(engine, "num_io_tensors")
         if self.named:
             self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -104,7 +114,7 @@ class _Plan:
         if graph in IO:
             inputs, outputs = IO[graph]
             if sorted(self.inputs) != inputs or sorted(self.outputs) not in [sorted(o) for o in outputs]:
-                raise EngineError(f"{path} takes {self.inputs} and returns {self.outputs}; an edge_stad {graph} "
+                raise EngineError(f"{name} takes {self.inputs} and returns {self.outputs}; an edge_stad {graph} "
                                   f"takes {inputs} and returns {' or '.join(map(str, outputs))}")
 
     def _buffer(self, name, nbytes):
@@ -172,7 +182,7 @@ class _Plan:
 class _PlanSet:
     """The plans of one engine, run in turn on one CUDA stream of device ``device``."""
 
-    def __init__(self, paths, config, device=0):
+    def __init__(self, sources, config, device=0, folder=None):
         trt = tensorrt_build.tensorrt()
         self.config = config
         self.manifest = None
@@ -180,8 +190,11 @@ class _PlanSet:
         self.cuda = _Cuda(device)
         try:
             self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            for graph, path in paths.items():
-                self.plans[graph] = _Plan(trt, self.runtime, os.fspath(path), graph, self.cuda)
+            for graph, source in sources.items():
+                plan = self.plans[graph] = _Plan(trt, self.runtime, source, graph, self.cuda, folder)
+                if folder is not None:   # opened from an engine folder: its plans against its manifest's model
+                    check_graph_io(config, graph, {n: plan.shapes[n] for n in plan.inputs},
+                                   {n: plan.shapes[n] for n in plan.outputs}, f"engine {folder}")
         except BaseException:
             self.close()
             raise
@@ -214,10 +227,11 @@ class _PlanSet:
 
 
 class TensorRTBackend(_PlanSet):
-    """AMMA's encoder and head plans on CUDA device ``device``; see :func:`open_tensorrt_engine`."""
+    """AMMA's encoder and head plans (paths, or bytes from engine ``folder``) on CUDA device ``device``;
+    see :func:`open_tensorrt_engine`."""
 
-    def __init__(self, encoder_plan, head_plan, config, device=0):
-        super().__init__({"encoder": encoder_plan, "head": head_plan}, config, device)
+    def __init__(self, encoder_plan, head_plan, config, device=0, folder=None):
+        super().__init__({"encoder": encoder_plan, "head": head_plan}, config, device, folder)
         self.decodes_in_graph = self.plans["head"].outputs == ["tubelets"]
 
     def encode(self, frames):
@@ -246,8 +260,8 @@ class TensorRTFrameBackend(_PlanSet):
     """MENet's encoder3d and detector plans on CUDA device ``device`` (the frame backend interface of
     :mod:`edge_stad.eval.predict_frames`; the region map is decoded on the host)."""
 
-    def __init__(self, encoder3d_plan, detector_plan, config, device=0):
-        super().__init__({"encoder3d": encoder3d_plan, "detector": detector_plan}, config, device)
+    def __init__(self, encoder3d_plan, detector_plan, config, device=0, folder=None):
+        super().__init__({"encoder3d": encoder3d_plan, "detector": detector_plan}, config, device, folder)
         self.frames_2d = detector_frames(config)
 
     def encode_3d(self, frames):
@@ -288,17 +302,16 @@ def open_plan(path, device=0):
 
 def open_tensorrt_engine(folder, device=0, manifest=None):
     """The TensorRT backend of engine ``folder`` (:class:`TensorRTFrameBackend` for MENet, else
-    :class:`TensorRTBackend`), after its manifest and checksums are verified
-    (pass ``manifest`` when :func:`~edge_stad.engines.manifest.read_manifest` already did).
+    :class:`TensorRTBackend`), after its manifest and checksums are verified (pass ``manifest`` when
+    :func:`~edge_stad.engines.manifest.read_manifest` read it already; every file is verified here, and the
+    plans are deserialized from the very bytes that were hashed).
 
     The plans are the manifest's ``plans`` (written by ``edge-stad build`` where TensorRT is importable) and
     must be among its checksummed files. A folder without them is an :class:`EngineError` naming the build
     command; a missing ``tensorrt`` module a :class:`MissingDependencyError`.
     """
-    manifest = read_manifest(folder) if manifest is None else manifest
-    name = manifest["model"].get("name")
-    if name not in ("amma",) + FRAME_MODELS:
-        raise EngineError(f"engine {folder} holds a {name!r} model; this version runs amma, " + ", ".join(FRAME_MODELS))
+    folder = os.fspath(folder)
+    manifest = read_manifest(folder, verify=False) if manifest is None else manifest
     plans = manifest.get("plans") or {}
     rels = [plans.get(graph, f"{graph}.plan") for graph in graph_names(manifest["model"])]
     if any(rel not in manifest["files"] for rel in rels):
@@ -308,7 +321,8 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     if built and built != trt.__version__:
         raise EngineError(f"engine {folder}: its plans were built by TensorRT {built}, this is TensorRT "
                           f"{trt.__version__}; {_rebuild(folder)}")
+    data = verified_files(folder, manifest, load=rels)   # every file checked; the plans' bytes kept
     kind = TensorRTFrameBackend if is_frame_model(manifest["model"]) else TensorRTBackend
-    backend = kind(*(os.path.join(os.fspath(folder), rel) for rel in rels), manifest["model"], device)
+    backend = kind(*(data[rel] for rel in rels), manifest["model"], device, folder=folder)
     backend.manifest = manifest
     return backend

@@ -10,13 +10,13 @@ import logging
 import os
 import pickle
 import re
-import zipfile
 
 import torch
 
 from edge_stad import __version__
 from edge_stad.atomic import atomic_write
 from edge_stad.errors import CheckpointError, ConfigError
+from edge_stad.model_config import check_labels, check_model_config, short_repr
 from edge_stad.models.amma import canonical_backbone
 from edge_stad.models.head import CLIP_CHANNELS
 from edge_stad.models.registry import create_model
@@ -63,16 +63,24 @@ def read_checkpoint(path, map_location="cpu"):
             f"run code when unpickled ({str(e).splitlines()[0]}). Only load checkpoints from a source you trust, "
             "re-saved as plain "
             "state dicts.") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt or truncated?): {e}") from None
+    except Exception as e:  # a damaged or foreign file makes torch's reader raise anything (KeyError, ...)
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt or truncated, or not a "
+                              f"checkpoint at all): {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict with a state_dict")
     if obj.get("format") == FORMAT:
-        if obj.get("version", 0) > VERSION:
-            raise CheckpointError("{} is checkpoint format version {}, this edge_stad ({}) reads up to {}".format(
-                path, obj.get("version"), __version__, VERSION))
+        version = obj.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CheckpointError(f"{path}: field 'version' is {short_repr(version)}; expected an int in [1, "
+                                  f"{VERSION}]")
+        if version > VERSION:
+            raise CheckpointError(f"{path} is checkpoint format version {version}, this edge_stad ({__version__}) "
+                                  f"reads up to {VERSION}")
+        config = check_model_config(obj.get("model_config"), CheckpointError, path, prefix="model_config.")
         meta = {k: v for k, v in obj.items() if k not in ("model_config", "state_dict")}
-        return {"layout": "edge_stad", "model_config": dict(obj["model_config"]),
+        if meta.get("labels") is not None:
+            meta["labels"] = list(check_labels(meta["labels"], config["num_classes"], CheckpointError, path))
+        return {"layout": "edge_stad", "model_config": dict(config),
                 "state_dict": _tensor_dict(obj.get("state_dict"), path), "meta": meta}
     if "state_dict" in obj:
         sd, meta = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
@@ -85,7 +93,8 @@ def read_checkpoint(path, map_location="cpu"):
 
 
 def _tensor_dict(sd, path):
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if (not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd)
+            or not all(isinstance(v, torch.Tensor) for v in sd.values())):
         raise CheckpointError(f"the state_dict in {path} is not a mapping of names to tensors")
     return sd
 

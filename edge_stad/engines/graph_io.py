@@ -1,0 +1,84 @@
+"""What each graph of an engine takes and returns, given the manifest's model, and the check at open.
+
+A manifest whose model fields contradict its graphs (another clip length, K, input size or
+class count) would otherwise run: with changed results (labels past the graph's classes are
+dropped), or until the first push fails inside ONNX Runtime or OpenCV. The backends compare
+the shapes the graphs declare with what the manifest implies when they open, and the class
+count and model fields that ``edge-stad build`` stamps into each ONNX graph's metadata
+(:data:`METADATA_KEY`; engines built before carry none, and where their head decodes in the
+graph the class count is then not visible). No torch here.
+"""
+import json
+
+from edge_stad.errors import EngineError
+from edge_stad.model_config import graph_names
+from edge_stad.preprocess import DOWN_RATIO
+from edge_stad.runtime.region_decode import detector_frames
+
+METADATA_KEY = "edge_stad.model"
+STAMPED = ("name", "K", "clip_len", "input_size", "num_classes", "num_anchors", "srm_frames")
+MENET_STRIDE = 32
+
+
+def stamp(config):
+    """The metadata value ``edge-stad build`` writes into each graph: the model fields its shapes depend on."""
+    return json.dumps({k: config[k] for k in STAMPED if k in config}, sort_keys=True)
+
+
+def expected_io(config):
+    """``{graph: ({input: shape}, [{output: shape}, ...])}`` for the model ``config``: the accepted output
+    sets, with ``None`` for a dimension the manifest does not fix (the batch, feature channels, top-K)."""
+    h, w = config["input_size"]
+    n, C = config["clip_len"], config["num_classes"]
+    if graph_names(config)[0] == "encoder":
+        K, grid = config["K"], (h // DOWN_RATIO, w // DOWN_RATIO)
+        return {"encoder": ({"frames": (None, n, h, w, 3)},
+                            [{"feat": (None, None) + grid, "wh": (None, 2) + grid}]),
+                "head": ({"feats": (None, K, None) + grid, "whs": (None, K, 2) + grid},
+                         [{"hm": (None, C) + grid, "mov": (None, 2 * K) + grid, "wh": (None, 2 * K) + grid},
+                          {"tubelets": (None, None, 4 * K + 2)}])}
+    grid = (h // MENET_STRIDE, w // MENET_STRIDE)
+    anchors = config.get("num_anchors") or len(config.get("anchors") or ()) or None
+    region = None if anchors is None else anchors * (5 + C)
+    return {"encoder3d": ({"clip": (None, n, h, w, 3)}, [{"feat3d": (None, None) + grid}]),
+            "detector": ({"frames": (None, detector_frames(config), h, w, 3), "feat3d": (None, None) + grid},
+                         [{"region": (None, region) + grid}])}
+
+
+def check_graph_io(config, graph, inputs, outputs, where, metadata=None):
+    """Compare the ``{name: shape}`` ``inputs`` and ``outputs`` that ``graph`` declares (ints, or anything
+    else for a dynamic dimension) and its ``metadata`` (ONNX custom metadata) with the model ``config``;
+    an :class:`EngineError` naming the graph, the field and both values on a contradiction."""
+    wanted_in, wanted_outs = expected_io(config)[graph]
+    _compare(graph, "input", wanted_in, inputs, where)
+    matching = [o for o in wanted_outs if set(o) == set(outputs)]
+    if not matching:
+        raise EngineError(f"{where}: the {graph} graph returns {sorted(outputs)}; an edge_stad {graph} returns "
+                          + " or ".join(str(sorted(o)) for o in wanted_outs))
+    _compare(graph, "output", matching[0], outputs, where)
+    stamped = (metadata or {}).get(METADATA_KEY)
+    if stamped is not None:
+        try:
+            built = json.loads(stamped)
+        except ValueError:
+            raise EngineError(f"{where}: the {graph} graph's {METADATA_KEY} metadata is not JSON") from None
+        for field, value in (built.items() if isinstance(built, dict) else ()):
+            if field in STAMPED and config.get(field) != value:
+                raise EngineError(f"{where}: the manifest says model.{field} = {config.get(field)!r} but the "
+                                  f"{graph} graph was built for {value!r}: graph and manifest describe different "
+                                  "models")
+
+
+def _compare(graph, kind, wanted, declared, where):
+    missing = sorted(set(wanted) - set(declared))
+    if missing:
+        raise EngineError(f"{where}: the {graph} graph has no {kind} {', '.join(missing)}; it takes "
+                          f"{sorted(declared)}")
+    for name, shape in wanted.items():
+        have = list(declared[name])
+        fixed = [d if isinstance(d, int) and not isinstance(d, bool) and d >= 0 else None for d in have]
+        if len(have) != len(shape) or any(w is not None and d is not None and d != w for w, d in zip(shape, fixed)):
+            show = "(" + ", ".join("N" if w is None else str(w) for w in shape) + ")"
+            raise EngineError(f"{where}: the {graph} graph's {kind} {name} is shaped {tuple(have)}, but the manifest's "
+                              f"model (clip length, K, input size, classes) implies {show}: graph and manifest "
+                              "describe different models")

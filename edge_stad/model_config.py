@@ -1,0 +1,135 @@
+"""What a model config may hold: the schema an engine manifest's ``model`` and a checkpoint's
+``model_config`` are checked against before anything is built, allocated or run (no torch).
+
+A config comes from a file someone else wrote, so every field the code reads is checked for
+its type and a sane range: ``input_size [100000, 100000]`` would make the runtime allocate
+tens of GB per clip, a string ``K`` would fail deep inside NumPy. The bounds are far above
+any model of the papers (inputs 128-512 pixels, clips of 5-16 frames, K up to 7, 24 classes)
+and far below what breaks a machine. A violation is the caller's typed error (``EngineError``,
+``CheckpointError``) naming the field, the value and what was expected.
+"""
+import math
+import reprlib
+
+# The graphs an engine of each model family holds, in run order.
+GRAPHS = {"amma": ("encoder", "head"), "menet": ("encoder3d", "detector"), "menet-lite": ("encoder3d", "detector")}
+FAMILIES = tuple(GRAPHS)
+MAX_INPUT_SIDE = 2048   # pixels; a multiple of 32 (the backbones' stride)
+MAX_CLIP_LEN = 128
+MAX_K = 32
+MAX_CLASSES = 4096
+MAX_CHANNELS = 8192     # head_conv, cfam_channels, channels_2d
+MAX_ANCHORS = 64
+
+
+def graph_names(config):
+    """The graphs of an engine of the model ``config`` (``encoder, head`` or ``encoder3d, detector``)."""
+    return GRAPHS["amma"] if config.get("name") not in GRAPHS else GRAPHS[config["name"]]
+
+
+def _int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checker:
+    def __init__(self, error, where, prefix):
+        self.error, self.where, self.prefix = error, where, prefix
+
+    def fail(self, field, value, expected):
+        raise self.error(f"{self.where}: field '{self.prefix}{field}' is {short_repr(value)}; expected {expected}")
+
+    def int(self, config, field, low, high, optional=False):
+        if field not in config:
+            if optional:
+                return None
+            self.fail(field, _MISSING, f"an int in [{low}, {high}]")
+        value = config[field]
+        if not _int(value) or not low <= value <= high:
+            self.fail(field, value, f"an int in [{low}, {high}]")
+        return value
+
+    def text(self, config, field, optional=True):
+        if field in config and not isinstance(config[field], str):
+            self.fail(field, config[field], "a string")
+        if field not in config and not optional:
+            self.fail(field, _MISSING, "a string")
+
+    def flag(self, config, field):
+        if field in config and not isinstance(config[field], bool):
+            self.fail(field, config[field], "true or false")
+
+
+def check_model_config(config, error, where, prefix="model."):
+    """``config`` checked against the schema of its family; ``error(message)`` is raised on the first
+    violation, naming ``where`` (the file) and the field as ``prefix + name``. Returns ``config``."""
+    c = _Checker(error, where, prefix)
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise error(f"{where}: '{prefix.rstrip('.') or 'model'}' is a {type(config).__name__}; expected an object "
+                    "mapping field names to values")
+    name = config.get("name")
+    if name not in FAMILIES:
+        c.fail("name", name, "one of " + ", ".join(FAMILIES))
+    size = config.get("input_size")
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(_int(s) and 32 <= s <= MAX_INPUT_SIDE and s % 32 == 0 for s in size)):
+        c.fail("input_size", size, f"[height, width], multiples of 32 in [32, {MAX_INPUT_SIDE}]")
+    c.int(config, "num_classes", 1, MAX_CLASSES)
+    clip_len = c.int(config, "clip_len", 1, MAX_CLIP_LEN)
+    if name == "amma":
+        c.int(config, "K", 1, MAX_K)
+        c.int(config, "fusion_stages", 0, 4, optional=True)
+        c.int(config, "head_conv", 1, MAX_CHANNELS, optional=True)
+        for field in ("backbone", "decoder"):
+            c.text(config, field)
+        c.flag(config, "mm_pool")
+        pairs = config.get("pairs")
+        if pairs is not None and (not isinstance(pairs, (list, tuple)) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and all(_int(i) and 0 <= i < clip_len for i in p)
+                for p in pairs)):
+            c.fail("pairs", pairs, f"null or a list of [i, j] frame pairs, indices in [0, {clip_len})")
+        return config
+    for field in ("backbone_3d", "backbone_2d"):
+        c.text(config, field)
+    c.flag(config, "non_local")
+    for field in ("cfam_channels", "channels_2d"):
+        c.int(config, field, 1, MAX_CHANNELS, optional=True)
+    srm = c.int(config, "srm_frames", 0, clip_len, optional=True)
+    if srm == 1:
+        c.fail("srm_frames", srm, f"0 (RGB only) or an int in [2, clip_len = {clip_len}]")
+    kernel = c.int(config, "srm_kernel", 1, 31, optional=True)
+    if kernel is not None and kernel % 2 == 0:
+        c.fail("srm_kernel", kernel, "an odd int in [1, 31]")
+    width = config.get("width_3d")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float))
+                              or not 0 < width <= 8 or not math.isfinite(width)):
+        c.fail("width_3d", width, "null or a number in (0, 8]")
+    count = c.int(config, "num_anchors", 1, MAX_ANCHORS, optional=True)
+    anchors = config.get("anchors")
+    if anchors is not None and (
+            not isinstance(anchors, (list, tuple)) or (count is not None and len(anchors) != count)
+            or not all(isinstance(a, (list, tuple)) and len(a) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e4 for v in a) for a in anchors)):
+        c.fail("anchors", anchors, f"{count or 'num_anchors'} [w, h] pairs of positive numbers (grid cells)")
+    return config
+
+
+def check_labels(labels, num_classes, error, where, field="labels"):
+    """Class names: a list of ``num_classes`` strings; returns them as a tuple."""
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+        raise error(f"{where}: field '{field}' is {short_repr(labels)}; expected a list of {num_classes} class names")
+    if len(labels) != num_classes:
+        raise error(f"{where}: field '{field}' names {len(labels)} classes; expected {num_classes} "
+                    "(the model's num_classes)")
+    return tuple(labels)
+
+
+_MISSING = object()
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 4, 60, 60
+
+
+def short_repr(value):
+    """``repr(value)`` cut short, in bounded time: a field from a hostile file may hold a billion shared items."""
+    return "missing" if value is _MISSING else _REPR.repr(value)
