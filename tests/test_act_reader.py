@@ -174,3 +174,18 @@ def test_malicious_gt_pickle_is_refused(act, tmp_path, monkeypatch):
         ActDataset(act)
     assert not os.path.exists(tmp_path / "pwned")
 
+
+
+@pytest.mark.parametrize("nframes", [7, 10 ** 6])
+def test_nframes_past_the_frames_on_disk_is_refused_at_once(tmp_path, nframes):
+    import time
+
+    root = make_act(str(tmp_path / "act"))
+    gt = pickle.load(open(os.path.join(root, "Test-GT.pkl"), "rb"))
+    gt["nframes"]["run/b"] = nframes   # 6 frames on disk; a training run would loop over all of them
+    pickle.dump(gt, open(os.path.join(root, "Test-GT.pkl"), "wb"))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=rf"video 'run/b': field 'nframes' is {nframes}, but its frame {nframes} is not "
+                                        r"on disk .*run/b/0*" + str(nframes) + r"\.jpg"):
+        ActDataset(root)
+    assert time.perf_counter() - start < 1

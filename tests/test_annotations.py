@@ -109,7 +109,12 @@ def tube_b(r):
     (lambda r: tube_b(r).__setitem__((1, 3), np.nan), r"video 'b/v2' label 1 tube 0: non-finite .*frame 3"),
     (lambda r: tube_b(r).__setitem__((2, 0), 7), r"tube 0: frames must be consecutive, frame 3 is followed by 7"),
     (lambda r: r["gttubes"]["b/v2"].__setitem__(5, []), r"video 'b/v2': label 5 is not an index into the 2 labels"),
-    (lambda r: r["nframes"].__setitem__("a/v1", 0), r"nframes\['a/v1'\] must be a positive int"),
+    (lambda r: r["nframes"].__setitem__("a/v1", 0), r"video 'a/v1': field 'nframes' must be an int in \[1, 10000000\]"),
+    (lambda r: r["nframes"].__setitem__("a/v1", 10 ** 12), r"video 'a/v1': field 'nframes' .* got 1000000000000"),
+    (lambda r: tube_b(r).__setitem__((1, 1), 70), r"video 'b/v2' label 1 tube 0: the box of frame 3 has x1 > x2"),
+    (lambda r: tube_b(r).__setitem__((1, 4), 10), r"video 'b/v2' label 1 tube 0: the box of frame 3 has .*y1 > y2"),
+    (lambda r: tube_b(r).__setitem__((0, 3), 400), r"tube 0: the box of frame 2 .* outside the 320x240 \(w x h\)"),
+    (lambda r: tube_b(r).__setitem__((0, 1), -1e30), r"tube 0: the box of frame 2 .* outside the 320x240"),
     (lambda r: r.pop("resolution"), r"missing keys \['resolution'\]"),
     (lambda r: r["test_videos"][0].append("c/v3"), r"test_videos split 1: video 'c/v3' has no nframes"),
     (lambda r: r["gttubes"]["a/v1"][0].__setitem__(0, np.zeros((3, 4))), r"expected \(n, 5\) rows"),
@@ -119,3 +124,63 @@ def test_validation_names_what_is_wrong(edit, message):
     edit(raw)
     with pytest.raises(AnnotationError, match=message):
         validate_gt(raw, "X-GT.pkl")
+
+
+def test_boxes_a_little_past_the_border_are_kept():
+    raw = raw_gt()
+    tube_b(raw)[0, 1:] = [-20, -10, 340, 250]   # drawn past the frame, within a tenth of its side
+    assert validate_gt(raw).gttubes["b/v2"][1][0][0, 1] == -20
+
+
+def shared_lists_bomb(levels, fanout=10):
+    """A tube of ``fanout ** levels`` rows built from one row shared by reference: a few hundred bytes
+    pickled, ``5 * fanout ** levels`` numbers once NumPy copies it."""
+    tube = [[1.0, 10.0, 20.0, 50.0, 60.0]]
+    for _ in range(levels):
+        tube = [tube] * fanout
+    return tube
+
+
+def test_a_pickle_of_shared_lists_is_refused_fast_and_in_bounded_memory(tmp_path):
+    import time
+    import tracemalloc
+
+    raw = raw_gt()
+    raw["gttubes"]["a/v1"][0] = [shared_lists_bomb(7), shared_lists_bomb(7)]   # 10^8 numbers, 800 MB as float64
+    path = tmp_path / "Bomb-GT.pkl"
+    path.write_bytes(pickle.dumps(raw, protocol=4))
+    assert path.stat().st_size < 16_000
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(AnnotationError, match=r"Bomb-GT.pkl: \['gttubes'\]\['a/v1'\]\[0\]\[0\]: expands to "
+                                                  r"more than 50000000 elements"):
+            load_gt(path)
+        seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1 and peak < 20 * 2 ** 20
+
+
+def test_deep_nesting_and_cycles_are_refused(tmp_path):
+    raw = raw_gt()
+    deep = [1.0]
+    for _ in range(17):
+        deep = [deep]
+    raw["gttubes"]["a/v1"][0] = [deep]
+    path = tmp_path / "Deep-GT.pkl"
+    path.write_bytes(pickle.dumps(raw, protocol=4))
+    with pytest.raises(AnnotationError, match=r"Deep-GT.pkl: \['gttubes'\]\['a/v1'\]\[0\]\[0\](\[0\])*: nested "
+                                              r"more than 16 levels deep"):
+        load_gt(path)
+    # 100,000 levels, written opcode by opcode (pickle.dumps itself would recurse too deep)
+    depth = 100_000
+    path.write_bytes(b"\x80\x02" + b"]" * depth + b"G?\xf0\x00\x00\x00\x00\x00\x00" + b"a" * depth + b".")
+    with pytest.raises(AnnotationError, match=r"Deep-GT.pkl: (\[0\])+: nested more than 16 levels deep"):
+        load_gt(path)
+    cycle = raw_gt()
+    loop = []
+    loop.append(loop)
+    cycle["gttubes"]["a/v1"][0] = [loop]
+    with pytest.raises(AnnotationError, match="nested more than 16 levels"):
+        validate_gt(cycle)

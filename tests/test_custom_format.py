@@ -115,7 +115,7 @@ def test_frame_folder_with_a_truncated_jpeg(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(1)
     for i in range(1, 12):   # f1 .. f11: name order with numbers compared by value
-        cv2.imwrite(str(folder / f"f{i}.jpg"), rng.integers(0, 255, (32, 40, 3)).astype(np.uint8))
+        cv2.imwrite(str(folder / f"f{i}.jpg"), rng.integers(0, 255, (48, 40, 3)).astype(np.uint8))
     gt_file = custom_to_act(spec_for(tmp_path, "frames", rows(1, 11)), tmp_path / "ok")
     assert load_gt(gt_file).nframes == {"wave/clip1": 11}
     copied = tmp_path / "ok" / "rgb-images" / "wave" / "clip1" / "00010.jpg"

@@ -8,8 +8,9 @@
 
 The annotation file is read with :func:`edge_stad.data.annotations.load_gt` (data-only
 unpickler, validation). :class:`ActDataset` adds what the file cannot check alone: that
-the split exists, that frame files exist, decode completely and have the annotated
-resolution, and that every tube's frames are on disk. Each problem is a
+the split exists, that each video's last frame (``nframes``) is on disk, that frame files
+exist, decode completely and have the annotated resolution, and that every tube's frames
+are on disk. Each problem is a
 :class:`~edge_stad.errors.DataError` that names the video and frame; a pickle that asks
 to run code stays an :class:`~edge_stad.errors.UnsafePickleError`.
 """
@@ -105,8 +106,12 @@ class ActDataset:
         if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= splits:
             raise DataError(f"{self.gt_path}: split {split!r} does not exist; this dataset has {splits} "
                             f"split(s), numbered 1..{splits}")
-        for video in self.gt.nframes:
+        for video, n in self.gt.nframes.items():
             _check_video_name(video, self.gt_path)
+            last = os.path.join(self.root, FRAMES_DIR, *video.split("/"), frame_name(n))
+            if not os.path.isfile(last):   # one stat: no loop of any length ever runs on a wrong count
+                raise DataError(f"{self.gt_path}: video {video!r}: field 'nframes' is {n}, but its frame {n} is not "
+                                f"on disk ({last})")
         self.split = split
         self._cache = FrameCache(cache_size) if cache_size > 0 else None
 

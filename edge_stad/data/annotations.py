@@ -8,7 +8,11 @@ tampered file is refused before anything in it runs. The JSON file holds the sam
 arrays as nested lists and label keys as strings.
 
 Tube arrays are validated and converted to float64 ``(n, 5)``: ``frame, x1, y1, x2, y2``,
-frames consecutive within ``[1, nframes]``, boxes finite.
+frames consecutive within ``[1, nframes]``, boxes finite with ``x1 <= x2``, ``y1 <= y2`` and
+inside the video's resolution (with a margin of :data:`BOX_MARGIN` of a side, for boxes drawn
+past the border). Annotation files come from others, so before anything is materialised the
+unpickled structure is bounded (:func:`check_bounds`): a small pickle whose lists share one
+another expands to billions of numbers when NumPy copies them.
 """
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ from edge_stad.atomic import write_json
 from edge_stad.errors import AnnotationError, UnsafePickleError
 
 KEYS = ("labels", "gttubes", "nframes", "train_videos", "test_videos", "resolution")
+MAX_DEPTH = 16                # the ACT layout nests 7 levels (file, gttubes, video, label, tubes, tube, row)
+MAX_ELEMENTS = 50_000_000     # numbers and containers in all; UCF101-24's file holds about 4 million
+MAX_NFRAMES = 10_000_000      # frames of one video: over four days at 25 frames/s
+BOX_MARGIN = 0.1              # how far past the frame (a share of its side) a box may reach
+_CONTAINERS = (list, tuple, dict, set, frozenset, np.ndarray)
 
 
 class GroundTruth(NamedTuple):
@@ -132,8 +141,40 @@ def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def check_bounds(raw, source, max_depth=MAX_DEPTH, budget=MAX_ELEMENTS):
+    """Refuse ``raw`` when it nests deeper than ``max_depth`` or expands to more than ``budget`` elements.
+
+    A container reached twice counts twice (NumPy copies it twice), but is walked once: the time is
+    linear in the distinct containers the file really holds, the memory is the memo, so a pickle bomb
+    is refused in milliseconds. A cycle nests without end and is refused for its depth.
+    """
+    sizes = {}
+
+    def size(obj, depth, path):
+        if isinstance(obj, np.ndarray) and obj.dtype != object:
+            return max(obj.size, 1)
+        key = id(obj)
+        if key in sizes:
+            return sizes[key]
+        if depth >= max_depth:
+            _fail(source, "{}: nested more than {} levels deep (an ACT file nests 7)", path or "the file", max_depth)
+        total = 1
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj.flat if isinstance(obj, np.ndarray) else obj)
+        for name, item in items:
+            total += size(item, depth + 1, f"{path}[{name!r}]") if isinstance(item, _CONTAINERS) else 1
+            if total > budget:
+                _fail(source, "{}: expands to more than {} elements (lists shared by reference count each time); "
+                              "refusing to materialise it", path or "the file", budget)
+        sizes[key] = total
+        return total
+
+    if isinstance(raw, _CONTAINERS):
+        size(raw, 0, "")
+
+
 def validate_gt(raw, source="ground truth"):
     """Check an ACT annotation dict and return it as a :class:`GroundTruth`."""
+    check_bounds(raw, source)
     if not isinstance(raw, dict):
         _fail(source, "expected a dict with keys {}, got {}", list(KEYS), type(raw).__name__)
     missing = [k for k in KEYS if k not in raw]
@@ -147,9 +188,14 @@ def validate_gt(raw, source="ground truth"):
         _fail(source, "'labels' must be a list of class names")
     nframes = {}
     for v, n in raw["nframes"].items():
-        if not _is_int(n) or n < 1:
-            _fail(source, "nframes[{!r}] must be a positive int, got {!r}", v, n)
+        if not _is_int(n) or not 1 <= n <= MAX_NFRAMES:
+            _fail(source, "video {!r}: field 'nframes' must be an int in [1, {}], got {!r}", v, MAX_NFRAMES, n)
         nframes[v] = int(n)
+    resolution = {}
+    for v, hw in raw["resolution"].items():
+        if not isinstance(hw, (list, tuple)) or len(hw) != 2 or not all(_is_int(x) and x > 0 for x in hw):
+            _fail(source, "resolution[{!r}] must be (height, width) positive ints, got {!r}", v, hw)
+        resolution[v] = (int(hw[0]), int(hw[1]))
     splits = {}
     for key in ("train_videos", "test_videos"):
         value = raw[key]
@@ -157,21 +203,17 @@ def validate_gt(raw, source="ground truth"):
                 isinstance(s, (list, tuple)) and all(isinstance(v, str) for v in s) for s in value):
             _fail(source, "'{}' must be a list of splits, each a list of video names", key)
         splits[key] = [list(s) for s in value]
-    gttubes = {v: _validate_video(source, v, per, nframes, len(labels)) for v, per in raw["gttubes"].items()}
+    gttubes = {v: _validate_video(source, v, per, nframes, len(labels), resolution.get(v))
+               for v, per in raw["gttubes"].items()}
     for key, lists in splits.items():
         for s, videos in enumerate(lists):
             for v in videos:
                 if v not in nframes or v not in gttubes:
                     _fail(source, "{} split {}: video {!r} has no nframes or gttubes entry", key, s + 1, v)
-    resolution = {}
-    for v, hw in raw["resolution"].items():
-        if not isinstance(hw, (list, tuple)) or len(hw) != 2 or not all(_is_int(x) and x > 0 for x in hw):
-            _fail(source, "resolution[{!r}] must be (height, width) positive ints, got {!r}", v, hw)
-        resolution[v] = (int(hw[0]), int(hw[1]))
     return GroundTruth(list(labels), gttubes, nframes, splits["train_videos"], splits["test_videos"], resolution)
 
 
-def _validate_video(source, video, per_label, nframes, num_labels):
+def _validate_video(source, video, per_label, nframes, num_labels, hw):
     if video not in nframes:
         _fail(source, "video {!r} has tubes but no nframes entry", video)
     if not isinstance(per_label, dict):
@@ -203,6 +245,25 @@ def _validate_video(source, video, per_label, nframes, num_labels):
             if step.size:
                 _fail(source, "{}: frames must be consecutive, frame {:g} is followed by {:g}",
                       where, frames[step[0]], frames[step[0] + 1])
+            _check_boxes(source, where, tube, hw)
             checked.append(tube)
         out[int(label)] = checked
     return out
+
+
+def _check_boxes(source, where, tube, hw):
+    """Boxes with ``x1 <= x2``, ``y1 <= y2``, inside the ``(height, width)`` frame up to :data:`BOX_MARGIN`."""
+    x1, y1, x2, y2 = tube[:, 1], tube[:, 2], tube[:, 3], tube[:, 4]
+    inverted = np.flatnonzero((x1 > x2) | (y1 > y2))
+    if inverted.size:
+        i = inverted[0]
+        _fail(source, "{}: the box of frame {:g} has x1 > x2 or y1 > y2: {}", where, tube[i, 0], tube[i, 1:].tolist())
+    if hw is None:
+        return
+    h, w = hw
+    outside = np.flatnonzero((x1 < -BOX_MARGIN * w) | (y1 < -BOX_MARGIN * h) | (x2 > (1 + BOX_MARGIN) * w)
+                             | (y2 > (1 + BOX_MARGIN) * h))
+    if outside.size:
+        i = outside[0]
+        _fail(source, "{}: the box of frame {:g} {} lies outside the {}x{} (w x h) frame (resolution)", where,
+              tube[i, 0], tube[i, 1:].tolist(), w, h)
