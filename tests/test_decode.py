@@ -59,6 +59,9 @@ def test_to_pixels_scales_and_clips():
     out = to_pixels(rows, num_classes=3, grid_hw=(8, 8), image_hw=(40, 80))
     np.testing.assert_allclose(out[1], [[0.0, 5.0, 20.0, 39.0, 0.8]])
     assert out[2].shape == (0, 5) and len(out[0]) == 1
+    inverted = np.array([[3.0, 4.0, 1.0, 5.0, 2.0, 6.0, 2.5, 1.0, 0.8, 1.0]], np.float32)  # K=2: x, then y inverted
+    out = to_pixels(inverted, num_classes=2, grid_hw=(8, 8), image_hw=(80, 80))
+    np.testing.assert_allclose(out[1], [[20.0, 40.0, 20.0, 50.0, 20.0, 35.0, 25.0, 35.0, 0.8]])   # zero size, centred
 
 
 def reference_steps(hm, mov, wh, n):

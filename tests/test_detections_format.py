@@ -12,16 +12,24 @@ from edge_stad.runtime.windows import Window
 
 K = 2
 TRICKY = np.array([0.1, 1e-8, 123.456, 1 / 3, 3.4e38, -0.0, 16777217.0, 2.5], dtype=np.float32)
+TRICKY_BOXES = np.array([1e-8, 0.1, 1 / 3, 123.456, -0.0, 2.5, 999999.94, 3.0], dtype=np.float32)  # valid boxes
+
+
+def boxes_and_scores(rng, n, width):
+    """``n`` rows of ``width // 4`` valid boxes (``x1 <= x2``, ``y1 <= y2``) and a score in [0, 1]."""
+    low = rng.uniform(0, 160, (n, width // 4, 2))
+    boxes = np.concatenate([low, low + rng.uniform(0, 160, low.shape)], axis=2).reshape(n, -1)
+    return np.column_stack([boxes, rng.uniform(0, 1, n)]).astype(np.float32)
 
 
 def sample():
     rng = np.random.default_rng(0)
-    tubelets = rng.uniform(0, 320, (4, 4 * K + 1)).astype(np.float32)
-    tubelets[0, :8] = TRICKY
+    tubelets = boxes_and_scores(rng, 4, 4 * K)
+    tubelets[0, :8] = TRICKY_BOXES
     windows = {"v1": [Window((1, 4), {0: tubelets[:3], 2: tubelets[3:]}), Window((4, 7), {})]}
     frames = {"v2": np.array([[3, 1, 0.5, 1, 2, 3, 4], [3, 0, 0.25, 5, 6, 7, 8], [9, 2, 0.1, 1, 1, 2, 2]],
                              dtype=np.float32)}
-    boxes = np.column_stack([np.arange(5, 9), rng.uniform(0, 99, (4, 5))]).astype(np.float32)
+    boxes = np.column_stack([np.arange(5, 9), boxes_and_scores(rng, 4, 4)]).astype(np.float32)
     tubes = {"v1": {1: [Tube(0, 1, float(np.float32(0.7)), boxes)]}}
     return Detections(K, 3, "stream", ("a", "b", "c"), windows, frames, tubes)
 
@@ -47,9 +55,13 @@ def test_roundtrip_is_exact(tmp_path, name):
 
 
 def test_numbers_are_short(tmp_path):
+    with open_writer(tmp_path / "d.jsonl", K, 3, "stream", ["a"]) as w:
+        w.window("v", (1, 4), {0: np.append(TRICKY, 0.5)[None]})
+    line = (tmp_path / "d.jsonl").read_text().splitlines()[1]
+    assert "[0,0.1,1e-08,123.456,0.33333334,3.4e+38,-0.0,1.6777216e+07,2.5,0.5]" in line.replace(" ", "")
     write_detections(tmp_path / "d.jsonl", sample())
     line = (tmp_path / "d.jsonl").read_text().splitlines()[1]
-    assert "[0,0.1,1e-08,123.456,0.33333334,3.4e+38,-0.0," in line.replace(" ", "")
+    assert "[0,1e-08,0.1,0.33333334,123.456,-0.0,2.5,999999.94,3.0," in line.replace(" ", "")
 
 
 def test_writer_is_atomic(tmp_path):
@@ -66,6 +78,10 @@ def test_writer_is_atomic(tmp_path):
 
 HEADER = ('{"format": "edge_stad.detections", "version": 1, "K": 2, "clip_len": 3, "mode": "stream", '
           '"labels": ["a", "b"]}')
+
+
+def _window(tubelets, frames="[1, 4]"):
+    return f'{{"type": "window", "video": "v", "frames": {frames}, "tubelets": {tubelets}}}'
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -89,7 +105,39 @@ HEADER = ('{"format": "edge_stad.detections", "version": 1, "K": 2, "clip_len": 
     ([HEADER, '{"type": "box", "video": "v"}'], r":2: field 'type': expected 'window', 'frame' or 'tube'"),
     ([HEADER, '{"type": "frame", "video": "v"'], r":2: field '-': not JSON"),
     ([], r"empty file"),
-])
+] + [([HEADER, line], message) for line, message in [
+    (_window('[[0, 1, 2, 3, 4, 5, 6, 7, 8, "0.5"]]'), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+    (_window('[[0, "1", 2, 3, 4, 5, 6, 7, 8, 0.5]]'), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, true]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+    (_window("[[false, 1, 2, 3, 4, 5, 6, 7, 8, 0.5]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, null]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+    (_window("[[[0, 1, 2, 3, 4, 5, 6, 7, 8, 0.5]]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, 0.5], [0, 1]]"), r":2: field 'tubelets': rows must be lists of 10"),
+    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, 1.5]]"), r":2: field 'tubelets': scores must lie in \[0, 1\]"),
+    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, -0.01]]"), r":2: field 'tubelets': scores must lie in \[0, 1\]"),
+    (_window("[[0, 3, 2, 1, 4, 5, 6, 7, 8, 0.5]]"), r":2: field 'tubelets': boxes must have x1 <= x2 and y1 <= y2"),
+    (_window("[[0, 1, 2, 3, 4, 5, 9, 7, 8, 0.5]]"), r":2: field 'tubelets': boxes must have x1 <= x2 and y1 <= y2"),
+    (_window("[[0, 1, 2, 1e30, 4, 5, 6, 7, 8, 0.5]]"), r":2: field 'tubelets': box coordinates must lie within"),
+    (_window("[]", "[1, 9]"), r":2: field 'frames': .* at most clip_len=3 apart, got \[1, 9\]"),
+    (_window("[]", "[99999999, 99999999]"), r":2: field 'frames': expected K=2 non-decreasing clip-end frames in"),
+    ('{"type": "frame", "video": "v", "frame": 3, "detections": [[0, 2, 1, 2, 3, 4]]}',
+     r":2: field 'detections': scores must lie in \[0, 1\]"),
+    ('{"type": "frame", "video": "v", "frame": 3, "detections": [[0, 0.5, 1, 2, 0, 4]]}',
+     r":2: field 'detections': boxes must have x1 <= x2"),
+    ('{"type": "frame", "video": "v", "frame": 3, "detections": [[0, "0.5", 1, 2, 3, 4]]}',
+     r":2: field 'detections': rows must be lists of 6 numbers"),
+    ('{"type": "frame", "video": "v", "frame": 100000000, "detections": []}', r":2: field 'frame': must be in \[1, "),
+    ('{"type": "tube", "video": "v", "label": 0, "score": 1.5, "boxes": [[1, 0, 0, 1, 1, 0.5]]}',
+     r":2: field 'score': scores must lie in \[-1, 1\]"),
+    ('{"type": "tube", "video": "v", "label": 0, "score": 0.5, "boxes": [[1, 0, 0, 1, 1, -1.5]]}',
+     r":2: field 'boxes': scores must lie in \[-1, 1\]"),
+    ('{"type": "tube", "video": "v", "label": 0, "score": 0.5, "boxes": [[1, 0, 0, 1e30, 1, 0.5]]}',
+     r":2: field 'boxes': box coordinates must lie within"),
+    ('{"type": "tube", "video": "v", "label": 0, "score": 0.5, "boxes": [[1, 0, 0, 1, 1, true]]}',
+     r":2: field 'boxes': rows must be lists of 6 numbers"),
+    (_window("[" * 100_000 + "]" * 100_000), r":2: field '-': nested too deeply"),
+    (_window("[" * 60 + "]" * 60), r":2: field 'tubelets': rows must be lists of 10 numbers"),
+]] + [([HEADER.replace('"K": 2', '"K": 1000')], r":1: field 'K': must be in \[1, 32\]")])
 def test_bad_files_name_line_and_field(tmp_path, lines, message):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")

@@ -10,18 +10,22 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import math
 import os
 from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
 from edge_stad.atomic import atomic_write
+from edge_stad.data.annotations import MAX_NFRAMES
 from edge_stad.errors import DetectionsFormatError
+from edge_stad.model_config import MAX_CLIP_LEN, MAX_K, short_repr
 from edge_stad.runtime.linking import Tube
 from edge_stad.runtime.windows import MODES, Window
 
 FORMAT = "edge_stad.detections"
 VERSION = 1
+MAX_COORDINATE = 1e6   # pixels; frames are at most 16384 on a side, and 1e30 overflows float32 areas
 
 
 class Detections(NamedTuple):
@@ -148,6 +152,7 @@ class _Reader:
     def __init__(self, path):
         self.path = path
         self.line = 0
+        self.text = ""
 
     def fail(self, field, message, *args):
         raise DetectionsFormatError(f"{self.path}:{self.line}: field '{field}': {message.format(*args)}")
@@ -157,20 +162,43 @@ class _Reader:
             self.fail(field, "missing (expected {})", what)
         value = record[field]
         if not isinstance(value, kind) or isinstance(value, bool):
-            self.fail(field, "expected {}, got {!r}", what, value)
+            self.fail(field, "expected {}, got {}", what, short_repr(value))
         return value
 
     def table(self, record, field, width, what):
+        """``record[field]`` as a float64 ``(n, width)`` array of finite numbers: a list of rows of numbers
+        (JSON numbers only: strings, booleans, nulls and deeper lists are refused, not converted)."""
         rows = self.get(record, field, list, "a list of rows " + what)
+        if not rows:
+            return np.zeros((0, width))
         try:
-            array = np.array(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, width))
-        except (TypeError, ValueError):
+            array = np.array(rows)
+        except (TypeError, ValueError, RecursionError):   # ragged or absurdly deep lists
+            array = None
+        # NumPy turns numeric strings into numbers and booleans into 0/1 where they sit among numbers;
+        # a JSON boolean can only come from the literal true/false, so only such a line is walked.
+        if (array is None or array.dtype.kind not in "iuf" or array.ndim != 2
+                or (("true" in self.text or "false" in self.text)
+                    and not all(type(v) in (int, float) for row in rows for v in row))):
             self.fail(field, "rows must be lists of {} numbers ({})", width, what)
         if array.shape[1] != width:
             self.fail(field, "rows must hold {} numbers ({}), got {}", width, what, array.shape[1])
+        array = array.astype(np.float64)
         if not np.isfinite(array).all():
             self.fail(field, "values must be finite")
         return array
+
+    def boxes(self, field, boxes):
+        """``(n, 4K)`` boxes ``x1, y1, x2, y2, ...`` with ``x1 <= x2``, ``y1 <= y2`` within ``MAX_COORDINATE``."""
+        boxes = boxes.reshape(len(boxes), boxes.shape[1] // 4, 4)
+        if (np.abs(boxes) > MAX_COORDINATE).any():
+            self.fail(field, "box coordinates must lie within +-{:g} pixels", MAX_COORDINATE)
+        if (boxes[..., 0] > boxes[..., 2]).any() or (boxes[..., 1] > boxes[..., 3]).any():
+            self.fail(field, "boxes must have x1 <= x2 and y1 <= y2")
+
+    def scores(self, field, scores, low=0.0):
+        if (scores < low).any() or (scores > 1).any():
+            self.fail(field, "scores must lie in [{:g}, 1]", low)
 
     def label(self, field, values, count):
         if not (values == np.round(values)).all() or (values < 0).any() or (values >= count).any():
@@ -178,8 +206,8 @@ class _Reader:
         return values.astype(np.int64)
 
     def frame_numbers(self, field, values):
-        if not (values == np.round(values)).all() or (values < 1).any():
-            self.fail(field, "frames must be integers >= 1")
+        if not (values == np.round(values)).all() or (values < 1).any() or (values > MAX_NFRAMES).any():
+            self.fail(field, "frames must be integers in [1, {}]", MAX_NFRAMES)
         return values.astype(np.int64)
 
 
@@ -201,10 +229,13 @@ def read_detections(path):
                 r.line += 1
                 if not text.strip():
                     continue
+                r.text = text
                 try:
                     record = json.loads(text)
                 except ValueError as e:
                     r.fail("-", "not JSON: {}", e)
+                except RecursionError:
+                    r.fail("-", "nested too deeply (a record nests 3 levels)")
                 if not isinstance(record, dict):
                     r.fail("-", "expected a JSON object")
                 if header is None:
@@ -224,10 +255,11 @@ def _header(r, record):
         r.fail("format", "expected {!r} (is this a detections file?), got {!r}", FORMAT, record.get("format"))
     if record.get("version") != VERSION:
         r.fail("version", "this edge_stad reads version {}, got {!r}", VERSION, record.get("version"))
-    K = r.get(record, "K", int, "an int >= 1")
-    clip_len = r.get(record, "clip_len", int, "an int >= 1")
-    if K < 1 or clip_len < 1:
-        r.fail("K" if K < 1 else "clip_len", "must be >= 1")
+    K = r.get(record, "K", int, f"an int in [1, {MAX_K}]")
+    clip_len = r.get(record, "clip_len", int, f"an int in [1, {MAX_CLIP_LEN}]")
+    if not 1 <= K <= MAX_K or not 1 <= clip_len <= MAX_CLIP_LEN:
+        r.fail("K" if not 1 <= K <= MAX_K else "clip_len", "must be in [1, {}]",
+               MAX_K if not 1 <= K <= MAX_K else MAX_CLIP_LEN)
     mode = r.get(record, "mode", str, f"one of {MODES}")
     if mode not in MODES:
         r.fail("mode", "expected one of {}, got {!r}", MODES, mode)
@@ -238,28 +270,34 @@ def _header(r, record):
 
 
 def _record(r, record, header, windows, frames, tubes):
-    K, _, _, labels = header
+    K, clip_len, _, labels = header
     kind = r.get(record, "type", str, "'window', 'frame' or 'tube'")
     video = r.get(record, "video", str, "a video name")
     if kind == "window":
         window = r.get(record, "frames", list, "a list of K frame numbers")
         if (len(window) != K or not all(isinstance(f, int) and not isinstance(f, bool) for f in window)
-                or window[0] < 1 or any(b < a for a, b in zip(window, window[1:]))):
-            r.fail("frames", "expected K={} non-decreasing clip-end frames >= 1, got {!r}", K, window)
+                or not 1 <= window[0] <= window[-1] <= MAX_NFRAMES
+                or any(not 0 <= b - a <= clip_len for a, b in zip(window, window[1:]))):
+            r.fail("frames", "expected K={} non-decreasing clip-end frames in [1, {}], at most clip_len={} apart, "
+                             "got {}", K, MAX_NFRAMES, clip_len, short_repr(window))
         previous = windows.get(video)
         if previous and previous[-1].frame >= window[-1]:
             r.fail("frames", "window ending at frame {} comes after the one ending at {} in video {!r}",
                    window[-1], previous[-1].frame, video)
         table = r.table(record, "tubelets", 4 * K + 2, "label, K boxes x1 y1 x2 y2, score")
         label = r.label("tubelets", table[:, 0], len(labels))
+        r.boxes("tubelets", table[:, 1:-1])
+        r.scores("tubelets", table[:, -1])
         values = table[:, 1:].astype(np.float32)
         tubelets = {int(c): values[label == c] for c in np.unique(label)}
         windows.setdefault(video, []).append(Window(tuple(window), tubelets))
     elif kind == "frame":
         frame = r.get(record, "frame", int, "a frame number >= 1")
-        if frame < 1:
-            r.fail("frame", "must be >= 1, got {}", frame)
+        if not 1 <= frame <= MAX_NFRAMES:
+            r.fail("frame", "must be in [1, {}], got {}", MAX_NFRAMES, frame)
         table = r.table(record, "detections", 6, "label, score, x1, y1, x2, y2")
+        r.scores("detections", table[:, 1])
+        r.boxes("detections", table[:, 2:])
         rows = np.empty((len(table), 7), dtype=np.float32)
         rows[:, 0] = frame
         rows[:, 1] = r.label("detections", table[:, 0], len(labels))
@@ -270,9 +308,14 @@ def _record(r, record, header, windows, frames, tubes):
         if not 0 <= label < len(labels):
             r.fail("label", "expected an index into the {} labels, got {}", len(labels), label)
         score = r.get(record, "score", (int, float), "a number")
+        if not math.isfinite(score):
+            r.fail("score", "must be finite, got {}", score)
+        r.scores("score", np.float64(score), low=1 - K)
         boxes = r.table(record, "boxes", 6, "frame, x1, y1, x2, y2, score")
         if not len(boxes) or (np.diff(r.frame_numbers("boxes", boxes[:, 0])) != 1).any():
             r.fail("boxes", "a tube needs one row per frame, consecutive frames")
+        r.boxes("boxes", boxes[:, 1:5])
+        r.scores("boxes", boxes[:, 5], low=1 - K)
         per_label = tubes.setdefault(video, {}).setdefault(label, [])
         per_label.append(Tube(len(per_label), label, float(np.float32(score)), boxes.astype(np.float32)))
     else:

@@ -70,7 +70,11 @@ def to_pixels(rows, num_classes, grid_hw, image_hw):
     """One window's decoded rows ``(N, 4K+2)`` -> ``{label: float32 (m, 4K+1)}`` boxes in image pixels.
 
     Coordinates scale by image/grid size and are clipped to ``[0, W-1]`` / ``[0, H-1]``
-    with no half-cell offset, as the reference does. Every label gets an entry.
+    with no half-cell offset, as the reference does. A negative predicted width or height
+    (an untrained or weak model's low peaks) gives a zero-size box at its centre where the
+    reference keeps an inverted one (``x1 > x2``): a size cannot be negative, the detections
+    format requires ``x1 <= x2``, and every IoU of the evaluation gives both at most a pixel's
+    overlap. Every label gets an entry.
     """
     gh, gw = grid_hw
     ih, iw = image_hw
@@ -78,6 +82,12 @@ def to_pixels(rows, num_classes, grid_hw, image_hw):
     boxes = rows[:, :k4].reshape(len(rows), -1, 4).copy()
     boxes[..., 0::2] = np.clip(boxes[..., 0::2] * (iw / gw), 0, iw - 1)
     boxes[..., 1::2] = np.clip(boxes[..., 1::2] * (ih / gh), 0, ih - 1)
+    for low in (0, 1):   # x, then y
+        inverted = boxes[..., low] > boxes[..., low + 2]
+        if inverted.any():
+            centre = (boxes[..., low] + boxes[..., low + 2]) / 2
+            boxes[..., low] = np.where(inverted, centre, boxes[..., low])
+            boxes[..., low + 2] = np.where(inverted, centre, boxes[..., low + 2])
     scaled = np.concatenate([boxes.reshape(len(rows), k4), rows[:, k4:k4 + 1]], axis=1).astype(np.float32)
     labels = rows[:, -1].astype(np.int64)
     return {c: scaled[labels == c] for c in range(num_classes)}
