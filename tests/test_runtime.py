@@ -567,3 +567,30 @@ def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys)
     assert 5 < decoded < 40
     assert cli.main(["run", str(tmp_path / "missing.mp4"), "--engine", str(engine)]) == 1
     assert "camera index" in capsys.readouterr().err
+
+
+def test_run_command_strict_refuses_a_truncated_video_and_a_bad_image(engine, tmp_path, capsys):
+    import cv2
+    from test_sources import faststart, write_video
+
+    from edge_stad import cli
+
+    path = tmp_path / "clip.mp4"
+    write_video(path, video(40, seed=12), "mp4v")
+    data = faststart(path.read_bytes())
+    path.write_bytes(data[:len(data) // 2])
+    common = ["--engine", str(engine), "--no-progress", "--json", str(tmp_path / "d.jsonl")]
+    assert cli.main(["run", str(path)] + common) == 0
+    assert "warning: " in capsys.readouterr().err and (tmp_path / "d.jsonl").exists()
+    os.remove(tmp_path / "d.jsonl")
+    assert cli.main(["run", str(path), "--strict"] + common) == 1
+    assert "decoding stopped at frame" in capsys.readouterr().err and not (tmp_path / "d.jsonl").exists()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(video(12, seed=2), start=1):
+        cv2.imwrite(str(folder / f"{i}.png"), frame)
+    (folder / "5.png").write_bytes(b"broken")
+    assert cli.main(["run", str(folder)] + common) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("11 frames") and "5.png is not a readable image" in captured.err
+    assert cli.main(["run", str(folder), "--strict"] + common) == 1

@@ -117,14 +117,75 @@ def test_image_folder_grey_and_bgra_come_out_bgr(tmp_path):
     assert (f2 == (10, 20, 30)).all()
 
 
-def test_image_folder_stops_at_corrupt_image(tmp_path):
-    for i in (1, 2, 4):
-        cv2.imwrite(str(tmp_path / f"{i:06d}.jpg"), np.full((H, W, 3), 50 * i, np.uint8))
+def test_image_folder_skips_and_counts_unreadable_images(tmp_path):
+    for i in (1, 2, 4, 6):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.jpg"), np.full((H, W, 3), 40 * i, np.uint8))
     (tmp_path / "000003.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    source = open_source(str(tmp_path), folder_fps=10.0)
+    frames = []
+    for frame, timestamp in source:
+        frames.append((frame, timestamp))
+        if len(frames) == 3:
+            assert source.warning == f"{tmp_path / '000003.jpg'} is not a readable image"
+    assert [int(f[0, 0, 0]) for f, _ in frames] == [40, 80, 160, 240]   # the good frames after it too
+    np.testing.assert_allclose([t for _, t in frames], [0.0, 0.1, 0.3, 0.4])
+    assert source.frames_read == 4 and source.skipped == 1 and source.frame_count == 5
+    (tmp_path / "000005.png").write_bytes(b"not a png")
     source = open_source(str(tmp_path))
-    frames = list(source)
-    assert len(frames) == source.frames_read == 2 and source.frame_count == 4
-    assert source.warning == f"{tmp_path / '000003.jpg'} is not a readable image; stopped after 2 frames"
+    assert len(list(source)) == 4 and source.skipped == 2
+    assert source.warning == f"skipped 2 unreadable images of 6 (the first {tmp_path / '000003.jpg'})"
+    strict = open_source(str(tmp_path), strict=True)
+    with pytest.raises(SourceError, match=r"000003\.jpg is not a readable image \(--strict\)"):
+        list(strict)
+    assert strict.frames_read == 2
+
+
+def faststart(data):
+    """An MP4 with its ``moov`` atom moved before ``mdat`` and its chunk offsets shifted (what
+    ``qt-faststart`` and ``ffmpeg -movflags faststart`` write): cut short, such a file still opens."""
+    import struct
+
+    def atoms(buf, start, end):
+        while start + 8 <= end:
+            size, kind = struct.unpack(">I4s", buf[start:start + 8])
+            yield kind, start, size
+            start += size
+
+    def shift(buf, start, end, by):
+        for kind, at, size in atoms(buf, start, end):
+            if kind in (b"trak", b"mdia", b"minf", b"stbl"):
+                shift(buf, at + 8, at + size, by)
+            elif kind == b"stco":
+                count = struct.unpack(">I", buf[at + 12:at + 16])[0]
+                offsets = struct.unpack(f">{count}I", buf[at + 16:at + 16 + 4 * count])
+                buf[at + 16:at + 16 + 4 * count] = struct.pack(f">{count}I", *(o + by for o in offsets))
+
+    top = list(atoms(data, 0, len(data)))
+    _, at, size = next(a for a in top if a[0] == b"moov")
+    moov = bytearray(data[at:at + size])
+    shift(moov, 8, len(moov), size)
+    out = b""
+    for kind, start, length in top:
+        out += (bytes(moov) if kind == b"mdat" else b"") + (data[start:start + length] if kind != b"moov" else b"")
+    return out
+
+
+def test_truncated_faststart_mp4_plays_what_decodes_and_says_how_much(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", [square_frame(i) for i in range(N)], "mp4v")
+    data = faststart(open(path, "rb").read())
+    cut = str(tmp_path / "cut.mp4")
+    with open(cut, "wb") as f:
+        f.write(data[:len(data) * 3 // 4])
+    with open_source(cut) as source:
+        frames = list(source)
+    n = source.frames_read
+    assert 0 < n < N and source.frame_count == N
+    assert [square_left(f) for f, _ in frames[:-1]] == list(range(n - 1))   # the last one is partly concealed
+    assert source.warning == (f"{cut}: decoding stopped at frame {n} of {N} (truncated or corrupt file); "
+                              f"kept the {n} frames decoded")
+    with open_source(cut, strict=True) as source:
+        with pytest.raises(SourceError, match=rf"decoding stopped at frame {n} of {N} .*\(--strict\)"):
+            list(source)
 
 
 def test_empty_folder_and_unknown_spec_are_source_errors(tmp_path):

@@ -2,8 +2,10 @@
 
 Frames go through edge_stad.Runtime as they are read; each frame's result (its action
 tubes: box, class, score, tube id) is final about K x clip_len frames later and is then
-drawn and written. A truncated or corrupt file ends cleanly with what decoded (and says
-so); a live source that drops is reopened with backoff. Ctrl-C stops reading and still
+drawn and written. A truncated or corrupt file ends cleanly with what decoded and says how
+many frames it read of those its container declares; an unreadable image in a folder is
+skipped and counted (--strict: either is an error); a live source that drops is reopened
+with backoff. Ctrl-C stops reading and still
 writes everything processed so far.
 
   edge-stad run video.mp4 --engine engines/amma_shufflenetv2_k3_int8 --out annotated.mp4
@@ -42,6 +44,9 @@ def add_arguments(p):
     p.add_argument("--max-frames", type=int, help="stop after this many frames (live sources run until stopped)")
     p.add_argument("--reconnect-attempts", type=int, default=5,
                    help="reopen attempts, with backoff, when a live source drops (default 5)")
+    p.add_argument("--strict", action="store_true",
+                   help="a video that ends before the frames its container declares, or an unreadable image in a "
+                        "folder, is an error (default: a warning, the frames that decoded are kept)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -86,7 +91,7 @@ def run(args):
 
     runtime = Runtime(args.engine, args.backend, threads=args.threads, min_tube_score=args.min_score,
                       pipeline=args.pipeline)
-    source = open_source(args.source, reconnect_attempts=args.reconnect_attempts)
+    source = open_source(args.source, reconnect_attempts=args.reconnect_attempts, strict=args.strict)
     name = _video_name(args)
     display = _Display(args.show)
     kept = deque()  # frames waiting for their result: at most the runtime's latency

@@ -1,9 +1,12 @@
 """Where frames come from: a camera index, a network stream, an image folder or a video file.
 
-Files never raise once open: a truncated or corrupt file ends cleanly with the frames that
-decoded and says so in ``warning``, because partial results beat none on a bad upload.
-Live sources drop (cables, Wi-Fi, RTSP timeouts), so they reopen with exponential backoff
-and only give up after ``reconnect_attempts`` reopen attempts without a frame.
+Files degrade visibly: a truncated or corrupt video ends cleanly with the frames that decoded
+and says in ``warning`` how many it read of the frames its container declares; an unreadable
+image in a folder is skipped, counted in ``skipped`` and named in ``warning``, and the folder
+goes on; partial results beat none on a bad upload. With ``strict`` either is a
+:class:`~edge_stad.errors.SourceError` instead. Live sources drop (cables, Wi-Fi, RTSP
+timeouts), so they reopen with exponential backoff and only give up after
+``reconnect_attempts`` reopen attempts without a frame.
 """
 from __future__ import annotations
 
@@ -46,18 +49,27 @@ def _positive(value: float) -> Optional[float]:
 class FrameSource:
     """Iterate once for ``(frame, timestamp)`` pairs: BGR uint8 HxWx3 frames, timestamps in seconds.
 
-    ``warning`` is None, or a sentence saying why the source ended early.
+    ``warning`` is None, or a sentence saying why the source ended early or skipped frames;
+    ``strict`` makes that a :class:`SourceError` raised where it happens.
     """
 
     kind = ""
     live = False
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, strict: bool = False):
         self.name = name
+        self.strict = strict
         self.fps: Optional[float] = None
         self.frame_count: Optional[int] = None
         self.frames_read = 0
+        self.skipped = 0
         self.warning: Optional[str] = None
+
+    def _degraded(self, message: str) -> None:
+        """Say what went wrong in ``warning``, or raise it with ``strict``."""
+        if self.strict:
+            raise SourceError(message + " (--strict)")
+        self.warning = message
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, float]]:
         for frame, timestamp in self._frames():
@@ -83,8 +95,8 @@ class FrameSource:
 class VideoFile(FrameSource):
     kind = "video"
 
-    def __init__(self, path: str, capture_factory: Callable):
-        super().__init__(path)
+    def __init__(self, path: str, capture_factory: Callable, strict: bool = False):
+        super().__init__(path, strict)
         self._cap = capture_factory(path)
         codec = (int(self._cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little")
         if not self._cap.isOpened() or codec == b"ansi":  # FFmpeg plays .txt/.nfo files as rendered text
@@ -111,8 +123,8 @@ class VideoFile(FrameSource):
             ok, frame = self._cap.read()
             frame = frame if ok else None
         if self.frame_count and index < self.frame_count:
-            self.warning = (f"{self.name}: decoding stopped at frame {index} of {self.frame_count} "
-                            f"(truncated or corrupt file); kept the {index} frames decoded")
+            self._degraded(f"{self.name}: decoding stopped at frame {index} of {self.frame_count} "
+                           f"(truncated or corrupt file); kept the {index} frames decoded")
 
     def close(self):
         self._cap.release()
@@ -121,8 +133,8 @@ class VideoFile(FrameSource):
 class ImageFolder(FrameSource):
     kind = "folder"
 
-    def __init__(self, path: str, fps: float = 25.0):
-        super().__init__(path)
+    def __init__(self, path: str, fps: float = 25.0, strict: bool = False):
+        super().__init__(path, strict)
         names = [n for n in os.listdir(path) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
         if not names:
             raise SourceError(f"image folder {path} holds no {'/'.join(IMAGE_EXTENSIONS)} files")
@@ -131,11 +143,15 @@ class ImageFolder(FrameSource):
         self.frame_count = len(self._files)
 
     def _frames(self):
-        for index, file in enumerate(self._files):
+        first = None
+        for index, file in enumerate(self._files):   # a file's place in the folder gives its timestamp
             frame = cv2.imread(file, cv2.IMREAD_COLOR)  # grey and BGRA come out as 3-channel BGR
             if frame is None:
-                self.warning = f"{file} is not a readable image; stopped after {index} frames"
-                return
+                self.skipped += 1
+                first = first or file
+                self._degraded(f"{file} is not a readable image" if self.skipped == 1 else
+                               f"skipped {self.skipped} unreadable images of {self.frame_count} (the first {first})")
+                continue
             yield frame, index / self.fps
 
 
@@ -189,11 +205,12 @@ def _redact(url: str) -> str:
 
 def open_source(spec, reconnect_attempts: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
                 sleep: Callable[[float], None] = time.sleep, capture_factory: Optional[Callable] = None,
-                folder_fps: float = 25.0) -> FrameSource:
+                folder_fps: float = 25.0, strict: bool = False) -> FrameSource:
     """Open ``spec`` as a camera index, stream URL, image folder or video file (checked in that order).
 
     ``capture_factory(target)`` (default ``cv2.VideoCapture``) builds the capture for video files,
-    cameras and streams; tests inject fakes through it. Raises :class:`SourceError` when nothing opens.
+    cameras and streams; tests inject fakes through it. Raises :class:`SourceError` when nothing opens;
+    ``strict``: also when a file ends early or a folder image is unreadable (else a ``warning``).
     """
     factory = capture_factory or cv2.VideoCapture
     live = dict(capture_factory=factory, reconnect_attempts=reconnect_attempts, backoff=backoff,
@@ -207,7 +224,7 @@ def open_source(spec, reconnect_attempts: int = 5, backoff: float = 0.5, max_bac
         if text.lower().startswith(STREAM_SCHEMES):
             return LiveSource(text, _redact(text), "stream", **live)
         if os.path.isdir(text):
-            return ImageFolder(text, folder_fps)
+            return ImageFolder(text, folder_fps, strict)
         if os.path.isfile(text):
-            return VideoFile(text, factory)
+            return VideoFile(text, factory, strict)
     raise SourceError(f"source {spec!r} is not {ACCEPTED} (no such file or folder)")
