@@ -52,8 +52,15 @@ def make_video(rng, K, n, nframes, num_labels, mode, actors=3, clutter=12, dupli
             w, h = rng.uniform([20, 20], [80, 80])
             boxes = np.tile([x, y, x + w, y + h], K) + rng.normal(0, 4, 4 * K)
             rows.setdefault(int(rng.integers(num_labels)), []).append(np.append(boxes, rng.uniform(0.0, 0.4)))
-        windows.append(Window(frames, {c: np.array(r, dtype=np.float32) for c, r in rows.items()}))
+        windows.append(Window(frames, {c: _ordered(np.array(r, dtype=np.float32)) for c, r in rows.items()}))
     return windows, cast
+
+
+def _ordered(tubelets):
+    """Noisy tubelets with each box's corners in order (``x1 <= x2``, ``y1 <= y2``), as a detector gives them."""
+    boxes = tubelets[:, :-1].reshape(len(tubelets), -1, 2, 2)
+    tubelets[:, :-1] = np.stack([boxes.min(axis=2), boxes.max(axis=2)], axis=2).reshape(len(tubelets), -1)
+    return tubelets
 
 
 def make_dataset(seed, K, n, num_videos, num_labels, mode, nframes=(40, 90), **kw):

@@ -5,7 +5,18 @@ from act_reference import plain_build_tubes, plain_tubelet_nms
 from synthetic_tubelets import make_video
 
 from edge_stad.errors import ConfigError, TubeletError
-from edge_stad.runtime.linking import ENDED, GREW, STARTED, HostMatrices, Linker, link_video, nms_groups, tubelet_nms
+from edge_stad.runtime.linking import (
+    ENDED,
+    GREW,
+    SEGMENT,
+    SEGMENT_FRAMES,
+    STARTED,
+    HostMatrices,
+    Linker,
+    link_video,
+    nms_groups,
+    tubelet_nms,
+)
 from edge_stad.runtime.windows import Window, window_schedule
 
 
@@ -227,3 +238,88 @@ def test_runtime_and_eval_import_without_heavy_libraries():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnxruntime', 'onnx', 'matplotlib'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _standing(rng, K, n, windows, labels=2, actors=3, leave=0.3):
+    """Windows of a stream where ``actors`` stand still for ever (a detection that never ends), each missed
+    now and then: for one window, or (a share ``leave`` of the misses) for K+1 windows, when its tube ends
+    and another starts; plus clutter."""
+    spots = [(int(rng.integers(labels)), rng.uniform(20, 200, 2)) for _ in range(actors)]
+    away = {}
+    for i in range(windows):
+        f = K * n + i * n
+        frames = tuple(f - (K - 1 - k) * n for k in range(K))
+        rows = {}
+        for a, (label, origin) in enumerate(spots):
+            if away.get(a, 0) > 0:
+                away[a] -= 1
+                continue
+            if rng.random() < 0.02:
+                away[a] = K + 1 if rng.random() < leave else 1
+            boxes = np.tile([*origin, *(origin + 60)], K) + rng.normal(0, 1.5, 4 * K)
+            rows.setdefault(label, []).append(np.append(boxes, rng.uniform(0.6, 0.9)))
+        for _ in range(4):
+            x, y = rng.uniform(0, 250, 2)
+            rows.setdefault(int(rng.integers(labels)), []).append(
+                np.append(np.tile([x, y, x + 40, y + 40], K), rng.uniform(0, 0.3)))
+        yield f, frames, {c: np.array(r, dtype=np.float32) for c, r in rows.items()}
+
+
+def _link(stream, K, n, **params):
+    linker, events, stored = Linker(K, n, **params), [], []
+    for f, frames, tubelets in stream:
+        events += linker.push(f, tubelets, frames)
+        stored.append((linker.stored_tubelets, linker.active_tubes))
+    return events + linker.finish(), stored
+
+
+@pytest.mark.parametrize("K, n, segment", [(3, 5, 200), (1, 1, 40), (2, 3, 12)])
+def test_long_tubes_come_out_in_segments_that_add_up_to_the_whole_tube(K, n, segment):
+    windows = list(_standing(np.random.default_rng(K), K, n, 3000 // n))
+    whole, _ = _link(windows, K, n, segment_frames=None)
+    parts, _ = _link(windows, K, n, segment_frames=segment)
+    assert [e[:4] for e in parts if e.kind != SEGMENT] == [e[:4] for e in whole]   # same story, same ids
+    pieces = {}
+    for event in parts:
+        if event.kind in (SEGMENT, ENDED) and event.tube is not None:
+            pieces.setdefault(event.tube_id, []).append(event.tube)
+    segmented = 0
+    for event in whole:
+        if event.kind != ENDED or event.tube is None:
+            continue
+        mine = pieces[event.tube_id]
+        boxes = np.concatenate([t.boxes for t in mine])
+        np.testing.assert_array_equal(boxes, event.tube.boxes)   # bit for bit, frame by frame
+        assert all(len(t.boxes) <= segment + K * n for t in mine[:-1])
+        if len(mine) > 1:
+            segmented += 1
+            assert mine[-1].score == pytest.approx(event.tube.score, rel=1e-5)   # running mean vs np.mean
+        else:
+            assert mine[0].score == event.tube.score
+    assert segmented >= 3
+
+
+def test_an_endless_static_detection_keeps_memory_bounded():
+    K, n, segment = 3, 5, 300
+    windows = list(_standing(np.random.default_rng(7), K, n, 20000 // n, leave=0))
+    _, unbounded = _link(windows, K, n, segment_frames=None)
+    events, bounded = _link(windows, K, n, segment_frames=segment)
+    per_tube = segment // n + K + 2
+    assert all(stored <= active * per_tube for stored, active in bounded)
+    assert max(s for s, _ in bounded[-1000:]) <= max(s for s, _ in bounded[:1000]) * 1.2   # flat
+    assert unbounded[-1][0] > 5 * max(s for s, _ in bounded)                               # without: it grows
+    assert sum(e.kind == SEGMENT for e in events) >= 3 * 20000 // segment // 2
+
+
+def test_the_default_never_cuts_a_dataset_length_video():
+    assert SEGMENT_FRAMES >= 9 * 1000   # UCF101-24 videos have at most about 1000 frames
+    windows = list(_standing(np.random.default_rng(1), 3, 5, 2000 // 5))
+    default, _ = _link(windows, 3, 5)
+    never, _ = _link(windows, 3, 5, segment_frames=None)
+    assert len(default) == len(never) and not any(e.kind == SEGMENT for e in default)
+    for a, b in zip(default, never):
+        assert a[:4] == b[:4] and (a.tube is None) == (b.tube is None)
+        if a.tube is not None:
+            assert a.tube.score == b.tube.score and np.array_equal(a.tube.boxes, b.tube.boxes)
+    with pytest.raises(ConfigError, match="segment_frames"):
+        Linker(3, 5, segment_frames=29)

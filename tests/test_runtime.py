@@ -470,6 +470,30 @@ def test_a_reused_frame_buffer_gives_the_results_of_fresh_arrays(engine, hw, pip
     assert [w.frames for _, w in runtime.windows()] == [w.frames for _, w in fresh.windows()]
 
 
+@pytest.mark.parametrize("pipeline", [False, 2])
+def test_long_tubes_come_out_in_segments_without_changing_any_frame_result(engine, pipeline):
+    from edge_stad.runtime.linking import SEGMENT
+
+    frames = video(90, hw=(64, 64), seed=13)
+    runs = {}
+    for segment in (None, 2 * K * N):
+        runtime = Runtime(engine, min_tube_score=0.0, pipeline=pipeline, segment_frames=segment)
+        runs[segment] = ([r for _, r in stream(runtime, frames)], runtime.events(), runtime.tubes())
+        runtime.close()
+    (whole, whole_events, whole_tubes), (parts, part_events, part_tubes) = runs[None], runs[2 * K * N]
+    assert [(r.frame, r.timestamp) for r in parts] == [(r.frame, r.timestamp) for r in whole]
+    for a, b in zip(parts, whole):   # every frame's tubes: ids, labels and boxes bit for bit; the score of a
+        np.testing.assert_array_equal(a.tubes[:, [0, 1, 3, 4, 5, 6]], b.tubes[:, [0, 1, 3, 4, 5, 6]])
+        np.testing.assert_allclose(a.tubes[:, 2], b.tubes[:, 2], rtol=1e-6)   # segmented tube: its running mean
+    assert [e[:4] for _, e in part_events if e.kind != SEGMENT] == [e[:4] for _, e in whole_events]
+    pieces = {}
+    for _, tube in part_tubes:
+        pieces.setdefault(tube.tube_id, []).append(tube.boxes)
+    assert any(len(p) > 1 for p in pieces.values())
+    for _, tube in whole_tubes:
+        np.testing.assert_array_equal(np.concatenate(pieces[tube.tube_id]), tube.boxes)
+
+
 def test_engine_checks(engine, tmp_path):
     tampered, other = broken_copies(engine, tmp_path)
     with pytest.raises(EngineError, match="sha256"):

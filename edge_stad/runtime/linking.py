@@ -19,6 +19,18 @@ Per label and window the linker keeps the reference's rules:
   least ``min(F, K·clip_len)`` frames; its per-frame boxes are the mean of the tubelet
   boxes placed on their clip-end frames, linearly interpolated between them.
 
+Memory is bounded on an endless stream (a person standing for hours, a static false
+positive): an open tube whose unreported part spans ``segment_frames`` (:data:`SEGMENT_FRAMES`,
+6 minutes at 25 frames/s, nine times the longest UCF101-24 video, so no dataset video is ever
+cut) hands that part out as a ``segment`` event, a :class:`Tube` with the same id holding the
+boxes of those frames, and keeps only the few newest tubelets that still reach later frames.
+Its later segments and its ``ended`` tube continue at the next frame; together they hold
+exactly the boxes the whole tube would. The score of a segment, and of the ``ended`` part of a
+segmented tube, is the tube's mean tubelet score so far (the float64 running mean, rounded to
+float32: the reference's float32 ``np.mean`` needs every score kept). The filters on tubelet
+count and length do not apply to a segmented tube, which passed them long ago; a part whose
+score is below ``min_score`` is reported with ``tube=None``.
+
 Ties: where the reference sorts with NumPy's unstable default (tubelets by score, tubes
 by mean score), equal keys keep their current order here (:func:`edge_stad.boxes.descending`).
 Tubes are ranked by a float64 running mean, the reference ranks by a float32 ``np.mean``;
@@ -36,7 +48,8 @@ from edge_stad.errors import ConfigError, TubeletError
 from edge_stad.kernels import reference
 from edge_stad.runtime.windows import Window, interpolate, regular_window
 
-STARTED, GREW, ENDED = "started", "grew", "ended"
+STARTED, GREW, ENDED, SEGMENT = "started", "grew", "ended", "segment"
+SEGMENT_FRAMES = 9000   # frames of an open tube handed out at once: 6 minutes at 25 frames/s
 
 
 class Tube(NamedTuple):
@@ -51,8 +64,10 @@ class Tube(NamedTuple):
 class TubeEvent(NamedTuple):
     """What happened to tube ``tube_id`` when ``frame`` was processed.
 
-    ``tube`` is set on ``ended`` events only, and only if the tube passed the filters
-    (enough tubelets, score and length); ``None`` means it was discarded.
+    ``tube`` is set on ``ended`` and ``segment`` events only, and only if the tube passed the
+    filters (enough tubelets, score and length); ``None`` means it was discarded. A ``segment``
+    tube holds the frames of a long tube that no later window can change, from the frame after
+    its previous segment; the tube stays open.
     """
 
     kind: str
@@ -186,9 +201,11 @@ class _Tubes:
         self.last_frame = np.zeros(0, dtype=np.int64)
         self.last_boxes = np.zeros((0, K, 4), dtype=np.float32)
         self.score_sum = np.zeros(0, dtype=np.float64)
-        self.count = np.zeros(0, dtype=np.int64)
-        self.windows = []  # per tube: the K clip-end frames of each of its tubelets
-        self.rows = []  # per tube: its (4K+1,) tubelets
+        self.count = np.zeros(0, dtype=np.int64)   # tubelets linked, segments handed out included
+        self.first = np.zeros(0, dtype=np.int64)   # clip end the unreported part is placed from
+        self.cut = np.zeros(0, dtype=bool)         # whether frame `first` went out with a segment
+        self.windows = []  # per tube: the K clip-end frames of each of its tubelets still held
+        self.rows = []  # per tube: its (4K+1,) tubelets still held
 
     def __len__(self):
         return len(self.ids)
@@ -199,7 +216,7 @@ class _Tubes:
         self.ids = [self.ids[i] for i in held]
         self.windows = [self.windows[i] for i in held]
         self.rows = [self.rows[i] for i in held]
-        for name in ("label", "last_frame", "last_boxes", "score_sum", "count"):
+        for name in ("label", "last_frame", "last_boxes", "score_sum", "count", "first", "cut"):
             setattr(self, name, getattr(self, name)[index])
 
     def rank(self):
@@ -215,6 +232,8 @@ class _Tubes:
         self.last_boxes = np.concatenate([self.last_boxes, tubelets[:, :4 * K].reshape(-1, K, 4)])
         self.score_sum = np.concatenate([self.score_sum, tubelets[:, -1].astype(np.float64)])
         self.count = np.concatenate([self.count, np.ones(len(ids), dtype=np.int64)])
+        self.first = np.concatenate([self.first, np.full(len(ids), window[0], dtype=np.int64)])
+        self.cut = np.concatenate([self.cut, np.zeros(len(ids), dtype=bool)])
 
 
 class Linker:
@@ -229,9 +248,14 @@ class Linker:
     their matrices sit as blocks on one diagonal.
     """
 
-    def __init__(self, K, clip_len, nms_threshold=0.6, top_k=10, match_iou=0.5, min_score=0.005, matrices=None):
+    def __init__(self, K, clip_len, nms_threshold=0.6, top_k=10, match_iou=0.5, min_score=0.005, matrices=None,
+                 segment_frames=SEGMENT_FRAMES):
         if int(K) < 1 or int(clip_len) < 1 or int(top_k) < 1:
             raise ConfigError(f"K, clip_len and top_k must be >= 1, got {K}, {clip_len}, {top_k}")
+        if segment_frames is not None and int(segment_frames) < 2 * int(K) * int(clip_len):
+            raise ConfigError(f"segment_frames must be None (never) or >= 2·K·clip_len = {2 * int(K) * int(clip_len)}, "
+                              f"got {segment_frames}")
+        self.segment_frames = None if segment_frames is None else int(segment_frames)
         self.K, self.clip_len, self.top_k = int(K), int(clip_len), int(top_k)
         self.nms_threshold, self.match_iou, self.min_score = nms_threshold, match_iou, min_score
         self.matrices = HostMatrices() if matrices is None else matrices
@@ -248,7 +272,7 @@ class Linker:
     @property
     def stored_tubelets(self):
         """Number of tubelets held by the open tubes: the linker's whole memory."""
-        return int(self._tubes.count.sum())
+        return sum(len(rows) for rows in self._tubes.rows)
 
     def push(self, frame, tubelets, frames=None):
         """Link the tubelets of processed frame ``frame``.
@@ -309,6 +333,7 @@ class Linker:
             tubes.last_boxes[grew] = chosen[:, :4 * K].reshape(-1, K, 4)
             tubes.score_sum[grew] += chosen[:, -1]
             tubes.count[grew] += 1
+            tubes.first[grew] = np.where(tubes.cut[grew], tubes.first[grew], np.minimum(tubes.first[grew], window[0]))
             for a, row in zip(grew.tolist(), chosen):
                 tubes.windows[a].append(window)
                 tubes.rows[a].append(row)
@@ -329,7 +354,52 @@ class Linker:
             tubes.take(np.flatnonzero(keep))
         if free.size:
             tubes.extend(new_ids.tolist(), candidate_label[free], frame, window, candidates[free], K)
+        return events + self._segments(frame)
+
+    def _segments(self, frame):
+        """Hand out the long tubes' frames that no later window can change: ``segment`` events.
+
+        A later window's clip ends are all after ``frame - (K-1)·clip_len``; the runtime has returned
+        the results of every frame up to ``frame - K·clip_len`` (its last window's), so a tube is cut at
+        its last clip end ``c`` up to there. Frames ``first..c`` go out; the tubelets that reach ``c`` or
+        later stay, and hold every box of the frames after ``c``.
+        """
+        if self.segment_frames is None or not len(self._tubes):
+            return []
+        tubes, limit = self._tubes, frame - self.K * self.clip_len
+        events = []
+        for i in np.flatnonzero(limit - tubes.first + 1 >= self.segment_frames).tolist():
+            windows = tubes.windows[i]
+            cut = None
+            for window in reversed(windows):   # clip ends only grow from window to window
+                below = [f for f in window if f <= limit]
+                cut = max(below + ([cut] if cut is not None else [])) if below else cut
+                if window[-1] <= limit:
+                    break
+            if cut is None or cut - tubes.first[i] + 1 < self.segment_frames:
+                continue
+            part = self._part(i, tubes.first[i], cut)
+            keep = [j for j, window in enumerate(windows) if window[-1] >= cut]
+            tubes.windows[i] = [windows[j] for j in keep]
+            tubes.rows[i] = [tubes.rows[i][j] for j in keep]
+            tubes.first[i], tubes.cut[i] = cut, True
+            self._spans.pop(tubes.ids[i], None)
+            events.append(TubeEvent(SEGMENT, tubes.ids[i], int(tubes.label[i]), frame, part))
         return events
+
+    def _part(self, i, begin, end):
+        """The :class:`Tube` of frames ``begin..end`` of open tube ``i`` (without ``begin`` when a segment
+        had it), scored by its running mean; None below ``min_score``."""
+        tubes = self._tubes
+        score = float(np.float32(tubes.score_sum[i] / tubes.count[i]))
+        if score < self.min_score:
+            return None
+        placed = _place_many([(np.asarray(tubes.windows[i], dtype=np.int64), np.stack(tubes.rows[i]), begin, end)],
+                             self.K)[0]
+        boxes = np.empty((end - begin + 1, 6), dtype=np.float32)
+        boxes[:, 0] = np.arange(begin, end + 1)
+        boxes[:, 1:] = placed
+        return Tube(tubes.ids[i], int(tubes.label[i]), score, boxes[1:] if tubes.cut[i] else boxes)
 
     def finish(self):
         """End every open tube (the stream is over) and reset for the next stream."""
@@ -390,9 +460,14 @@ class Linker:
 
     def _assemble(self, index, min_length):
         """The (L, 6) tubes of the finished open tubes at ``index``, None where the reference drops one."""
-        tubes, chosen = self._tubes, []
+        tubes, chosen, out = self._tubes, [], {}
         for i in index:
             windows = tubes.windows[i]
+            if tubes.cut[i]:   # segmented: the rest from the frame after its last segment
+                part = self._part(i, int(tubes.first[i]), windows[-1][-1])
+                if part is not None:
+                    out[i] = part
+                continue
             if len(windows) < 2:
                 continue
             # The reference starts a tube at max(f0 - (K-1) * clip_len, 1), the first clip end of its
@@ -401,7 +476,7 @@ class Linker:
             if end - begin + 1 >= min_length:
                 chosen.append((i, begin, end))
         if not chosen:
-            return {}
+            return out
         # every chosen tube's tubelets and windows in one array each, a slice per tube
         rows = np.stack([row for i, _, _ in chosen for row in tubes.rows[i]])
         frames = np.asarray([w for i, _, _ in chosen for w in tubes.windows[i]], dtype=np.int64)
@@ -414,7 +489,6 @@ class Linker:
             if score >= self.min_score:
                 kept.append((i, score))
                 spans.append((frames[start:stop], rows[start:stop], begin, end))
-        out = {}
         for (i, score), (_, _, begin, end), placed in zip(kept, spans, _place_many(spans, self.K)):
             boxes = np.empty((end - begin + 1, 6), dtype=np.float32)
             boxes[:, 0] = np.arange(begin, end + 1)
@@ -534,6 +608,6 @@ def link_video(windows, K, clip_len, **params):
             tubes.setdefault(int(label), [])
     events += linker.finish()
     for event in events:
-        if event.kind == ENDED and event.tube is not None:
+        if event.kind in (ENDED, SEGMENT) and event.tube is not None:
             tubes[event.label].append(event.tube)
     return tubes

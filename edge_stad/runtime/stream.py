@@ -50,7 +50,7 @@ from edge_stad.preprocess import grid_size, resize
 from edge_stad.runtime.decode import decode, to_pixels
 from edge_stad.runtime.frame_detections import FrameDetections
 from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
-from edge_stad.runtime.linking import ENDED, Linker
+from edge_stad.runtime.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
 from edge_stad.runtime.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
 from edge_stad.runtime.windows import Window, clip_ending_at, regular_window, window_schedule
 
@@ -133,9 +133,9 @@ _NO_DETECTIONS = np.zeros((0, 6), dtype=np.float32)
 class _Stream:
     """What one camera's stream holds between frames: recent frames, clip features, open tubes."""
 
-    def __init__(self, K, clip_len, frame_detections, link_matrices=None):
+    def __init__(self, K, clip_len, frame_detections, link_matrices=None, segment_frames=SEGMENT_FRAMES):
         self.K, self.clip_len = K, clip_len
-        self.linker = Linker(K, clip_len, matrices=link_matrices)
+        self.linker = Linker(K, clip_len, matrices=link_matrices, segment_frames=segment_frames)
         self.with_detections = frame_detections
         self.clear()
 
@@ -191,8 +191,8 @@ class _FrameStream(_Stream):
     """A frame detector's stream: a one-frame window per frame, the last ``clip_len`` frames for the 3D
     branch and its cached feature."""
 
-    def __init__(self, clip_len, frame_detections, link_matrices=None):
-        super().__init__(1, 1, frame_detections, link_matrices)
+    def __init__(self, clip_len, frame_detections, link_matrices=None, segment_frames=SEGMENT_FRAMES):
+        super().__init__(1, 1, frame_detections, link_matrices, segment_frames)
         self.clip_len = clip_len
 
     def clear(self):
@@ -233,11 +233,14 @@ class Runtime:
     interval (:func:`sys.setswitchinterval`) is at most 0.5 ms, so that the worker gets the GIL back
     soon after each encoder call; on Linux its workers run :data:`WORKER_NICE` nice levels below the
     caller's thread, which the pipeline waits on. :meth:`close` stops the workers and restores the interval.
+    ``segment_frames``: an open tube longer than this is handed out in segments
+    (:data:`~edge_stad.runtime.linking.SEGMENT_FRAMES`, 9000; ``None``: never), so that memory stays
+    bounded on an endless stream; the offline evaluation links with the same default.
     """
 
     def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
                  min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1,
-                 pipeline=False):
+                 pipeline=False, segment_frames=SEGMENT_FRAMES):
         if hasattr(engine, "config") and any(hasattr(engine, a) for a in ("encode", "encode_3d", "device_resident")):
             self.backend = engine
         else:
@@ -274,8 +277,10 @@ class Runtime:
         self._grid = grid_size(self.input_size)
         self._in_graph = bool(getattr(self.backend, "decodes_in_graph", False))
         matrices = getattr(self.backend, "link_matrices", None)   # the linking kernels, on a GPU backend
-        self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices) if self._frame_model
-                         else _Stream(self.K, self.clip_len, frame_detections, matrices) for _ in range(int(streams))]
+        self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
+                         if self._frame_model else
+                         _Stream(self.K, self.clip_len, frame_detections, matrices, segment_frames)
+                         for _ in range(int(streams))]
         self._lock = threading.RLock()
         self._events = deque(maxlen=history)
         self._tubes = deque(maxlen=history)
@@ -376,7 +381,8 @@ class Runtime:
         return self._drain(self._events)
 
     def tubes(self):
-        """``(stream, Tube)`` of the tubes that ended and passed the filters since the last call."""
+        """``(stream, Tube)`` of the tubes that ended and passed the filters since the last call, and the
+        segments of open tubes longer than ``segment_frames`` (same ``tube_id``, consecutive frames)."""
         return self._drain(self._tubes)
 
     def windows(self):
@@ -558,8 +564,9 @@ class Runtime:
         state = self._streams[i]
         for event in events:
             self._events.append((i, event))
-            if event.kind == ENDED and event.tube is not None:
-                state.ended.append(event.tube)
+            if event.kind in (ENDED, SEGMENT) and event.tube is not None:
+                if event.kind == ENDED:   # a segment's frames have all been returned already
+                    state.ended.append(event.tube)
                 self._tubes.append((i, event.tube))
 
     def _finalize_processed(self, jobs):
