@@ -203,7 +203,8 @@ def validate_gt(raw, source="ground truth"):
                 isinstance(s, (list, tuple)) and all(isinstance(v, str) for v in s) for s in value):
             _fail(source, "'{}' must be a list of splits, each a list of video names", key)
         splits[key] = [list(s) for s in value]
-    gttubes = {v: _validate_video(source, v, per, nframes, len(labels), resolution.get(v))
+    arrays = {}   # id of a tube object -> its float64 array: a tube shared by reference is converted once
+    gttubes = {v: _validate_video(source, v, per, nframes, len(labels), resolution.get(v), arrays)
                for v, per in raw["gttubes"].items()}
     for key, lists in splits.items():
         for s, videos in enumerate(lists):
@@ -213,7 +214,7 @@ def validate_gt(raw, source="ground truth"):
     return GroundTruth(list(labels), gttubes, nframes, splits["train_videos"], splits["test_videos"], resolution)
 
 
-def _validate_video(source, video, per_label, nframes, num_labels, hw):
+def _validate_video(source, video, per_label, nframes, num_labels, hw, arrays):
     if video not in nframes:
         _fail(source, "video {!r} has tubes but no nframes entry", video)
     if not isinstance(per_label, dict):
@@ -228,10 +229,9 @@ def _validate_video(source, video, per_label, nframes, num_labels, hw):
         checked = []
         for i, tube in enumerate(tubes):
             where = f"video {video!r} label {label} tube {i}"
-            try:
-                tube = np.array(tube, dtype=np.float64)
-            except (TypeError, ValueError):
-                _fail(source, "{}: not a numeric array", where)
+            if id(tube) not in arrays:
+                arrays[id(tube)] = _tube_array(source, where, tube)
+            tube = arrays[id(tube)]
             if tube.ndim != 2 or tube.shape[1] != 5 or not len(tube):
                 _fail(source, "{}: expected (n, 5) rows frame, x1, y1, x2, y2, got shape {}", where, tube.shape)
             frames = tube[:, 0]
@@ -249,6 +249,19 @@ def _validate_video(source, video, per_label, nframes, num_labels, hw):
             checked.append(tube)
         out[int(label)] = checked
     return out
+
+
+def _tube_array(source, where, tube):
+    """A tube as a float64 array; a list of lists must be rows of 5 numbers before NumPy copies it, so
+    that lists nested deeper never expand."""
+    if isinstance(tube, (list, tuple)) and any(
+            not isinstance(row, (list, tuple, np.ndarray)) or len(row) != 5 or any(isinstance(v, _CONTAINERS)
+                                                                                   for v in row) for row in tube):
+        _fail(source, "{}: expected (n, 5) rows frame, x1, y1, x2, y2 of numbers", where)
+    try:
+        return np.array(tube, dtype=np.float64)
+    except (TypeError, ValueError):
+        _fail(source, "{}: not a numeric array", where)
 
 
 def _check_boxes(source, where, tube, hw):
