@@ -105,14 +105,12 @@ def _window(tubelets, frames="[1, 4]"):
     ([HEADER, '{"type": "box", "video": "v"}'], r":2: field 'type': expected 'window', 'frame' or 'tube'"),
     ([HEADER, '{"type": "frame", "video": "v"'], r":2: field '-': not JSON"),
     ([], r"empty file"),
-] + [([HEADER, line], message) for line, message in [
-    (_window('[[0, 1, 2, 3, 4, 5, 6, 7, 8, "0.5"]]'), r":2: field 'tubelets': rows must be lists of 10 numbers"),
-    (_window('[[0, "1", 2, 3, 4, 5, 6, 7, 8, 0.5]]'), r":2: field 'tubelets': rows must be lists of 10 numbers"),
-    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, true]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
-    (_window("[[false, 1, 2, 3, 4, 5, 6, 7, 8, 0.5]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
-    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, null]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
-    (_window("[[[0, 1, 2, 3, 4, 5, 6, 7, 8, 0.5]]]"), r":2: field 'tubelets': rows must be lists of 10 numbers"),
-    (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, 0.5], [0, 1]]"), r":2: field 'tubelets': rows must be lists of 10"),
+] + [([HEADER, _window(rows)], r":2: field 'tubelets': rows must be lists of 10 numbers") for rows in [
+    '[[0, 1, 2, 3, 4, 5, 6, 7, 8, "0.5"]]', '[[0, "1", 2, 3, 4, 5, 6, 7, 8, 0.5]]',
+    "[[0, 1, 2, 3, 4, 5, 6, 7, 8, true]]", "[[false, 1, 2, 3, 4, 5, 6, 7, 8, 0.5]]",
+    "[[0, 1, 2, 3, 4, 5, 6, 7, 8, null]]",
+    "[[[0, 1, 2, 3, 4, 5, 6, 7, 8, 0.5]]]", "[[0, 1, 2, 3, 4, 5, 6, 7, 8, 0.5], [0, 1]]", "[" * 60 + "]" * 60,
+]] + [([HEADER, line], message) for line, message in [
     (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, 1.5]]"), r":2: field 'tubelets': scores must lie in \[0, 1\]"),
     (_window("[[0, 1, 2, 3, 4, 5, 6, 7, 8, -0.01]]"), r":2: field 'tubelets': scores must lie in \[0, 1\]"),
     (_window("[[0, 3, 2, 1, 4, 5, 6, 7, 8, 0.5]]"), r":2: field 'tubelets': boxes must have x1 <= x2 and y1 <= y2"),
@@ -136,7 +134,6 @@ def _window(tubelets, frames="[1, 4]"):
     ('{"type": "tube", "video": "v", "label": 0, "score": 0.5, "boxes": [[1, 0, 0, 1, 1, true]]}',
      r":2: field 'boxes': rows must be lists of 6 numbers"),
     (_window("[" * 100_000 + "]" * 100_000), r":2: field '-': nested too deeply"),
-    (_window("[" * 60 + "]" * 60), r":2: field 'tubelets': rows must be lists of 10 numbers"),
 ]] + [([HEADER.replace('"K": 2', '"K": 1000')], r":1: field 'K': must be in \[1, 32\]")])
 def test_bad_files_name_line_and_field(tmp_path, lines, message):
     path = tmp_path / "bad.jsonl"
