@@ -377,7 +377,8 @@ class Runtime:
         self.close()
 
     def events(self):
-        """``(stream, TubeEvent)`` of the tubes that started, grew or ended since the last call."""
+        """``(stream, TubeEvent)`` of the tubes that started, grew, ended or handed out a segment since the
+        last call."""
         return self._drain(self._events)
 
     def tubes(self):
