@@ -608,7 +608,7 @@ def test_run_command_strict_refuses_a_truncated_video_and_a_bad_image(engine, tm
     assert "warning: " in capsys.readouterr().err and (tmp_path / "d.jsonl").exists()
     os.remove(tmp_path / "d.jsonl")
     assert cli.main(["run", str(path), "--strict"] + common) == 1
-    assert "decoding stopped at frame" in capsys.readouterr().err and not (tmp_path / "d.jsonl").exists()
+    assert "frames its container declares" in capsys.readouterr().err and not (tmp_path / "d.jsonl").exists()
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, frame in enumerate(video(12, seed=2), start=1):

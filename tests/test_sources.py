@@ -61,8 +61,8 @@ def test_truncated_video_keeps_decoded_frames_and_warns(avi, tmp_path):
     n = source.frames_read
     assert 0 < n < N and source.frame_count == N
     assert [square_left(f) for f, _ in frames] == list(range(n))
-    assert source.warning == (f"{cut}: decoding stopped at frame {n} of {N} (truncated or corrupt file); "
-                              f"kept the {n} frames decoded")
+    assert source.warning == (f"{cut}: read {n} of the {N} frames its container declares (truncated or corrupt "
+                              f"file, or decoder errors); kept the {n} frames decoded")
 
 
 def test_truncated_mp4_without_index_cannot_open(tmp_path):
@@ -181,10 +181,10 @@ def test_truncated_faststart_mp4_plays_what_decodes_and_says_how_much(tmp_path):
     n = source.frames_read
     assert 0 < n < N and source.frame_count == N
     assert [square_left(f) for f, _ in frames[:-1]] == list(range(n - 1))   # the last one is partly concealed
-    assert source.warning == (f"{cut}: decoding stopped at frame {n} of {N} (truncated or corrupt file); "
-                              f"kept the {n} frames decoded")
+    assert source.warning == (f"{cut}: read {n} of the {N} frames its container declares (truncated or corrupt "
+                              f"file, or decoder errors); kept the {n} frames decoded")
     with open_source(cut, strict=True) as source:
-        with pytest.raises(SourceError, match=rf"decoding stopped at frame {n} of {N} .*\(--strict\)"):
+        with pytest.raises(SourceError, match=rf"read {n} of the {N} frames its container declares .*\(--strict\)"):
             list(source)
 
 
@@ -365,3 +365,16 @@ def test_video_sink_failure_leaves_nothing(tmp_path):
     with pytest.raises(SourceError, match=r"cannot write video .*bad\.txt with fourcc mp4v"):
         VideoSink(tmp_path / "bad.txt", fps=FPS, size=(W, H))
     assert sorted(os.listdir(tmp_path)) == ["annotated.mp4"]
+
+
+def test_frames_lost_mid_file_are_counted_against_the_declared_count(tmp_path):
+    path = write_video(tmp_path / "mid.avi", [square_frame(i) for i in range(N)])
+    data = bytearray(open(path, "rb").read())
+    for k in range(len(data) * 45 // 100, len(data) * 55 // 100):   # garbage in the middle, the end intact
+        data[k] = (data[k] * 7 + 13) & 255
+    open(path, "wb").write(data)
+    with open_source(path) as source:
+        frames = list(source)
+    n = source.frames_read
+    assert 0 < n < N and square_left(frames[-1][0]) == N - 1   # decoding went on past the damage
+    assert source.warning.startswith(f"{path}: read {n} of the {N} frames its container declares")

@@ -123,8 +123,8 @@ class VideoFile(FrameSource):
             ok, frame = self._cap.read()
             frame = frame if ok else None
         if self.frame_count and index < self.frame_count:
-            self._degraded(f"{self.name}: decoding stopped at frame {index} of {self.frame_count} "
-                           f"(truncated or corrupt file); kept the {index} frames decoded")
+            self._degraded(f"{self.name}: read {index} of the {self.frame_count} frames its container declares "
+                           f"(truncated or corrupt file, or decoder errors); kept the {index} frames decoded")
 
     def close(self):
         self._cap.release()
