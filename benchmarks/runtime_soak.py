@@ -10,9 +10,9 @@ mirrored, so that tubes differ), pushed frame by frame into one Runtime that is 
 flushed until the end; --static pushes the first test frame for ever instead (a camera on a
 still scene). --untrained builds and streams an FP32 engine of a randomly initialised
 AMMA-ShuffleNetV2 (K=3, 128x128, seed 0) in a temporary folder: its detections hardly change
-from frame to frame, so its tubes never end. Every --every frames it records the process RSS,
-the open tubes and the linker's stored tubelets, the segments of long tubes handed out so far,
-and the push latency (median, p99, max) of that stretch; tube ids of ``started`` events must
+from frame to frame, so its tubes never end. Every --every frames it records the process RSS
+and its anonymous part, the open tubes and the linker's stored tubelets, the segments of long
+tubes handed out so far, and the push latency (median, p99, max) of that stretch; tube ids of ``started`` events must
 only increase (never reused). Passes when RSS grows less than 5% from the first checkpoint
 after warm-up (frame 2 x --every) to the end. Writes --results .md and .json. Frames per second
 here include the checks and say nothing about speed on a loaded machine.
@@ -86,7 +86,9 @@ def main(argv=None):
         if (i + 1) % args.every == 0:
             ms = 1000 * np.asarray(latencies)
             stats = runtime.stats()
-            rows.append({"frames": i + 1, "rss_mib": process.memory_info().rss / 2**20,
+            memory = process.memory_info()
+            rows.append({"frames": i + 1, "rss_mib": memory.rss / 2**20,
+                         "anon_mib": (memory.rss - memory.shared) / 2**20,
                          "open_tubes": stats["open_tubes"],
                          "stored_tubelets": stats["stored_tubelets"], "segments": segments,
                          "queue_depth": stats["queue_depth"], "tubes_ended": tubes,
@@ -108,11 +110,15 @@ def main(argv=None):
              f"Command: `{command}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}. "
              f"{seconds:.0f} s in all ({args.frames / seconds:.0f} frames/s including the checks).", "",
-             "| frames | RSS (MiB) | open tubes | stored tubelets | segments | queue depth | tubes ended | "
-             "push median (ms) | push p99 (ms) | push max (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += ["| {frames} | {rss_mib:.1f} | {open_tubes} | {stored_tubelets} | {segments} | {queue_depth} | "
-              "{tubes_ended} | {push_ms_median:.2f} | {push_ms_p99:.2f} | {push_ms_max:.2f} |".format(**r)
-              for r in rows]
+             "| frames | RSS (MiB) | anonymous (MiB) | open tubes | stored tubelets | segments | queue depth | "
+             "tubes out | push median (ms) | push p99 (ms) | push max (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| {frames} | {rss_mib:.1f} | {anon_mib:.1f} | {open_tubes} | {stored_tubelets} | {segments} | "
+              "{queue_depth} | {tubes_ended} | {push_ms_median:.2f} | {push_ms_p99:.2f} | "
+              "{push_ms_max:.2f} |".format(**r) for r in rows]
+    lines += ["", "Anonymous memory is RSS less its file-backed pages (psutil's `shared`), which the kernel may drop "
+              "under memory pressure from other processes; tubes out counts `Runtime.tubes()`: ended tubes and the "
+              "segments of long ones."]
     lines += ["", f"RSS growth from frame {rows[min(1, len(rows) - 1)]['frames']} to the end: {100 * growth:+.2f}% "
               "(limit 5%); tube ids reused: {}; results returned: {} of {} frames. {}".format(
                   reused, results, args.frames, "PASS" if ok else "FAIL"), ""]
