@@ -21,7 +21,7 @@ Per label and window the linker keeps the reference's rules:
 
 Memory is bounded on an endless stream (a person standing for hours, a static false
 positive): an open tube whose unreported part spans ``segment_frames`` (:data:`SEGMENT_FRAMES`,
-6 minutes at 25 frames/s, nine times the longest UCF101-24 video, so no dataset video is ever
+6 minutes at 25 frames/s, about nine times the longest UCF101-24 video, so no dataset video is
 cut) hands that part out as a ``segment`` event, a :class:`Tube` with the same id holding the
 boxes of those frames, and keeps only the few newest tubelets that still reach later frames.
 Its later segments and its ``ended`` tube continue at the next frame; together they hold
