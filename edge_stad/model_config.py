@@ -13,7 +13,8 @@ import reprlib
 
 # The graphs an engine of each model family holds, in run order.
 GRAPHS = {"amma": ("encoder", "head"), "menet": ("encoder3d", "detector"), "menet-lite": ("encoder3d", "detector")}
-FAMILIES = tuple(GRAPHS)
+FAMILIES = tuple(GRAPHS)       # the detectors, which engines hold
+CLASSIFIER = "classifier3d"    # edge-stad distill's 3D video classifier (checkpoints only)
 MAX_INPUT_SIDE = 2048   # pixels; a multiple of 32 (the backbones' stride)
 MAX_CLIP_LEN = 128
 MAX_K = 32
@@ -54,26 +55,38 @@ class _Checker:
         if field not in config and not optional:
             self.fail(field, _MISSING, "a string")
 
+    def width(self, config, field):
+        value = config.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value <= 8 or not math.isfinite(value)):
+            self.fail(field, value, "null or a number in (0, 8]")
+
     def flag(self, config, field):
         if field in config and not isinstance(config[field], bool):
             self.fail(field, config[field], "true or false")
 
 
-def check_model_config(config, error, where, prefix="model."):
-    """``config`` checked against the schema of its family; ``error(message)`` is raised on the first
-    violation, naming ``where`` (the file) and the field as ``prefix + name``. Returns ``config``."""
+def check_model_config(config, error, where, prefix="model.", families=FAMILIES):
+    """``config`` checked against the schema of its family (one of ``families``); ``error(message)`` is
+    raised on the first violation, naming ``where`` (the file) and the field as ``prefix + name``.
+    Returns ``config``."""
     c = _Checker(error, where, prefix)
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise error(f"{where}: '{prefix.rstrip('.') or 'model'}' is a {type(config).__name__}; expected an object "
                     "mapping field names to values")
     name = config.get("name")
-    if name not in FAMILIES:
-        c.fail("name", name, "one of " + ", ".join(FAMILIES))
+    if name not in families:
+        c.fail("name", name, "one of " + ", ".join(families))
+    c.int(config, "num_classes", 1, MAX_CLASSES)
+    if name == CLASSIFIER:
+        c.text(config, "backbone")
+        c.int(config, "in_channels", 1, 16, optional=True)
+        c.width(config, "width_mult")
+        return config
     size = config.get("input_size")
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(_int(s) and 32 <= s <= MAX_INPUT_SIDE and s % 32 == 0 for s in size)):
         c.fail("input_size", size, f"[height, width], multiples of 32 in [32, {MAX_INPUT_SIDE}]")
-    c.int(config, "num_classes", 1, MAX_CLASSES)
     clip_len = c.int(config, "clip_len", 1, MAX_CLIP_LEN)
     if name == "amma":
         c.int(config, "K", 1, MAX_K)
@@ -99,10 +112,7 @@ def check_model_config(config, error, where, prefix="model."):
     kernel = c.int(config, "srm_kernel", 1, 31, optional=True)
     if kernel is not None and kernel % 2 == 0:
         c.fail("srm_kernel", kernel, "an odd int in [1, 31]")
-    width = config.get("width_3d")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float))
-                              or not 0 < width <= 8 or not math.isfinite(width)):
-        c.fail("width_3d", width, "null or a number in (0, 8]")
+    c.width(config, "width_3d")
     count = c.int(config, "num_anchors", 1, MAX_ANCHORS, optional=True)
     anchors = config.get("anchors")
     if anchors is not None and (
