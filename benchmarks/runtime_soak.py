@@ -104,6 +104,7 @@ def main(argv=None):
     name = "an untrained engine" if args.untrained else os.path.basename(os.path.normpath(args.engine))
     command = ("python benchmarks/runtime_soak.py " + ("--untrained" if args.untrained else f"--engine {args.engine}")
                + (" --static" if args.static else "") + f" --frames {args.frames}"
+               + (f" --every {args.every}" if args.every != 10000 else "")
                + (" --pipeline" if args.pipeline else "") + (f" {args.pipeline}" if args.pipeline > 1 else "")
                + (f" --results {args.results}" if args.results else ""))
     lines = [f"# Runtime soak: {args.frames} frames through {name}", "",
