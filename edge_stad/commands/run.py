@@ -48,7 +48,8 @@ def add_arguments(p):
     p.add_argument("--reconnect-attempts", type=int, default=5,
                    help="reopen attempts, with backoff, when a live source drops (default 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    events = p.add_argument_group("action events (MQTT) and event clips")
+    events = p.add_argument_group("action events (MQTT) and event clips",
+                                  "events and clips are made for the tubes that reach --min-score")
     events.add_argument("--camera", help="camera name in events, topics and clip names (default: the source's "
                                          "file or folder name, else 'camera')")
     events.add_argument("--mqtt", metavar="URL", help="publish events to this broker: mqtt://[user@]host[:port], "
