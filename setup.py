@@ -31,7 +31,11 @@ JETSON = ["jetson-stats>=4.2", "polygraphy>=0.49"]
 # NVRTC (pip wheels, no GPU needed) lets the tests compile every CUDA kernel on any Linux x86-64 machine
 NVRTC = ['cuda-bindings>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"',
          'nvidia-cuda-nvrtc>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"']
-DEV = TRAIN + NVRTC + ["pytest>=7.3", "hypothesis>=6.0", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5"]
+# Action events to an MQTT broker (edge_stad.runtime.sinks.MqttSink, `edge-stad run --mqtt`)
+MQTT = ["paho-mqtt>=2.0"]
+# the tests also validate events against docs/events_schema.json (jsonschema) and generate inputs (hypothesis)
+DEV = TRAIN + NVRTC + MQTT + ["pytest>=7.3", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5", "hypothesis>=6.0",
+                              "jsonschema>=4.0"]
 
 setup(
     name="edge_stad",
@@ -47,8 +51,9 @@ setup(
         "train": TRAIN,
         "gpu": GPU,
         "jetson": JETSON,
+        "mqtt": MQTT,
         "dev": DEV,
-        "all": sorted(set(TRAIN + GPU + JETSON + DEV)),
+        "all": sorted(set(TRAIN + GPU + JETSON + MQTT + DEV)),
     },
     entry_points={"console_scripts": ["edge-stad=edge_stad.cli:main"]},
     classifiers=[

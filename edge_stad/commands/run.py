@@ -12,9 +12,14 @@ writes everything processed so far.
   edge-stad run frames/ --engine ENGINE --json detections.jsonl    # then: edge-stad eval
   edge-stad run 0 --engine ENGINE --show                           # camera 0, on screen
   edge-stad run rtsp://camera.local/stream --engine ENGINE --out cam.mp4 --max-frames 9000
+  edge-stad run 0 --engine ENGINE --camera door --mqtt mqtt://broker.local:1883 --clips clips/
+  edge-stad run "nvarguscamerasrc ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink" --engine ENGINE
 
-SOURCE: a video file, a folder of images (natural order), a camera index, or an
-rtsp/rtmp/http(s)/udp/tcp URL (anything OpenCV's VideoCapture opens).
+SOURCE: a video file, a folder of images (natural order), a camera index, an
+rtsp/rtmp/http(s)/udp/tcp URL (anything OpenCV's VideoCapture opens), or a GStreamer
+pipeline ending in appsink (where OpenCV was built with GStreamer, as JetPack's is).
+--mqtt publishes every tube's started/updated/ended events as JSON (docs/events_format.md)
+on edge_stad/<camera>/events; --clips writes one MP4 per ended tube with pre- and post-roll.
 --json writes the detections format of docs/detections_format.md (every window's
 tubelets and every finished tube) under the video name --video-name, so
 `edge-stad eval --detections` scores it like the offline path.
@@ -48,6 +53,33 @@ def add_arguments(p):
                    help="a video that ends before the frames its container declares, or an unreadable image in a "
                         "folder, is an error (default: a warning, the frames that decoded are kept)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    events = p.add_argument_group("action events (MQTT) and event clips",
+                                  "events and clips are made for the tubes that reach --min-score")
+    events.add_argument("--camera", help="camera name in events, topics and clip names (default: the source's "
+                                         "file or folder name, else 'camera')")
+    events.add_argument("--mqtt", metavar="URL", help="publish events to this broker: mqtt://[user@]host[:port], "
+                                                      "mqtts:// for TLS; the password may come from the environment "
+                                                      "variable EDGE_STAD_MQTT_PASSWORD")
+    events.add_argument("--mqtt-topic", default="edge_stad/{camera}/events",
+                        help="topic template, with {camera} and {type} (default edge_stad/{camera}/events)")
+    events.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle for mqtts:// (default: the system's)")
+    events.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for mqtts://")
+    events.add_argument("--mqtt-key", metavar="FILE", help="client certificate's key for mqtts://")
+    events.add_argument("--mqtt-queue", type=int, default=1000, metavar="N",
+                        help="events kept while the broker is away; beyond that they are dropped, counted and "
+                             "logged (default 1000)")
+    events.add_argument("--update-interval", type=float, default=1.0, metavar="S",
+                        help="seconds of video between a tube's 'updated' events (default 1; 0: every frame)")
+    events.add_argument("--clips", metavar="DIR", help="write one MP4 per ended tube here, its path in the "
+                                                       "'ended' event")
+    events.add_argument("--pre-roll", type=float, default=2.0, metavar="S",
+                        help="seconds of video before a tube in its clip (default 2)")
+    events.add_argument("--post-roll", type=float, default=2.0, metavar="S",
+                        help="seconds of video after a tube in its clip (default 2)")
+    events.add_argument("--annotate-clips", action="store_true", help="draw the tubes into the clips")
+    events.add_argument("--max-clips", type=int, default=8, metavar="N",
+                        help="clips written at once, each encoding every frame; a tube that starts while N are "
+                             "open gets none, counted in the summary (default 8)")
 
 
 def _video_name(args):
@@ -55,6 +87,34 @@ def _video_name(args):
         return args.video_name
     base = os.path.basename(os.path.normpath(str(args.source)))
     return os.path.splitext(base)[0] or str(args.source)
+
+
+def _camera_name(args):
+    if args.camera:
+        return args.camera
+    source = str(args.source)
+    if os.path.exists(source):
+        from edge_stad.runtime.sinks.clips import safe_name
+
+        return safe_name(_video_name(args))
+    return "camera"
+
+
+def _events(args, runtime, fps):
+    """The ActionEvents that --mqtt and --clips ask for, or None."""
+    if not (args.mqtt or args.clips):
+        return None
+    from edge_stad.runtime.sinks import ActionEvents, MqttSink
+
+    camera = _camera_name(args)
+    sinks = []
+    if args.mqtt:
+        sinks.append(MqttSink(args.mqtt, camera, topic=args.mqtt_topic,
+                              password=os.environ.get("EDGE_STAD_MQTT_PASSWORD"), ca_certs=args.mqtt_ca,
+                              certfile=args.mqtt_cert, keyfile=args.mqtt_key, queue_size=args.mqtt_queue))
+    return ActionEvents(runtime, camera, sinks, clips=args.clips, fps=fps, pre_roll=args.pre_roll,
+                        post_roll=args.post_roll, annotate_clips=args.annotate_clips, max_open_clips=args.max_clips,
+                        update_interval=args.update_interval, engine=args.engine)
 
 
 class _Display:
@@ -102,6 +162,8 @@ def run(args):
         total = min(total or args.max_frames, args.max_frames)
     with contextlib.ExitStack() as stack:
         stack.enter_context(source)
+        events = _events(args, runtime, source.fps or 25.0)
+        stepper = runtime if events is None else stack.enter_context(events)
         sink = stack.enter_context(VideoSink(args.out, source.fps or 25.0)) if args.out else None
         writer = None
         if args.json:
@@ -131,7 +193,7 @@ def run(args):
         try:
             for frame, timestamp in source:
                 kept.append(frame)
-                emit(runtime.push(frame, timestamp))
+                emit(stepper.push(frame, timestamp))
                 counts["frames"] += 1
                 bar.update(1)
                 if counts["frames"] % 25 == 0:
@@ -140,7 +202,7 @@ def run(args):
                     break
         except KeyboardInterrupt:
             interrupted = True
-        emit(runtime.flush())
+        emit(stepper.flush())
     runtime.close()
     stats = runtime.stats()
     if source.warning:
@@ -150,8 +212,24 @@ def run(args):
     stages = "  ".join(f"{k} {v:.2f}" for k, v in stats["ms_per_frame"].items())
     print(f"{counts['frames']} frames, {counts['tubes']} tubes, {stats['fps']:.0f} frames/s "
           f"(ms per frame: {stages})")
+    if events is not None:
+        _report(events, args.clips)
     for path in (args.out, args.json):
         if path:
             print("wrote", path)
     return 0
 
+
+def _report(events, clips_folder):
+    """One line for the events and clips, one per MQTT sink (what reached the broker, what was dropped)."""
+    stats = events.stats()
+    made = ", ".join(f"{n} {kind}" for kind, n in stats["events"].items())
+    clips = f"; {stats['clips_written']} clips in {clips_folder}" if clips_folder else ""
+    skipped = (f" ({stats['clips_missing']} ended tubes without one: --max-clips were open)"
+               if stats["clips_missing"] else "")
+    print(f"events: {made}{clips}{skipped}")
+    for sink in events.sinks:
+        if hasattr(sink, "broker"):
+            mqtt = sink.stats()
+            print(f"mqtt {sink.broker}: {mqtt['published']} events published, {mqtt['dropped']} dropped, "
+                  f"{mqtt['pending']} not acknowledged at close")

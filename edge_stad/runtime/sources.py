@@ -1,4 +1,4 @@
-"""Where frames come from: a camera index, a network stream, an image folder or a video file.
+"""Where frames come from: a camera index, a network stream, a GStreamer pipeline, an image folder or a video file.
 
 Files degrade visibly: a truncated or corrupt video ends cleanly with the frames that decoded
 and says in ``warning`` how many it read of the frames its container declares; an unreadable
@@ -6,7 +6,10 @@ image in a folder is skipped, counted in ``skipped`` and named in ``warning``, a
 goes on; partial results beat none on a bad upload. With ``strict`` either is a
 :class:`~edge_stad.errors.SourceError` instead. Live sources drop (cables, Wi-Fi, RTSP
 timeouts), so they reopen with exponential backoff and only give up after
-``reconnect_attempts`` reopen attempts without a frame.
+``reconnect_attempts`` reopen attempts without a frame. A GStreamer
+pipeline (``nvarguscamerasrc ! ... ! appsink`` on a Jetson's CSI camera, ``rtspsrc ... !
+nvv4l2decoder ! ... ! appsink`` for hardware-decoded RTSP) is a live source too; it needs an
+OpenCV built with GStreamer (JetPack's, Debian's ``python3-opencv``; pip's wheels are not).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from edge_stad.errors import SourceError
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ACCEPTED = ("a camera index (0, 1, ...), a stream URL (rtsp, rtsps, rtmp, http, https, udp, tcp), "
-            "an image folder or a video file")
+            "a GStreamer pipeline ending in appsink, an image folder or a video file")
 
 
 def natural_key(name: str):
@@ -199,18 +202,46 @@ class LiveSource(FrameSource):
 
 
 def _redact(url: str) -> str:
-    """Keep stream passwords out of logs and warnings."""
-    return re.sub(r"^([a-z]+://)[^/@]*@", r"\1***@", url, flags=re.IGNORECASE)
+    """Keep stream passwords out of logs and warnings (in a URL, or in the URLs of a pipeline)."""
+    return re.sub(r"\b([a-z][a-z0-9+.-]*://)[^/@\s]*@", r"\1***@", url, flags=re.IGNORECASE)
+
+
+def gstreamer_pipeline(text: str) -> bool:
+    """Whether ``text`` is a GStreamer pipeline (elements linked with ``!``) rather than a path or URL."""
+    return "!" in text and not os.path.exists(text)
+
+
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV was built with GStreamer (``cv2.getBuildInformation()``'s Video I/O section)."""
+    found = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return bool(found) and found.group(1).upper() == "YES"
+
+
+def _pipeline_capture(text: str, factory: Optional[Callable]) -> Callable:
+    """What opens pipeline ``text``: ``factory`` (tests), else OpenCV's GStreamer backend; or why neither can."""
+    if not re.search(r"\bappsink\b", text):
+        raise SourceError(f"pipeline {_redact(text)}: a GStreamer pipeline for OpenCV must end in appsink "
+                          "(e.g. '... ! videoconvert ! video/x-raw,format=BGR ! appsink')")
+    if factory is not None:
+        return factory
+    if not opencv_has_gstreamer():
+        raise SourceError(f"pipeline {_redact(text)}: this OpenCV ({cv2.__version__}, {os.path.dirname(cv2.__file__)}) "
+                          "was built without GStreamer, so it cannot run pipelines. Use JetPack's OpenCV on a Jetson, "
+                          "or Debian/Ubuntu's python3-opencv (apt) instead of pip's opencv-python wheels, or give a "
+                          "file, camera index or URL")
+    return lambda target: cv2.VideoCapture(target, cv2.CAP_GSTREAMER)
 
 
 def open_source(spec, reconnect_attempts: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
                 sleep: Callable[[float], None] = time.sleep, capture_factory: Optional[Callable] = None,
                 folder_fps: float = 25.0, strict: bool = False) -> FrameSource:
-    """Open ``spec`` as a camera index, stream URL, image folder or video file (checked in that order).
+    """Open ``spec`` as a camera index, stream URL, GStreamer pipeline, image folder or video file (checked in
+    that order).
 
-    ``capture_factory(target)`` (default ``cv2.VideoCapture``) builds the capture for video files,
-    cameras and streams; tests inject fakes through it. Raises :class:`SourceError` when nothing opens;
-    ``strict``: also when a file ends early or a folder image is unreadable (else a ``warning``).
+    ``capture_factory(target)`` (default ``cv2.VideoCapture``; GStreamer's backend for pipelines)
+    builds the capture for video files, cameras, streams and pipelines; tests inject fakes through
+    it. Raises :class:`SourceError` when nothing opens; ``strict``: also when a file ends early or a
+    folder image is unreadable (else a ``warning``).
     """
     factory = capture_factory or cv2.VideoCapture
     live = dict(capture_factory=factory, reconnect_attempts=reconnect_attempts, backoff=backoff,
@@ -223,6 +254,9 @@ def open_source(spec, reconnect_attempts: int = 5, backoff: float = 0.5, max_bac
             return LiveSource(int(text), f"camera {text}", "camera", **live)
         if text.lower().startswith(STREAM_SCHEMES):
             return LiveSource(text, _redact(text), "stream", **live)
+        if gstreamer_pipeline(text):
+            live["capture_factory"] = _pipeline_capture(text, capture_factory)
+            return LiveSource(text, "pipeline " + _redact(text), "pipeline", **live)
         if os.path.isdir(text):
             return ImageFolder(text, folder_fps, strict)
         if os.path.isfile(text):
