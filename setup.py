@@ -31,7 +31,7 @@ JETSON = ["jetson-stats>=4.2", "polygraphy>=0.49"]
 # NVRTC (pip wheels, no GPU needed) lets the tests compile every CUDA kernel on any Linux x86-64 machine
 NVRTC = ['cuda-bindings>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"',
          'nvidia-cuda-nvrtc>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"']
-DEV = TRAIN + NVRTC + ["pytest>=7.3", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5"]
+DEV = TRAIN + NVRTC + ["pytest>=7.3", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5", "hypothesis>=6.0"]
 
 setup(
     name="edge_stad",
