@@ -8,8 +8,9 @@ from edge_stad import __version__
 # (distribution, module): a module already imported reports its own version (JetPack's apt-installed
 # TensorRT has no pip metadata), any other the installed distribution's.
 LIBRARIES = (("numpy", "numpy"), ("onnxruntime", "onnxruntime"), ("onnxruntime-gpu", None), ("onnx", "onnx"),
-             ("torch", "torch"), ("tensorrt", "tensorrt"), ("cuda-python", None), ("opencv-python-headless", "cv2"),
-             ("opencv-python", None), ("nvidia-ml-py", "pynvml"), ("jetson-stats", "jtop"), ("psutil", "psutil"))
+             ("torch", "torch"), ("tensorrt", "tensorrt"), ("cuda-python", None), ("cuda-bindings", None),
+             ("pycuda", "pycuda"), ("opencv-python-headless", "cv2"), ("opencv-python", None),
+             ("nvidia-ml-py", "pynvml"), ("jetson-stats", "jtop"), ("polygraphy", "polygraphy"), ("psutil", "psutil"))
 
 
 def versions():

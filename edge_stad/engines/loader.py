@@ -20,12 +20,26 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
-def default_providers():
-    """ONNX Runtime providers to use: CUDA first where onnxruntime-gpu offers it, always CPU."""
-    import onnxruntime as ort
+def default_providers(available=None):
+    """ONNX Runtime providers to use: CUDA first where onnxruntime-gpu offers it, always CPU
+    (among ``available``, by default this ONNX Runtime's)."""
+    if available is None:
+        import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+        available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or list(available)
+
+
+def auto_backend(manifest, tensorrt_available):
+    """``(backend, reason)``: what ``backend="auto"`` runs the engine folder of ``manifest`` with, and why.
+
+    ``tensorrt_available()`` is asked only when the folder has plans (importing TensorRT takes seconds).
+    """
+    if not manifest.get("plans"):
+        return "onnxruntime", "the engine folder has no TensorRT plans"
+    if not tensorrt_available():
+        return "onnxruntime", "the engine folder has TensorRT plans, but TensorRT is not importable here"
+    return "tensorrt", "the engine folder has TensorRT plans and TensorRT is importable here"
 
 
 def open_backend(source, backend="auto", threads=None, providers=None, device=0):
@@ -59,8 +73,7 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     if backend == "auto":
         from edge_stad.engines import tensorrt_build
 
-        usable = manifest.get("plans") and tensorrt_build.available()
-        backend = "tensorrt" if usable else "onnxruntime"
+        backend = auto_backend(manifest, tensorrt_build.available)[0]
     if backend == "tensorrt":
         from edge_stad.engines.tensorrt_backend import open_tensorrt_engine
 
