@@ -19,8 +19,8 @@ stores a literal as the tail of a longer one that ends the same way (``INT8`` in
 
 Limits: a name is checked, not its owner (``engine.num_io_tensors`` passes if any class has
 ``num_io_tensors``), nor argument types or counts; TensorRT 8.5 (JetPack 5) is not on the registry, so 8.6.1,
-the nearest, stands for it; uses that no checked version reaches (the bindings API, which TensorRT 8.4 and
-older need) are checked against the oldest wheel.
+the nearest, stands for it; uses that no checked version reaches (the bindings API, taken only where the engine
+has no ``num_io_tensors``, which 8.6 and later all have) are checked against the oldest wheel.
 
 ``python tests/trt_conformance.py --download DIR`` fetches the wheels (.ci/run does, into $EDGE_STAD_TRT_WHEELS).
 """
