@@ -39,14 +39,6 @@ def _safely(probe):
         return _error(e)
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace").strip("\x00\n ")
-    except OSError:
-        return None
-
-
 # -- probes: each returns plain data, or {"error": "..."} -------------------------------------------------
 
 def _system():
@@ -58,12 +50,14 @@ def _system():
 
 def _jetson():
     """The board's model and L4T release where ``/etc/nv_tegra_release`` says this is a Jetson, else None."""
-    release = _read("/etc/nv_tegra_release")
+    from edge_stad.bench.machine import read_text
+
+    release = read_text("/etc/nv_tegra_release")
     if release is None:
         return None
     found = re.search(r"R(\d+) \(release\), REVISION: ([\d.]+)", release)
     l4t = f"{found.group(1)}.{found.group(2)}" if found else None
-    return {"model": _read("/proc/device-tree/model"), "l4t": l4t,
+    return {"model": read_text("/proc/device-tree/model"), "l4t": l4t,
             "jetpack": JETPACK.get(int(found.group(1))) if found else None}
 
 

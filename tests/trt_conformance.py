@@ -416,6 +416,12 @@ class _Walker:
             return kind
         return UNKNOWN
 
+    def branches(self, test, condition):
+        """The conditions of the two branches ``test`` opens under ``condition`` (uses in ``test`` recorded)."""
+        self.expr(test, condition)
+        test = self.condition(test)
+        return _and(condition, test), _and(condition, _not(test))
+
     # -- statements --
 
     def block(self, body, condition):
@@ -455,10 +461,9 @@ class _Walker:
             self.cls = outer
             return
         if isinstance(stmt, ast.If):
-            self.expr(stmt.test, condition)
-            test = self.condition(stmt.test)
-            self.block(stmt.body, _and(condition, test))
-            self.block(stmt.orelse, _and(condition, _not(test)))
+            yes, no = self.branches(stmt.test, condition)
+            self.block(stmt.body, yes)
+            self.block(stmt.orelse, no)
             return
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             for alias in stmt.names:
@@ -510,10 +515,9 @@ class _Walker:
                 and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
             self.use(node, node.attr, _chain(node), condition)
         if isinstance(node, ast.IfExp):
-            self.expr(node.test, condition)
-            test = self.condition(node.test)
-            self.expr(node.body, _and(condition, test))
-            self.expr(node.orelse, _and(condition, _not(test)))
+            yes, no = self.branches(node.test, condition)
+            self.expr(node.body, yes)
+            self.expr(node.orelse, no)
             return
         if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp, ast.DictComp)):
             self.scopes.append(node)

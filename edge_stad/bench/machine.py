@@ -28,7 +28,8 @@ def versions():
     return found
 
 
-def _read(path):
+def read_text(path):
+    """A small system file's text (``/proc``, ``/etc``), stripped, or None where it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace").strip("\x00\n ")
@@ -39,7 +40,7 @@ def _read(path):
 def cpuinfo():
     """The first processor's ``/proc/cpuinfo`` fields (``model name``, ``cpu family``, ``flags``...); empty if none."""
     fields = {}
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
+    for line in (read_text("/proc/cpuinfo") or "").splitlines():
         if not line.strip():
             break
         key, _, value = line.partition(":")
@@ -82,5 +83,5 @@ def gpu_name(device):
 
 def machine_info(device):
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(),
-            "board": _read("/proc/device-tree/model"), "gpu": gpu_name(device), "device": device,
+            "board": read_text("/proc/device-tree/model"), "gpu": gpu_name(device), "device": device,
             "os": platform.platform(), "arch": platform.machine()}
