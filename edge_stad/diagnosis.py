@@ -218,7 +218,7 @@ def _advice(machine):
             "NVIDIA's onnxruntime-gpu wheel for this JetPack" if jetson else
             "pip uninstall onnxruntime && pip install onnxruntime-gpu"))
     if gpu and kernel_target(machine)[0] is None:
-        if "error" in machine["kernels"] and "cuda-python" not in libraries and "pycuda" not in libraries:
+        if "error" in machine["kernels"] and not {"cuda-python", "cuda-bindings", "pycuda"} & set(libraries):
             advice.append(f"the CUDA kernels' bindings: pip install 'cuda-python=={major}.*' (the driver's CUDA "
                           f"major; or pycuda)")
         elif "error" in machine["nvrtc"]:
@@ -235,8 +235,7 @@ def _advice(machine):
 
 def _engine_choices(machine, path, manifest):
     """The runtime's choices for engine folder ``path`` on ``machine``: ``(facts, choices, problems, advice)``."""
-    from edge_stad.engines.loader import auto_backend, default_providers
-    from edge_stad.engines.onnxruntime_backend import FRAME_MODELS
+    from edge_stad.engines.loader import auto_backend, check_model, default_providers
     from edge_stad.engines.tensorrt_backend import plan_version_problem
 
     model = manifest["model"]
@@ -246,9 +245,10 @@ def _engine_choices(machine, path, manifest):
              "int8_flavor": manifest.get("int8_flavor"), "graphs": sorted(manifest["graphs"]),
              "plans": sorted(manifest.get("plans") or {}), "plans_built_by": built}
     choices, problems, advice = [], [], []
-    if model.get("name") not in ("amma",) + FRAME_MODELS:
-        return facts, choices, [f"engine {path} holds a {model.get('name')!r} model; this edge_stad runs amma, "
-                                + ", ".join(FRAME_MODELS)], advice
+    try:
+        check_model(path, manifest)
+    except EngineError as e:
+        return facts, choices, [str(e)], advice
     trt = machine["tensorrt"].get("version")
     backend, why = auto_backend(manifest, lambda: trt is not None)
     choices.append({"what": "backend", "choice": backend, "why": why})

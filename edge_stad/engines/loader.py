@@ -42,6 +42,18 @@ def auto_backend(manifest, tensorrt_available):
     return "tensorrt", "the engine folder has TensorRT plans and TensorRT is importable here"
 
 
+def check_model(source, manifest):
+    """An :class:`EngineError` unless the engine folder ``source`` holds a model this version runs, with its graphs."""
+    name = manifest["model"].get("name")
+    if name not in ("amma",) + FRAME_MODELS:
+        raise EngineError(f"engine {source} holds a {name!r} model; this version runs amma, "
+                          + ", ".join(FRAME_MODELS))
+    missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
+    if missing:
+        raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
+                          f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
+
+
 def open_backend(source, backend="auto", threads=None, providers=None, device=0):
     """A backend (:mod:`edge_stad.eval.predict` interface; a frame backend for MENet) with ``manifest``
     and ``labels`` set.
@@ -61,14 +73,7 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     if backend == "torch":
         raise ConfigError(f"the torch backend runs a checkpoint file (.pt), not the engine folder {source}")
     manifest = read_manifest(source)
-    name = manifest["model"].get("name")
-    if name not in ("amma",) + FRAME_MODELS:
-        raise EngineError(f"engine {source} holds a {name!r} model; this version runs amma, "
-                          + ", ".join(FRAME_MODELS))
-    missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
-    if missing:
-        raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
-                          f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
+    check_model(source, manifest)
     frame_model = is_frame_model(manifest["model"])
     if backend == "auto":
         from edge_stad.engines import tensorrt_build
