@@ -218,9 +218,14 @@ def _advice(machine):
             "NVIDIA's onnxruntime-gpu wheel for this JetPack" if jetson else
             "pip uninstall onnxruntime && pip install onnxruntime-gpu"))
     if gpu and kernel_target(machine)[0] is None:
-        if "error" in machine["kernels"] and not {"cuda-python", "cuda-bindings", "pycuda"} & set(libraries):
+        bindings = libraries.get("cuda-bindings") or libraries.get("cuda-python")
+        if "error" in machine["kernels"] and not bindings and "pycuda" not in libraries:
             advice.append(f"the CUDA kernels' bindings: pip install 'cuda-python=={major}.*' (the driver's CUDA "
                           f"major; or pycuda)")
+        elif "error" in machine["kernels"] and bindings and int(bindings.split(".")[0]) != major:
+            advice.append(f"the CUDA kernels' bindings: cuda-python {bindings} needs a CUDA "
+                          f"{bindings.split('.')[0]} driver, this one is CUDA {major}: "
+                          f"pip install 'cuda-python=={major}.*'")
         elif "error" in machine["nvrtc"]:
             advice.append("NVRTC for the CUDA kernels: " + (
                 "JetPack's CUDA has it: add /usr/local/cuda/lib64 to LD_LIBRARY_PATH" if jetson else

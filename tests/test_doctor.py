@@ -140,6 +140,9 @@ def test_kernel_targets_follow_the_nvrtc_of_the_machine():
     assert [a.split(":")[0] for a in advice] == ["TensorRT (the fastest backend)", "ONNX Runtime's CUDA provider",
                                                  "the CUDA kernels' bindings"]
     assert "pip install tensorrt-cu12" in advice[0] and "'cuda-python==12.*'" in advice[2]
+    bare["libraries"]["cuda-bindings"] = "13.5.0"   # pip's default cuda-python on a CUDA 12 driver
+    assert diagnosis.diagnose(bare)["advice"][2] == ("the CUDA kernels' bindings: cuda-python 13.5.0 needs a CUDA 13 "
+                                                     "driver, this one is CUDA 12: pip install 'cuda-python==12.*'")
 
 
 def test_checkpoints_run_on_torch_with_the_kernels_where_a_gpu_is(tmp_path):
