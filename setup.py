@@ -55,7 +55,8 @@ setup(
         "gpu": GPU,
         "jetson": JETSON,
         "dev": DEV,
-        "all": sorted(set(TRAIN + GPU + JETSON + DEV)),
+        # a desktop's all; [jetson] pins another cuda-python on JetPack 5 and builds pycuda, so it stays apart
+        "all": sorted(set(TRAIN + GPU + DEV)),
     },
     entry_points={"console_scripts": ["edge-stad=edge_stad.cli:main"]},
     classifiers=[
