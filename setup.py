@@ -26,8 +26,15 @@ CORE = [
 # torch is not pinned: `pip install torch==2.13.0` first on a CPU machine, or use
 # the JetPack wheel on Jetson; an unpinned request would pull CUDA builds.
 TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3"]
-GPU = ["cuda-python>=12.0", "nvidia-ml-py>=11.0", "polygraphy>=0.49"]
-JETSON = ["jetson-stats>=4.2", "polygraphy>=0.49"]
+# Desktop NVIDIA GPUs: cuda-python of the driver's CUDA major (pip picks 13, which needs a CUDA 13 driver: add
+# 'cuda-python==12.*' on a CUDA 12 one), NVML for power, Polygraphy to check plans. TensorRT itself is
+# `pip install tensorrt-cu12` (or -cu13); `edge-stad doctor` says what is missing.
+GPU = ["cuda-python>=12,<14", "nvidia-ml-py>=11.0", "polygraphy>=0.49"]
+# Jetson: JetPack 5 (Python 3.8, CUDA 11.4) takes cuda-python 11.x, JetPack 6 (Python 3.10, CUDA 12) 12.x;
+# pycuda builds from source with JetPack's nvcc (on PATH: /usr/local/cuda/bin); jetson-stats (jtop) knows
+# JetPack 5 and 6. TensorRT comes with JetPack (python3-libnvinfer).
+JETSON = ['cuda-python>=11.4,<12; python_version < "3.9"', 'cuda-python>=12,<13; python_version >= "3.9"',
+          'pycuda>=2022.1; platform_machine == "aarch64"', "jetson-stats>=4.2", "polygraphy>=0.49"]
 # NVRTC (pip wheels, no GPU needed) lets the tests compile every CUDA kernel on any Linux x86-64 machine
 NVRTC = ['cuda-bindings>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"',
          'nvidia-cuda-nvrtc>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"']
@@ -53,7 +60,8 @@ setup(
         "jetson": JETSON,
         "mqtt": MQTT,
         "dev": DEV,
-        "all": sorted(set(TRAIN + GPU + JETSON + MQTT + DEV)),
+        # a desktop's all; [jetson] pins another cuda-python on JetPack 5 and builds pycuda, so it stays apart
+        "all": sorted(set(TRAIN + GPU + MQTT + DEV)),
     },
     entry_points={"console_scripts": ["edge-stad=edge_stad.cli:main"]},
     classifiers=[

@@ -7,9 +7,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # ``edge_stad.Runtime`` without loading NumPy/OpenCV on ``import edge_stad``.
+    # ``edge_stad.Runtime`` and ``edge_stad.doctor`` without loading NumPy/OpenCV on ``import edge_stad``.
     if name == "Runtime":
         from edge_stad.runtime.stream import Runtime
 
         return Runtime
+    if name == "doctor":
+        from edge_stad.diagnosis import doctor
+
+        return doctor
     raise AttributeError(f"module 'edge_stad' has no attribute {name!r}")

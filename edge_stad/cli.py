@@ -14,7 +14,8 @@ from edge_stad import __version__
 from edge_stad.errors import EdgeStadError
 
 # Subcommands in pipeline order.
-COMMANDS = ["demo", "synth", "convert", "train", "distill", "export", "build", "run", "eval", "bench", "profile"]
+COMMANDS = ["demo", "synth", "convert", "train", "distill", "export", "build", "run", "eval", "bench", "profile",
+            "doctor"]
 
 
 def build_parser():

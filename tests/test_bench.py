@@ -142,10 +142,10 @@ def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
 def test_cpuinfo_reads_the_first_processor(monkeypatch):
     text = ("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nflags\t\t: fpu avx512_vnni\n\n"
             "processor\t: 1\nmodel name\t: Other\n")
-    monkeypatch.setattr(machine, "_read", lambda path: text if path == "/proc/cpuinfo" else None)
+    monkeypatch.setattr(machine, "read_text", lambda path: text if path == "/proc/cpuinfo" else None)
     assert cpuinfo() == {"processor": "0", "model name": "AMD EPYC", "cpu family": "25", "flags": "fpu avx512_vnni"}
     assert machine.cpu_model() == "AMD EPYC"
-    monkeypatch.setattr(machine, "_read", lambda path: None)   # no /proc: the platform's name
+    monkeypatch.setattr(machine, "read_text", lambda path: None)   # no /proc: the platform's name
     assert cpuinfo() == {} and machine.cpu_model()
 
 

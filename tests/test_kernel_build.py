@@ -1,12 +1,20 @@
-"""Compiling the CUDA kernels: nvcc with warnings as errors (the CI check), NVRTC and its disk cache,
-the drivers' selection, and the link-matrix packing checked against an emulated device."""
+"""Compiling the CUDA kernels: nvcc with warnings as errors (the CI check), NVRTC and its disk cache, CUDA 11.8's
+NVRTC (JetPack 5's) for Xavier, Orin and Hopper with ptxas's register counts, the drivers' selection, and the
+link-matrix packing checked against an emulated device."""
+import json
 import os
+import re
 import shutil
+import string
 import subprocess
+import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import edge_stad
 from edge_stad.errors import KernelError, MissingDependencyError
 from edge_stad.kernels import loader, reference
 from edge_stad.kernels.ops import CudaLinkMatrices
@@ -98,6 +106,140 @@ def test_nvrtc_errors_carry_the_log(monkeypatch, tmp_path):
     with pytest.raises(KernelError, match="undefined_thing"):
         loader.compile_kernel("tube_link", 87)
     assert os.listdir(tmp_path) == []
+
+
+# CUDA 11.8's NVRTC through cuda-python 11.8's ``cuda.nvrtc``: the layout of JetPack 5 (CUDA 11.4), whose Xavier
+# (sm_72) no CUDA 13 compiler targets. $EDGE_STAD_CUDA11 names a `pip install --target` of both (.ci/run makes one);
+# the loader runs in a subprocess that sees that cuda-python instead of the 13.x one of the dev extras.
+CUDA11 = os.environ.get("EDGE_STAD_CUDA11", "")
+CUDA11_INSTALL = ("pip install --target DIR 'cuda-python==11.8.3' 'nvidia-cuda-nvrtc-cu11==11.8.89' and set "
+                  "EDGE_STAD_CUDA11=DIR (.ci/run does)")
+JETSON_ARCHS = (72, 87, 90)   # Xavier (JetPack 5), Orin (JetPack 5 and 6), Hopper
+EM_CUDA = 190
+
+
+def _cuda11_missing():
+    if not CUDA11:
+        return f"EDGE_STAD_CUDA11 is not set: {CUDA11_INSTALL}"
+    wanted = [os.path.join(CUDA11, "cuda", "nvrtc.pxd"), os.path.join(CUDA11, "nvidia", "cuda_nvrtc", "lib",
+                                                                         "libnvrtc.so.11.2")]
+    missing = [path for path in wanted if not os.path.isfile(path)]
+    return f"{', '.join(missing)} missing: {CUDA11_INSTALL}" if missing else None
+
+
+_CUDA11_SCRIPT = """
+import json, sys
+from edge_stad.kernels import loader
+out = {"binding": loader.nvrtc_module().__name__, "version": loader.nvrtc_version(),
+       "archs": loader.supported_archs(), "kernels": {}}
+archs = [int(a) for a in sys.argv[1:]]
+for kernel in loader.KERNELS:
+    out["kernels"][kernel] = {"ptx": loader.compile_kernel(kernel, "compute_%d" % archs[0]).decode().rstrip(chr(0))}
+    for arch in archs:
+        cubin = loader.compile_kernel(kernel, arch)
+        out["kernels"][kernel][arch] = {
+            "cubin": {"magic": cubin[:4].hex(), "machine": int.from_bytes(cubin[18:20], "little"),
+                      "sm": int.from_bytes(cubin[48:52], "little") & 0xFF},
+            "usage": loader.resource_usage(kernel, arch)}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def cuda11(tmp_path_factory):
+    reason = _cuda11_missing()
+    if reason:
+        pytest.skip(f"CUDA 11.8 NVRTC unavailable: {reason}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(edge_stad.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([CUDA11, root]),
+               LD_LIBRARY_PATH=os.path.join(CUDA11, "nvidia", "cuda_nvrtc", "lib"),
+               EDGE_STAD_KERNEL_CACHE=str(tmp_path_factory.mktemp("kernels11")))
+    result = subprocess.run([sys.executable, "-c", _CUDA11_SCRIPT, *map(str, JETSON_ARCHS)], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _entries(kernel):
+    pattern = r'extern "C" __global__ void (?:__launch_bounds__\(.*?\) )?(\w+)\('
+    return sorted(re.findall(pattern, loader.source(kernel)))
+
+
+def test_cuda11_nvrtc_compiles_every_kernel_for_xavier_orin_and_hopper(cuda11, report_section):
+    assert cuda11["binding"] == "cuda.nvrtc" and tuple(cuda11["version"]) == (11, 8)
+    assert set(JETSON_ARCHS) <= set(cuda11["archs"])
+    lines = [f"NVRTC {'.'.join(map(str, cuda11['version']))} through {cuda11['binding']} (JetPack 5's layout); "
+             "ptxas -v per entry function",
+             f"{'kernel':<14}{'entry':<16}{'arch':<7}{'registers':>10}{'smem B':>8}{'stack B':>9}{'spills B':>10}"]
+    for kernel in loader.KERNELS:
+        entries = _entries(kernel)
+        assert entries, kernel
+        ptx = cuda11["kernels"][kernel]["ptx"]   # what a GPU newer than the NVRTC loads (loader.target_for)
+        assert f".target sm_{JETSON_ARCHS[0]}" in ptx and sorted(re.findall(r"\.entry (\w+)\(", ptx)) == entries
+        for arch in JETSON_ARCHS:
+            built = cuda11["kernels"][kernel][str(arch)]
+            assert built["cubin"]["magic"] == "7f454c46" and built["cubin"]["machine"] == EM_CUDA
+            assert built["cubin"]["sm"] == arch, (kernel, arch, built["cubin"])
+            assert sorted(built["usage"]) == entries
+            for entry, usage in sorted(built["usage"].items()):
+                assert 0 < usage["registers"] <= 255, (kernel, arch, usage)
+                assert usage["spill_stores"] == usage["spill_loads"] == 0, (kernel, arch, usage)
+                spills = usage["spill_stores"] + usage["spill_loads"]
+                lines.append(f"{kernel:<14}{entry:<16}sm_{arch:<4}{usage['registers']:>10}{usage['smem']:>8}"
+                             f"{usage['stack']:>9}{spills:>10}")
+    report_section("CUDA kernels compiled for sm_72, sm_87, sm_90 with CUDA 11.8's NVRTC", lines)
+
+
+# ptxas -v as NVRTC 11.8 and 13.x log it (micro_motion for sm_72 and sm_87)
+PTXAS_11 = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'micro_motion' for 'sm_72'
+ptxas info    : Function properties for micro_motion
+ptxas         .     320 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 80 registers, 7232 bytes smem, 424 bytes cmem[0], 16 bytes cmem[2]
+"""
+PTXAS_13 = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'micro_motion' for 'sm_87'
+ptxas info    : Function properties for micro_motion
+ptxas         .     320 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 59 registers, used 1 barriers, 320 bytes cumulative stack size, 7232 bytes smem, 424 bytes cmem[0]
+ptxas info    : Compile time = 311.607 ms
+"""
+
+
+def test_ptxas_report_parses_both_nvrtc_formats():
+    assert loader.parse_ptxas_log(PTXAS_11) == {"micro_motion": {"registers": 80, "smem": 7232, "stack": 320,
+                                                                 "spill_stores": 0, "spill_loads": 0}}
+    assert loader.parse_ptxas_log(PTXAS_13) == {"micro_motion": {"registers": 59, "smem": 7232, "stack": 320,
+                                                                 "spill_stores": 0, "spill_loads": 0}}
+    assert loader.parse_ptxas_log("") == {}
+    with pytest.raises(KernelError, match="needs a cubin arch"):
+        loader.resource_usage("preprocess", "compute_87")
+
+
+@given(st.dictionaries(st.text(string.ascii_lowercase + "_", min_size=1, max_size=20),
+                       st.tuples(*[st.integers(0, 1 << 16)] * 5), max_size=4))
+def test_ptxas_report_round_trips(entries):
+    log = "ptxas info    : 0 bytes gmem\n"
+    for name, (registers, smem, stack, stores, loads) in entries.items():
+        log += (f"ptxas info    : Compiling entry function '{name}' for 'sm_72'\n"
+                f"ptxas info    : Function properties for {name}\n"
+                f"ptxas         .     {stack} bytes stack frame, {stores} bytes spill stores, "
+                f"{loads} bytes spill loads\n"
+                f"ptxas info    : Used {registers} registers" + (f", {smem} bytes smem" if smem else "")
+                + ", 424 bytes cmem[0]\n")
+    assert loader.parse_ptxas_log(log) == {
+        name: {"registers": r, "smem": m, "stack": s, "spill_stores": a, "spill_loads": b}
+        for name, (r, m, s, a, b) in entries.items()}
+
+
+@pytest.mark.skipif(_nvrtc_missing() is not None, reason=f"NVRTC unavailable: {_nvrtc_missing()}")
+def test_resource_usage_lists_every_entry_function():
+    arch = max(a for a in loader.supported_archs() if a <= 90)
+    for kernel in loader.KERNELS:
+        usage = loader.resource_usage(kernel, arch)
+        assert sorted(usage) == _entries(kernel)
+        assert all(0 < u["registers"] <= 255 for u in usage.values()), usage
+    assert loader.resource_usage("micro_motion", arch)["micro_motion"]["smem"] > 0   # the shared weight tile
 
 
 def test_driver_choice_errors(monkeypatch):

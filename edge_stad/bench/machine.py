@@ -8,8 +8,9 @@ from edge_stad import __version__
 # (distribution, module): a module already imported reports its own version (JetPack's apt-installed
 # TensorRT has no pip metadata), any other the installed distribution's.
 LIBRARIES = (("numpy", "numpy"), ("onnxruntime", "onnxruntime"), ("onnxruntime-gpu", None), ("onnx", "onnx"),
-             ("torch", "torch"), ("tensorrt", "tensorrt"), ("cuda-python", None), ("opencv-python-headless", "cv2"),
-             ("opencv-python", None), ("nvidia-ml-py", "pynvml"), ("jetson-stats", "jtop"), ("psutil", "psutil"))
+             ("torch", "torch"), ("tensorrt", "tensorrt"), ("cuda-python", None), ("cuda-bindings", None),
+             ("pycuda", "pycuda"), ("opencv-python-headless", "cv2"), ("opencv-python", None),
+             ("nvidia-ml-py", "pynvml"), ("jetson-stats", "jtop"), ("polygraphy", "polygraphy"), ("psutil", "psutil"))
 
 
 def versions():
@@ -27,7 +28,8 @@ def versions():
     return found
 
 
-def _read(path):
+def read_text(path):
+    """A small system file's text (``/proc``, ``/etc``), stripped, or None where it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace").strip("\x00\n ")
@@ -38,7 +40,7 @@ def _read(path):
 def cpuinfo():
     """The first processor's ``/proc/cpuinfo`` fields (``model name``, ``cpu family``, ``flags``...); empty if none."""
     fields = {}
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
+    for line in (read_text("/proc/cpuinfo") or "").splitlines():
         if not line.strip():
             break
         key, _, value = line.partition(":")
@@ -81,5 +83,5 @@ def gpu_name(device):
 
 def machine_info(device):
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(),
-            "board": _read("/proc/device-tree/model"), "gpu": gpu_name(device), "device": device,
+            "board": read_text("/proc/device-tree/model"), "gpu": gpu_name(device), "device": device,
             "os": platform.platform(), "arch": platform.machine()}

@@ -21,12 +21,38 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
-def default_providers():
-    """ONNX Runtime providers to use: CUDA first where onnxruntime-gpu offers it, always CPU."""
-    import onnxruntime as ort
+def default_providers(available=None):
+    """ONNX Runtime providers to use: CUDA first where onnxruntime-gpu offers it, always CPU
+    (among ``available``, by default this ONNX Runtime's)."""
+    if available is None:
+        import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+        available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or list(available)
+
+
+def auto_backend(manifest, tensorrt_available):
+    """``(backend, reason)``: what ``backend="auto"`` runs the engine folder of ``manifest`` with, and why.
+
+    ``tensorrt_available()`` is asked only when the folder has plans (importing TensorRT takes seconds).
+    """
+    if not manifest.get("plans"):
+        return "onnxruntime", "the engine folder has no TensorRT plans"
+    if not tensorrt_available():
+        return "onnxruntime", "the engine folder has TensorRT plans, but TensorRT is not importable here"
+    return "tensorrt", "the engine folder has TensorRT plans and TensorRT is importable here"
+
+
+def check_model(source, manifest):
+    """An :class:`EngineError` unless the engine folder ``source`` holds a model this version runs, with its graphs."""
+    name = manifest["model"].get("name")
+    if name not in ("amma",) + FRAME_MODELS:
+        raise EngineError(f"engine {source} holds a {name!r} model; this version runs amma, "
+                          + ", ".join(FRAME_MODELS))
+    missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
+    if missing:
+        raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
+                          f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
 
 
 def open_backend(source, backend="auto", threads=None, providers=None, device=0):
@@ -48,17 +74,12 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     if backend == "torch":
         raise ConfigError(f"the torch backend runs a checkpoint file (.pt), not the engine folder {source}")
     manifest = read_manifest(source, verify=False)   # the schema; the files are verified as they are loaded
-    name = manifest["model"]["name"]
-    missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
-    if missing:
-        raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
-                          f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
+    check_model(source, manifest)
     frame_model = is_frame_model(manifest["model"])
     if backend == "auto":
         from edge_stad.engines import tensorrt_build
 
-        usable = manifest.get("plans") and tensorrt_build.available()
-        backend = "tensorrt" if usable else "onnxruntime"
+        backend = auto_backend(manifest, tensorrt_build.available)[0]
     if backend == "tensorrt":
         from edge_stad.engines.tensorrt_backend import open_tensorrt_engine
 

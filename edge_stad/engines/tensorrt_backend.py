@@ -300,6 +300,15 @@ def open_plan(path, device=0):
         raise
 
 
+def plan_version_problem(folder, manifest, version):
+    """Why TensorRT ``version`` cannot load the plans of engine ``folder`` (another version built them), or None."""
+    built = (manifest.get("tensorrt") or {}).get("tensorrt")
+    if built and built != version:
+        return (f"engine {folder}: its plans were built by TensorRT {built}, this is TensorRT {version}; "
+                f"{_rebuild(folder)}")
+    return None
+
+
 def open_tensorrt_engine(folder, device=0, manifest=None):
     """The TensorRT backend of engine ``folder`` (:class:`TensorRTFrameBackend` for MENet, else
     :class:`TensorRTBackend`), after its manifest and checksums are verified (pass ``manifest`` when
@@ -317,10 +326,9 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     if any(rel not in manifest["files"] for rel in rels):
         raise EngineError(f"engine {folder} has no TensorRT plans; {_rebuild(folder)}")
     trt = tensorrt_build.tensorrt()
-    built = (manifest.get("tensorrt") or {}).get("tensorrt")
-    if built and built != trt.__version__:
-        raise EngineError(f"engine {folder}: its plans were built by TensorRT {built}, this is TensorRT "
-                          f"{trt.__version__}; {_rebuild(folder)}")
+    problem = plan_version_problem(folder, manifest, trt.__version__)
+    if problem:
+        raise EngineError(problem)
     data = verified_files(folder, manifest, load=rels)   # every file checked; the plans' bytes kept
     kind = TensorRTFrameBackend if is_frame_model(manifest["model"]) else TensorRTBackend
     backend = kind(*(data[rel] for rel in rels), manifest["model"], device, folder=folder)

@@ -60,7 +60,8 @@ def compile_options(arch, defines=None):
     return options + [f"-D{k}={v}" for k, v in sorted((defines or {}).items())]
 
 
-def _nvrtc():
+def nvrtc_module():
+    """cuda-python's NVRTC binding: ``cuda.bindings.nvrtc`` (12.x, 13.x), else ``cuda.nvrtc`` (11.x, JetPack 5)."""
     try:
         from cuda.bindings import nvrtc
     except ImportError:
@@ -82,29 +83,32 @@ def _checked(call, *args):
 
 
 def nvrtc_version():
-    return tuple(_checked(_nvrtc().nvrtcVersion))
+    return tuple(_checked(nvrtc_module().nvrtcVersion))
 
 
 def supported_archs():
     """The SM architectures this NVRTC can compile cubins for."""
-    nvrtc = _nvrtc()
+    nvrtc = nvrtc_module()
     if not hasattr(nvrtc, "nvrtcGetSupportedArchs"):   # NVRTC 11.0 and older: no list
         return []
     return [int(a) for a in _checked(nvrtc.nvrtcGetSupportedArchs)]
 
 
-def target_for(capability):
+def target_for(capability, archs=None, version=None):
     """Cubin arch for a device of compute ``capability`` (e.g. 87), or PTX of the newest arch below it.
 
     NVRTC builds cubins for the archs it knows; for a GPU newer than the NVRTC, PTX of the
-    newest older arch is produced and the driver compiles it at load.
+    newest older arch is produced and the driver compiles it at load. ``archs`` and ``version``
+    default to this NVRTC's (:func:`supported_archs`, :func:`nvrtc_version`); ``edge-stad doctor``
+    passes a recorded machine's.
     """
-    archs = supported_archs()
+    archs = supported_archs() if archs is None else archs
     if not archs or capability in archs:
         return capability
     older = [a for a in archs if a <= capability]
     if not older:
-        raise KernelError(f"this NVRTC ({'.'.join(map(str, nvrtc_version()))}) cannot compile for compute "
+        version = nvrtc_version() if version is None else version
+        raise KernelError(f"this NVRTC ({'.'.join(map(str, version))}) cannot compile for compute "
                           f"capability {capability // 10}.{capability % 10}; it knows sm_{min(archs)}..sm_{max(archs)}")
     return f"compute_{max(older)}"
 
@@ -118,29 +122,67 @@ def compile_kernel(kernel, arch, defines=None, cache=True):
     if cache and os.path.exists(path):
         with open(path, "rb") as f:
             return f.read()
-    binary = _nvrtc_compile(text, kernel, options)
+    binary, _ = _nvrtc_compile(text, kernel, options)
     if cache:
         with atomic_write(path) as f:
             f.write(binary)
     return binary
 
 
+# One ptxas report line per entry function: "Used 80 registers, 7232 bytes smem, ..." (NVRTC 11.x) or
+# "Used 59 registers, used 1 barriers, 320 bytes cumulative stack size, 7232 bytes smem, ..." (12.x, 13.x).
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)'")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_USED = re.compile(r"Used (\d+) registers(.*)")
+_PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def parse_ptxas_log(log):
+    """ptxas's ``-v`` report -> ``{entry: {"registers", "smem", "stack", "spill_stores", "spill_loads"}}`` (bytes)."""
+    usage, entry = {}, None
+    for line in log.splitlines():
+        found = _PTXAS_ENTRY.search(line)
+        if found:
+            entry = usage.setdefault(found.group(1), {"registers": 0, "smem": 0, "stack": 0, "spill_stores": 0,
+                                                      "spill_loads": 0})
+            continue
+        if entry is None:
+            continue
+        frame, used = _PTXAS_FRAME.search(line), _PTXAS_USED.search(line)
+        if frame:
+            entry.update(stack=int(frame.group(1)), spill_stores=int(frame.group(2)), spill_loads=int(frame.group(3)))
+        if used:
+            smem = _PTXAS_SMEM.search(used.group(2))
+            entry.update(registers=int(used.group(1)), smem=int(smem.group(1)) if smem else 0)
+    return usage
+
+
+def resource_usage(kernel, arch, defines=None):
+    """Registers, shared memory, stack frame and spills per entry function of ``kernel`` compiled to a cubin
+    for ``arch`` (e.g. 72): ptxas's own report, asked of NVRTC with ``--ptxas-options=-v``. Not cached."""
+    if isinstance(arch, str):
+        raise KernelError(f"resource usage needs a cubin arch (an int such as 72), got {arch!r}")
+    _, log = _nvrtc_compile(source(kernel), kernel, compile_options(arch, defines) + ["--ptxas-options=-v"])
+    return parse_ptxas_log(log)
+
+
 def _nvrtc_compile(text, kernel, options):
-    nvrtc = _nvrtc()
+    """``(binary, log)``: the cubin (PTX for a ``compute_XY`` arch) and NVRTC's log."""
+    nvrtc = nvrtc_module()
     program = _checked(nvrtc.nvrtcCreateProgram, text.encode(), f"{kernel}.cu".encode(), 0, [], [])
     try:
         status = nvrtc.nvrtcCompileProgram(program, len(options), [o.encode() for o in options])[0]
+        size = _checked(nvrtc.nvrtcGetProgramLogSize, program)
+        log = b" " * size
+        _checked(nvrtc.nvrtcGetProgramLog, program, log)
+        log = log.decode(errors="replace").rstrip(chr(0))
         if int(status) != 0:
-            size = _checked(nvrtc.nvrtcGetProgramLogSize, program)
-            log = b" " * size
-            _checked(nvrtc.nvrtcGetProgramLog, program, log)
-            raise KernelError(f"NVRTC could not compile {kernel}.cu ({' '.join(options)}):\n"
-                              f"{log.decode(errors='replace').rstrip(chr(0))}")
+            raise KernelError(f"NVRTC could not compile {kernel}.cu ({' '.join(options)}):\n{log}")
         ptx = "compute_" in options[0]
         size = _checked(nvrtc.nvrtcGetPTXSize if ptx else nvrtc.nvrtcGetCUBINSize, program)
         binary = b" " * size
         _checked(nvrtc.nvrtcGetPTX if ptx else nvrtc.nvrtcGetCUBIN, program, binary)
-        return binary
+        return binary, log
     finally:
         nvrtc.nvrtcDestroyProgram(program)
 
