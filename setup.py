@@ -25,13 +25,14 @@ CORE = [
 ]
 # torch is not pinned: `pip install torch==2.13.0` first on a CPU machine, or use
 # the JetPack wheel on Jetson; an unpinned request would pull CUDA builds.
-TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3"]
+# what train, build, demo and bench need beyond the core; psutil: bench's memory (peak RSS) column
+TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3", "psutil>=5.8"]
 GPU = ["cuda-python>=12.0", "nvidia-ml-py>=11.0", "polygraphy>=0.49"]
 JETSON = ["jetson-stats>=4.2", "polygraphy>=0.49"]
 # NVRTC (pip wheels, no GPU needed) lets the tests compile every CUDA kernel on any Linux x86-64 machine
 NVRTC = ['cuda-bindings>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"',
          'nvidia-cuda-nvrtc>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"']
-DEV = TRAIN + NVRTC + ["pytest>=7.3", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5"]
+DEV = TRAIN + NVRTC + ["pytest>=7.3", "ruff>=0.4", "vermin>=1.5"]
 
 setup(
     name="edge_stad",
