@@ -10,6 +10,8 @@ Options left out come from --preset (AMMA's):
   synthetic       AdamW 1e-3, cosine annealed over --time-budget (or --max-steps, else 20
                   epochs), batch 8, K=3, 128x128, no augmentation: from scratch on the
                   synthetic benchmark on a CPU (the default)
+  demo            synthetic, tuned for a few hundred --max-steps (edge-stad demo): see
+                  benchmarks/results/demo_recipe.md
   paper-jhmdb     the AMMA paper on JHMDB-21: Adam, lr 5e-4 (ResNet-18) / 2.5e-4, 10 epochs,
                   x0.1 at epochs 6 and 8, batch 16, K=5, 288x288
   paper-ucf24     the paper on UCF101-24: same, the lr halved every epoch after the second
