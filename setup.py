@@ -25,7 +25,8 @@ CORE = [
 ]
 # torch is not pinned: `pip install torch==2.13.0` first on a CPU machine, or use
 # the JetPack wheel on Jetson; an unpinned request would pull CUDA builds.
-TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3"]
+# what train, build, demo and bench need beyond the core; psutil: bench's memory (peak RSS) column
+TRAIN = ["torch>=1.13", "onnx>=1.13", "matplotlib>=3.3", "psutil>=5.8"]
 # Desktop NVIDIA GPUs: cuda-python of the driver's CUDA major (pip picks 13, which needs a CUDA 13 driver: add
 # 'cuda-python==12.*' on a CUDA 12 one), NVML for power, Polygraphy to check plans. TensorRT itself is
 # `pip install tensorrt-cu12` (or -cu13); `edge-stad doctor` says what is missing.
@@ -41,7 +42,7 @@ NVRTC = ['cuda-bindings>=13,<14; platform_system == "Linux" and platform_machine
 # Action events to an MQTT broker (edge_stad.runtime.sinks.MqttSink, `edge-stad run --mqtt`)
 MQTT = ["paho-mqtt>=2.0"]
 # the tests also validate events against docs/events_schema.json (jsonschema) and generate inputs (hypothesis)
-DEV = TRAIN + NVRTC + MQTT + ["pytest>=7.3", "psutil>=5.8", "ruff>=0.4", "vermin>=1.5", "hypothesis>=6.0",
+DEV = TRAIN + NVRTC + MQTT + ["pytest>=7.3", "ruff>=0.4", "vermin>=1.5", "hypothesis>=6.0",
                               "jsonschema>=4.0"]
 
 setup(

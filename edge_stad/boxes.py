@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_stad.defaults import TIES
+from edge_stad.errors import ConfigError
+
 
 def area(boxes):
     """Pixel area ``(x2 - x1 + 1) * (y2 - y1 + 1)`` of ``(..., 4)`` boxes."""
@@ -45,28 +48,53 @@ def nms_iou(a, b, area_a=None, area_b=None):
         return inter / (area_a + area_b - inter)
 
 
-def descending(scores):
-    """Indices that sort ``scores`` from high to low; equal scores keep their input order.
+def check_ties(ties):
+    """``ties`` if it is one of :data:`edge_stad.defaults.TIES`, else a ConfigError.
 
-    The reference sorts with NumPy's unstable default; every ranking in edge_stad uses
-    this stable order instead, so that ties are resolved the same way on every machine.
+    How equal scores rank. ``stable`` (the default): in input order, the same on every machine
+    and NumPy. ``reference``: as the authors' ACT code ranks them, with NumPy's default (unstable)
+    sort: ``np.argsort(-scores)`` where it ranks (frame-mAP, its error breakdown, video-mAP) and
+    ``np.argsort(scores)[::-1]`` in its NMS routines (per-frame soft-NMS, tubelet NMS, tube NMS).
+    That order depends on the array's dtype and length and on the NumPy version (and the SIMD
+    sort it dispatches to on this CPU), so it reproduces published numbers bit for bit on the
+    same NumPy only.
     """
-    return np.argsort(-np.asarray(scores), kind="stable")
+    if ties not in TIES:
+        raise ConfigError(f"ties must be one of {TIES}, got {ties!r}")
+    return ties
 
 
-def soft_nms(boxes, scores, threshold=0.6, chunk=1024):
+def descending(scores, ties="stable"):
+    """Indices that sort ``scores`` from high to low, equal scores as ``ties`` says (:func:`check_ties`).
+
+    ``stable``: equal scores keep their input order. ``reference``: ``np.argsort(-scores)``, as the
+    reference ranks detections and tubes (give the scores in its dtype, float32).
+    """
+    scores = np.asarray(scores)
+    return np.argsort(-scores) if check_ties(ties) == "reference" else np.argsort(-scores, kind="stable")
+
+
+def nms_order(scores, ties="stable"):
+    """The order NMS visits ``scores`` in: :func:`descending`, or with ``reference`` ties the
+    reference's ``np.argsort(scores)[::-1]`` (its NMS loops; ties then tend to come last first)."""
+    if check_ties(ties) == "reference":
+        return np.argsort(np.asarray(scores))[::-1]
+    return descending(scores)
+
+
+def soft_nms(boxes, scores, threshold=0.6, chunk=1024, ties="stable"):
     """Linear soft-NMS of ACT's per-frame evaluation; returns the rescaled scores.
 
-    Boxes are visited from the highest score down. Every later box whose IoU with the
-    visited one exceeds ``threshold`` gets weight ``1 - IoU`` and is not visited again;
-    no box is removed. The result is ``scores * weight`` in the scores' dtype.
+    Boxes are visited from the highest score down (equal scores in :func:`nms_order`). Every
+    later box whose IoU with the visited one exceeds ``threshold`` gets weight ``1 - IoU`` and
+    is not visited again; no box is removed. The result is ``scores * weight`` in the scores' dtype.
 
     Instead of looping over visited boxes, the visited set is found as the fixed point
     of "visited = not suppressed by an earlier visited box" over the matrix of pairs
     above the threshold (computed ``chunk`` rows at a time); it is the greedy one, since
     that is the only fixed point.
     """
-    order = descending(scores)
+    order = nms_order(scores, ties)
     ranked, areas = boxes[order], area(boxes[order])
     n = len(order)
     above = np.zeros((n, n), dtype=bool)  # above[i, j]: i comes first and would suppress j

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from edge_stad import __version__
-from edge_stad.errors import EdgeStadError
+from edge_stad.errors import EdgeStadError, OutputExistsError
 
 # Subcommands in pipeline order.
 COMMANDS = ["demo", "synth", "convert", "train", "distill", "export", "build", "run", "eval", "bench", "profile",
@@ -44,6 +44,10 @@ def main(argv=None):
         return 0
     try:
         return int(args._run(args) or 0)
+    except OutputExistsError as e:   # every command that writes such a folder has --out and --force
+        print(f"edge-stad {args.command}: error: {e.path} already exists and is not an empty folder; pass --force "
+              "to replace it, or --out to write elsewhere", file=sys.stderr)
+        return 1
     except EdgeStadError as e:
         print(f"edge-stad {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -14,6 +14,15 @@ class ConfigError(EdgeStadError, ValueError):
     """A model or command configuration that cannot work (unknown backbone, K < 1, ...)."""
 
 
+class OutputExistsError(ConfigError):
+    """An output folder that exists and is not empty, which a call replaces only when told to (``force``)."""
+
+    def __init__(self, path):
+        super().__init__(f"{path} already exists and is not an empty folder; choose another path or pass force=True "
+                         "to replace it")
+        self.path = path
+
+
 class CheckpointError(EdgeStadError, ValueError):
     """A checkpoint that is corrupt, untrusted, or does not match the model asked for."""
 

@@ -5,7 +5,10 @@ edge_stad's code: one Python loop per box, tubelet, tube or detection, scalar
 arithmetic only. The fast implementations must agree with it exactly (linking) or to
 1e-6 (metrics). It follows edge_stad's documented choices: stable tie order (input
 order wins), float32 box arithmetic where the reference uses float32 arrays, float32
-PR values and a float64 trapezoid.
+PR values and a float64 trapezoid. The ``order`` / ``nms_order`` parameters take
+:func:`reference_desc` and :func:`reference_nms_order` instead: the sorts the authors' ACT
+code runs (``np.argsort(-score)`` in frameAP and videoAP, ``np.argsort(score)[::-1]`` in
+``nms2d`` and ``nms_tubelets``, ``nms3dt`` visiting an ascending ``np.argsort`` from the end).
 """
 import numpy as np
 
@@ -66,6 +69,16 @@ def stable_desc(values):
     return sorted(range(len(values)), key=lambda i: -values[i])
 
 
+def reference_desc(values):
+    """The authors' ranking: ``np.argsort(-values)``, NumPy's default sort, on float32 values."""
+    return np.argsort(-np.asarray(values, dtype=F32)).tolist()
+
+
+def reference_nms_order(values):
+    """The authors' NMS visiting order: ``np.argsort(values)[::-1]`` on float32 values."""
+    return np.argsort(np.asarray(values, dtype=F32))[::-1].tolist()
+
+
 def ap_from_pr(pr):
     """Trapezoid area under [(p, r), ...] (float32 values) starting at (1, 0), in float64."""
     total = 0.0
@@ -76,16 +89,16 @@ def ap_from_pr(pr):
 
 # ---------------------------------------------------------------- tubelet NMS and BuildTubes
 
-def plain_tubelet_nms(tubelets, threshold=0.6, top_k=10):
+def plain_tubelet_nms(tubelets, threshold=0.6, top_k=10, order=stable_desc):
     rows = [list(r) for r in np.asarray(tubelets, dtype=F32)]
     if not rows:
         return np.zeros((0, np.asarray(tubelets).shape[1]), dtype=F32)
     K = (len(rows[0]) - 1) // 4
     scores = [r[-1] for r in rows]
     weight = [F32(1)] * len(rows)
-    order = stable_desc(scores)
-    while order:
-        top, rest = order[0], order[1:]
+    visit = order(scores)
+    while visit:
+        top, rest = visit[0], visit[1:]
         remaining = []
         for j in rest:
             s = F32(0)
@@ -95,15 +108,15 @@ def plain_tubelet_nms(tubelets, threshold=0.6, top_k=10):
                 weight[j] = F32(1) - s
             else:
                 remaining.append(j)
-        order = remaining
+        visit = remaining
     new = [scores[i] * weight[i] for i in range(len(rows))]
     out = []
-    for i in stable_desc(new)[:top_k]:
+    for i in order(new)[:top_k]:
         out.append(rows[i][:-1] + [new[i]])
     return np.array(out, dtype=F32)
 
 
-def plain_build_tubes(windows, K, n, nframes, labels):
+def plain_build_tubes(windows, K, n, nframes, labels, nms_order=stable_desc):
     """BuildTubes with lists of tubes, one loop per tube and per box.
 
     ``windows``: list of (frames tuple, {label: (m, 4K+1) array}) in processing order.
@@ -114,7 +127,7 @@ def plain_build_tubes(windows, K, n, nframes, labels):
         current, finished = [], []
         for frames, dets in windows:
             f = frames[-1]
-            cand = plain_tubelet_nms(dets.get(label, np.zeros((0, 4 * K + 1), F32)))
+            cand = plain_tubelet_nms(dets.get(label, np.zeros((0, 4 * K + 1), F32)), order=nms_order)
             cand = [row for row in cand]
             # rank by mean tubelet score (the reference's float32 np.mean), ties keep order
             means = [np.mean(np.array([t[1][-1] for t in tube], dtype=F32)) for tube in current]
@@ -189,24 +202,24 @@ def plain_assemble(tube, K, n, min_length):
 
 # ---------------------------------------------------------------- per-frame detections
 
-def plain_soft_nms(rows, threshold=0.6):
+def plain_soft_nms(rows, threshold=0.6, order=stable_desc):
     """rows: list of [x1, y1, x2, y2, score] float32 scalars; rescales the scores in place."""
     weight = [F32(1)] * len(rows)
-    order = stable_desc([r[4] for r in rows])
-    while order:
-        top, remaining = order[0], []
-        for j in order[1:]:
+    visit = order([r[4] for r in rows])
+    while visit:
+        top, remaining = visit[0], []
+        for j in visit[1:]:
             ov = nms_box_iou(rows[top], rows[j])
             if ov > F32(threshold):
                 weight[j] = F32(1) - ov
             else:
                 remaining.append(j)
-        order = remaining
+        visit = remaining
     for r, w in zip(rows, weight):
         r[4] = r[4] * w
 
 
-def plain_frame_detections(windows, K, mode, num_labels, cap=10000):
+def plain_frame_detections(windows, K, mode, num_labels, cap=10000, nms_order=stable_desc):
     """Per-frame rows [frame, label, score, x1, y1, x2, y2] of one video (§4.1)."""
     per_frame = {}
 
@@ -239,7 +252,7 @@ def plain_frame_detections(windows, K, mode, num_labels, cap=10000):
         rows = per_frame[g]
         for label in range(num_labels):
             mine = [r for r in rows if r[5] == label]
-            plain_soft_nms(mine)
+            plain_soft_nms(mine, order=nms_order)
         for r in rows:
             out.append([g, r[5], r[4]] + r[:4])
     return np.array(out, dtype=F32).reshape(-1, 7)
@@ -256,23 +269,23 @@ def _gt_boxes(gttubes, videos, label):
     return gt
 
 
-def _sorted_dets(dets, videos, label):
+def _sorted_dets(dets, videos, label, order=stable_desc):
     flat = []
     for v in videos:
         for row in dets.get(v, np.zeros((0, 7), F32)):
             if int(row[1]) == label:
                 flat.append((v, int(row[0]), row[2], row[3:7]))
-    return [flat[i] for i in stable_desc([d[2] for d in flat])]
+    return [flat[i] for i in order([d[2] for d in flat])]
 
 
-def plain_frame_ap(dets, gttubes, videos, label, th=0.5, mode="untrimmed"):
+def plain_frame_ap(dets, gttubes, videos, label, th=0.5, mode="untrimmed", order=stable_desc):
     gt = _gt_boxes(gttubes, videos, label)
     original = set(gt)
     videos_with_gt = {v for (v, _) in gt}
     npos = sum(len(b) for b in gt.values())
     tp = fp = 0
     pr = [(F32(1), F32(0))]
-    for v, f, _score, box in _sorted_dets(dets, videos, label):
+    for v, f, _score, box in _sorted_dets(dets, videos, label, order):
         key = (v, f)
         positive = claim(gt, key, box, gt_det_iou, th)
         if mode == "trimmed" and v in videos_with_gt and key not in original:
@@ -348,23 +361,23 @@ def plain_tube_iou(a, b):
     return sum(ious) / len(ious) * (inter / union)
 
 
-def plain_video_ap(tubes, gttubes, videos, label, th):
+def plain_video_ap(tubes, gttubes, videos, label, th, order=stable_desc, nms_order=stable_desc):
     """tubes: {video: {label: [(out, score)]}}."""
     pooled = []
     for v in videos:
         mine = tubes.get(v, {}).get(label, [])
-        order = stable_desc([t[1] for t in mine])
+        visit = nms_order([t[1] for t in mine])
         kept = []
-        while order:
-            top = order[0]
+        while visit:
+            top = visit[0]
             kept.append(top)
-            order = [i for i in order[1:] if plain_tube_iou(mine[i][0], mine[top][0]) <= 0.3]
+            visit = [i for i in visit[1:] if plain_tube_iou(mine[i][0], mine[top][0]) <= 0.3]
         pooled += [(v, mine[i][1], mine[i][0]) for i in kept]
     gt = {v: list(gttubes[v][label]) for v in videos if gttubes[v].get(label)}
     npos = sum(len(g) for g in gt.values())
     tp = fp = 0
     pr = [(F32(1), F32(0))]
-    for i in stable_desc([p[1] for p in pooled]):
+    for i in order([p[1] for p in pooled]):
         v, _, tube = pooled[i]
         positive = claim(gt, v, tube, plain_tube_iou, th)
         if positive:

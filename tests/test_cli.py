@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -60,18 +61,26 @@ def test_core_imports_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_demo_end_to_end_on_the_tiny_set(tmp_path, capsys):
+def test_demo_trains_a_step_budget_and_stops_below_its_floor(tmp_path, capsys):
+    """(The demo's engine build and streaming run in tests/test_readme.py, as the README's quick start.)"""
     pytest.importorskip("torch")
     data, out = tmp_path / "synth", tmp_path / "run"
-    engine = tmp_path / "engine"
-    assert cli.main(["demo", "--data", str(data), "--out", str(out), "--synth-preset", "tiny", "--minutes", "0.01",
-                     "--engine", str(engine), "--no-progress"]) == 0
+    assert cli.main(["demo", "--data", str(data), "--out", str(out), "--synth-preset", "tiny", "--steps", "2",
+                     "--min-map", "0", "--no-engine", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "generating the synthetic benchmark" in text and "frame-mAP@0.5" in text
-    assert (out / "last.pt").exists() and (data / "Synth-GT.pkl").exists()
-    assert (engine / "manifest.json").exists() and "engine on the test split: frame-mAP@0.5" in text
-    assert "frames/s" in text and (out / "annotated.mp4").stat().st_size > 0
-    assert cli.main(["demo", "--data", str(data), "--out", str(out / "again"), "--minutes", "0.01",
+    assert "generating the synthetic benchmark" in text and "FP32 model (PyTorch), test split: frame-mAP@0.5" in text
+    assert (out / "last.pt").exists() and (data / "Synth-GT.pkl").exists() and "training: 2 steps" in text
+    assert "next: edge-stad build" in text and not (out / "engine_int8").exists()
+    first = re.search(r"weights sha256 ([0-9a-f]{16})", text).group(1)
+    # the budget is in steps and the sample order seeded: the same steps give the same weights
+    assert cli.main(["demo", "--data", str(data), "--out", str(out / "again"), "--steps", "2", "--min-map", "0",
                      "--no-engine", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "using the synthetic set" in text and "next: edge-stad build" in text  # not regenerated, no build
+    assert "using the synthetic set" in text   # not regenerated
+    assert re.search(r"weights sha256 ([0-9a-f]{16})", text).group(1) == first
+    # a model below the floor: one clear line, exit 1, no engine
+    assert cli.main(["demo", "--data", str(data), "--out", str(out / "floor"), "--steps", "1", "--min-map", "101",
+                     "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edge-stad demo: error: after 1 steps the model reaches frame-mAP@0.5")
+    assert "below the floor of 101" in err[-1] and not (out / "floor" / "engine_int8").exists()

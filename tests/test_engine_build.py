@@ -27,6 +27,7 @@ from edge_stad.errors import (  # noqa: E402
     MissingDependencyError,
 )
 from edge_stad.models import save_checkpoint  # noqa: E402
+from edge_stad.runtime.stream import Runtime  # noqa: E402
 
 
 def quiet(_):
@@ -105,8 +106,9 @@ def test_fp16_engine(tmp_path):
 def int8_engine(tmp_path_factory):
     data = tiny_synth(tmp_path_factory)
     root = tmp_path_factory.mktemp("int8")
+    # untrained: its FP32 frame-mAP is about 0, so the gate runs only with its floor at 0
     opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(data), calib_clips=4, gate_windows=4,
-                        calibration_dir=str(root / "calibration"))
+                        calibration_dir=str(root / "calibration"), min_fp32_map=0.0)
     manifest = build_engine(tiny_model("shufflenetv2", size=64), root / "engine", opts, log=quiet)
     return root, manifest
 
@@ -114,7 +116,7 @@ def int8_engine(tmp_path_factory):
 def test_int8_engine_with_gate_report(int8_engine):
     root, manifest = int8_engine
     report = json.loads((root / "calibration" / "engine" / "report.json").read_text())   # named after the folder
-    assert report["passed"] and report["calibration"]["windows"] == 4
+    assert report["passed"] and report["verdict"] == "passed" and report["calibration"]["windows"] == 4
     attempt = report["attempts"][0]
     assert {"frame_mAP_int8", "frame_mAP_drop", "agreement"} <= set(attempt)
     assert abs(report["frame_mAP_fp32"] - attempt["frame_mAP_int8"] - attempt["frame_mAP_drop"]) < 1e-9
@@ -134,14 +136,49 @@ def test_int8_flavour_resolution():
 def test_failed_gate_leaves_no_engine(tmp_path_factory, tmp_path, monkeypatch):
     monkeypatch.setattr(build_module, "EXCLUDE_STEPS", (1,))
     opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(tiny_synth(tmp_path_factory)),
-                        calib_clips=2, gate_windows=2, max_map_drop=-1.0, calibration_dir=str(tmp_path / "cal"))
+                        calib_clips=2, gate_windows=2, max_map_drop=-1.0, calibration_dir=str(tmp_path / "cal"),
+                        min_fp32_map=0.0)
     with pytest.raises(ExportError, match="INT8 accuracy gate failed"):
         build_engine(tiny_model("shufflenetv2"), tmp_path / "engine", opts, log=quiet)
     assert not (tmp_path / "engine").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".engine")]
     report = json.loads((tmp_path / "cal" / "engine" / "report.json").read_text())
-    assert not report["passed"] and len(report["attempts"]) == 2
+    assert report["passed"] is False and report["verdict"] == "failed" and len(report["attempts"]) == 2
     assert report["attempts"][1]["kept_float"] and report["sensitivity"]["encoder"]
+
+
+def test_gate_is_not_applicable_when_the_fp32_model_detects_nothing(tmp_path_factory, tmp_path):
+    """An untrained model scores frame-mAP ~0 in FP32 and in INT8: a zero drop that must not read as "passed"."""
+    opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(tiny_synth(tmp_path_factory)),
+                        calib_clips=2, gate_windows=2, calibration_dir=str(tmp_path / "cal"))
+    logged = []
+    manifest = build_engine(tiny_model("shufflenetv2", size=64), tmp_path / "engine", opts, log=logged.append)
+    report = json.loads((tmp_path / "cal" / "engine" / "report.json").read_text())
+    assert report["frame_mAP_fp32"] < 1.0
+    verdict = f"not applicable: the FP32 model detects nothing (frame-mAP {report['frame_mAP_fp32']:.2f})"
+    assert report["passed"] is None and report["verdict"] == verdict
+    assert manifest["calibration"]["passed"] is None and manifest["calibration"]["verdict"] == verdict
+    assert len(report["attempts"]) == 1 and "frame_mAP_int8" not in report["attempts"][0]
+    assert [line for line in logged if line.startswith("[int8] warning: accuracy gate " + verdict)]
+    assert read_manifest(tmp_path / "engine")["speed_only"] is None   # trained or not, the build cannot tell
+    with pytest.warns(UserWarning, match="INT8 accuracy gate was not applicable"):
+        Runtime(tmp_path / "engine")
+
+
+def test_random_weights_engine_is_speed_only_and_cli_refusals_name_flags(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    build = ["build", "--random-weights", "--input-size", "64", "--out", "e"]
+    assert cli.main(build) == 0
+    assert "random weights" in read_manifest(tmp_path / "e")["speed_only"]
+    with pytest.warns(UserWarning, match="speed-only engine, random weights"):
+        Runtime(tmp_path / "e")
+    capsys.readouterr()
+    # the folder exists: refused before any work (no calibration), in the command's own flags
+    assert cli.main(build + ["--int8"]) == 1
+    out, err = capsys.readouterr()
+    assert "already exists" in err and "pass --force to replace it, or --out" in err and "force=True" not in err
+    assert "calibrating" not in out
+    assert cli.main(build + ["--force"]) == 0
 
 
 def test_bad_calibration_data_leaves_no_engine(tmp_path):

@@ -110,7 +110,8 @@ def int8_engine(model, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         assert cli.main(["build", "--checkpoint", "menet.pt", "--int8", "--calib-data", str(data), "--calib-clips",
-                         "4", "--max-map-drop", "100", "--backend", "onnxruntime", "--out", "engine"]) == 0
+                         "4", "--max-map-drop", "100", "--min-fp32-map", "0", "--backend", "onnxruntime", "--out",
+                         "engine"]) == 0
     return root
 
 

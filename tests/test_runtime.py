@@ -575,6 +575,42 @@ def test_run_command_writes_video_and_detections(engine, tmp_path, capsys):
         assert detections.labels == ("a", "b", "c", "d") and detections.mode == "stream"
 
 
+def test_run_command_reports_what_the_api_gives(engine, tmp_path, capsys):
+    """One frames/s figure (the Runtime's, defined), tube counts as the API gives them with the API's default
+    threshold, and an unwritable --out refused before the source is even opened."""
+    import cv2
+
+    from edge_stad import cli
+    from edge_stad.commands import run as run_command
+    from edge_stad.defaults import MIN_TUBE_SCORE
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = video(40, seed=2)
+    for i, frame in enumerate(frames, start=1):
+        cv2.imwrite(str(folder / f"{i}.png"), frame)
+    api = Runtime(engine)
+    cli_default = cli.build_parser().parse_args(["run", "x", "--engine", "e"]).min_score
+    assert api.min_tube_score == MIN_TUBE_SCORE == cli_default
+    stream(api, frames)
+    started = sum(e.kind == "started" for _, e in api.events())
+    kept = [t for _, t in api.tubes()]
+    drawn = sum(t.score >= MIN_TUBE_SCORE for t in kept)
+    assert started > len(kept) > 0
+    assert cli.main(["run", str(folder), "--engine", str(engine), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert (f"40 frames; {len(kept)} tubes (Runtime.tubes(): finished and kept; {drawn} with mean score >= "
+            f"{MIN_TUBE_SCORE:g}, drawn), of {started} started") in out
+    assert out.count("frames/s") == 1 and "frames/s in edge_stad.Runtime (push and flush; decoding" in out
+    assert "rate" not in run_command.BAR and "{postfix}" in run_command.BAR   # no tqdm rate beside it
+    for name in ("x.gif", "x.webm"):
+        assert cli.main(["run", str(tmp_path / "missing.mp4"), "--engine", str(engine), "--out",
+                         str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert "annotated videos are .mp4, .m4v, .mov, .mkv, .avi files" in err and "camera index" not in err
+    assert sorted(os.listdir(tmp_path)) == ["frames"]
+
+
 def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys):
     from test_sources import write_video
 

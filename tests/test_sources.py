@@ -362,8 +362,9 @@ def test_video_sink_failure_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["annotated.mp4"] and path.read_bytes() == b"previous run"
     with pytest.raises(FrameError, match="BGR uint8"):
         VideoSink(path, fps=FPS).write(np.zeros((H, W), np.uint8))
-    with pytest.raises(SourceError, match=r"cannot write video .*bad\.txt with fourcc mp4v"):
-        VideoSink(tmp_path / "bad.txt", fps=FPS, size=(W, H))
+    for name in ("bad.txt", "x.gif", "noext"):   # refused before any frame, and nothing written
+        with pytest.raises(SourceError, match=r"cannot write video .*: annotated videos are \.mp4, "):
+            VideoSink(tmp_path / name, fps=FPS)
     assert sorted(os.listdir(tmp_path)) == ["annotated.mp4"]
 
 

@@ -107,3 +107,15 @@ def test_ddp_gloo_gradients_equal_one_process_on_the_whole_batch(tiny, tmp_path)
     for name in single:
         np.testing.assert_allclose(ddp[name].numpy(), single[name].numpy(), atol=1e-5 * scale, rtol=1e-4,
                                    err_msg=name)
+
+
+def test_linear_warmup_then_the_schedule():
+    from edge_stad.train.presets import lr_factor, preset
+
+    # 4 warm-up steps: 1/4, 2/4, 3/4, 4/4 of the schedule's value, then the schedule alone
+    assert [lr_factor("constant", 0, 10, step=s, warmup=4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cosine = lr_factor("cosine", 5.0, 10, step=1)
+    assert cosine == pytest.approx(0.5)
+    assert lr_factor("cosine", 5.0, 10, step=1, warmup=4) == pytest.approx(0.5 * cosine)
+    assert lr_factor("cosine", 5.0, 10, step=9, warmup=4) == cosine
+    assert preset("demo", "shufflenetv2")["warmup"] > 0 and "warmup" not in preset("synthetic", "shufflenetv2")

@@ -28,6 +28,7 @@ from edge_stad.bench import telemetry
 from edge_stad.bench.latency import latency_summary
 from edge_stad.bench.machine import machine_info, versions
 from edge_stad.bench.streaming import interleaved
+from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.errors import ConfigError, EngineError, ExportError, MissingDependencyError
 from edge_stad.runtime.stream import STAGES
 
@@ -64,7 +65,7 @@ class BenchConfig:
     data: Optional[str] = None                    # labelled ACT set: accuracy, INT8 calibration and gate
     calib_clips: int = 32
     telemetry_interval: float = 0.1
-    min_tube_score: float = 0.1
+    min_tube_score: float = MIN_TUBE_SCORE
     work: str = os.path.join("runs", "bench")
 
     def check(self):
@@ -242,7 +243,7 @@ def _build(cfg, model, labels, precision, backend, device, log):
     name = engine_name(model.config, precision)
     size = "x".join(map(str, model.config["input_size"]))
     out = os.path.join(cfg.work, "engines", f"{name}_{size}_{backend}")
-    opts = BuildOptions(precision=precision, backend=backend, force=True,
+    opts = BuildOptions(precision=precision, backend=backend, force=True, random_weights=not cfg.checkpoint,
                         calibration_dir=os.path.join(cfg.work, "calibration"), calib_clips=cfg.calib_clips,
                         calib_data=_calibration_data(cfg, model.config, log) if precision == "int8" else None)
     manifest = build_engine(model, out, opts, labels=labels, command="edge-stad bench", log=log)

@@ -11,6 +11,7 @@ import contextlib
 import time
 from typing import Dict, List, NamedTuple
 
+from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.runtime.stream import Runtime
 
 
@@ -41,7 +42,7 @@ class StreamTiming(NamedTuple):
         return sum(self.push_s) + self.flush_s
 
 
-def stream(backend, frames, warmup=0, min_tube_score=0.1, pipeline=False):
+def stream(backend, frames, warmup=0, min_tube_score=MIN_TUBE_SCORE, pipeline=False):
     """Push ``frames`` one by one through a fresh Runtime on ``backend``, then flush; a :class:`StreamTiming`."""
     if not 0 <= warmup < len(frames):
         raise ValueError(f"warmup must be in [0, {len(frames)}) for {len(frames)} frames, got {warmup}")
@@ -67,7 +68,7 @@ def stream(backend, frames, warmup=0, min_tube_score=0.1, pipeline=False):
                         after["windows"] - before["windows"], after["latency_frames"], cpu)
 
 
-def interleaved(backends, frames, rounds=3, warmup=0, min_tube_score=0.1, around=None, progress=None,
+def interleaved(backends, frames, rounds=3, warmup=0, min_tube_score=MIN_TUBE_SCORE, around=None, progress=None,
                 pipelined=None):
     """``{name: [StreamTiming per round]}`` for ``{name: backend}``; round r streams every backend in turn.
 

@@ -14,7 +14,10 @@ cpu: uint8 activations as ONNX Runtime's CPU kernels prefer) calibrated on real 
 of --calib-data, then the accuracy gate against FP32 on held-out windows: output
 agreement and, on a labelled dataset, frame-mAP; if the drop exceeds --max-map-drop, the layers with the worst
 measured quantization noise are kept in float and the gate rerun; if it still fails the
-build is refused. TensorRT plans are built when TensorRT is importable (--backend auto) or
+build is refused. Where the FP32 model itself detects nothing (frame-mAP below 1.0) the gate is
+not applicable: the engine is built and the report and manifest say "not applicable", never
+"passed". --random-weights engines are marked speed-only in the manifest (Runtime warns when it
+opens one). TensorRT plans are built when TensorRT is importable (--backend auto) or
 required (--backend tensorrt). The folder (default engines/<model>_<backbone>_k<K>_<precision>)
 appears only when every stage passed: encoder.onnx, head.onnx, [*.plan], reference_io.npz,
 manifest.json (config, versions, calibration summary, sha256 of every file). The INT8
@@ -35,6 +38,8 @@ used; --random-weights builds an untrained model, for speed benchmarks only.
 import os
 import shlex
 import sys
+
+from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
 
 HELP = "checkpoint -> ONNX -> FP16/INT8 (calibrated, gated) -> engine folder (ONNX Runtime or TensorRT)"
 MODELS = ("amma", "menet", "menet-lite")
@@ -74,8 +79,11 @@ def add_arguments(p):
                      help="tensorrt: symmetric int8 QDQ TensorRT builds (slow on ONNX Runtime CPUs); cpu: uint8 "
                           "activations ONNX Runtime's CPU kernels are fast with; auto: tensorrt when TensorRT plans "
                           "are built here, else cpu")
-    cal.add_argument("--max-map-drop", type=float, default=1.0,
-                     help="refuse INT8 if frame-mAP drops more than this many points (default 1.0)")
+    cal.add_argument("--max-map-drop", type=float, default=MAX_MAP_DROP,
+                     help="refuse INT8 if frame-mAP drops more than this many points (default %(default)s)")
+    cal.add_argument("--min-fp32-map", type=float, default=GATE_MIN_FP32_MAP,
+                     help="the gate is not applicable (the engine is built, marked so) where the FP32 model's "
+                          "frame-mAP is below this many points: a model that detects nothing (default %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--out", help="engine folder (default engines/<name>)")
     out.add_argument("--force", action="store_true", help="replace an existing engine folder")
@@ -164,6 +172,9 @@ def build_from_args(args):
     command = "edge-stad " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     manifest = build_engine(model, out, opts, labels=labels, command=command)
     print(f"\nengine: {os.path.abspath(out)} ({manifest['precision']}, {manifest['backend']})")
+    verdict = (manifest["calibration"] or {}).get("verdict", "")
+    if verdict.startswith("not applicable"):
+        print(f"warning: INT8 accuracy gate {verdict}: the engine's accuracy is unchecked", file=sys.stderr)
     print(f"evaluate it: edge-stad eval --data DATASET --engine {out}")
     if is_frame_model(model.config):
         print(f"python: edge_stad.engines.loader.open_backend({out!r}) (a frame backend)")

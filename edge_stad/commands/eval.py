@@ -15,6 +15,14 @@ test videos in stream mode instead, exactly as the runtime will, and scores that
 MENet engine detects frame by frame; its tubes come from the online linker, or with
 --linker viterbi from YOWO's offline Viterbi linker (the paper's video-mAP protocol).
 
+--ties says how equal scores rank. They are part of the protocol: a tubelet's score lands on
+K frames, so frame-mAP ranks many equal scores. stable (default): in input order (video,
+frame, arrival), the same on every machine. reference: as the authors' ACT code ranks them
+with NumPy's default sort (np.argsort(-score) in frame-mAP, its error breakdown and video-mAP;
+np.argsort(score)[::-1] in the per-frame soft-NMS, the tubelet NMS and the tube NMS), which
+reproduces its numbers bit for bit on the same NumPy (its order depends on the NumPy version).
+AP is the trapezoid area under the raw curve, points in float32, summed in float64, in both.
+
 --mode auto (default) picks `trimmed` when every ground-truth tube of the split spans
 its whole video (JHMDB-21; there both modes give the same numbers) and `untrimmed`
 otherwise (UCF101-24, whose actions cover part of each video).
@@ -25,6 +33,8 @@ Example:
   edge-stad eval --data data/synth_bench --engine engines/amma_shufflenetv2_k3_int8
 """
 import os
+
+from edge_stad.defaults import TIES
 
 HELP = "frame-mAP / video-mAP of a detections file against an ACT-layout dataset"
 
@@ -43,6 +53,9 @@ def add_arguments(parser):
                         help="frame-mAP handling of frames without ground truth (default: auto, see above)")
     parser.add_argument("--iou", type=float, default=0.5, metavar="TH",
                         help="IoU threshold of frame-mAP and its error breakdown (default 0.5)")
+    parser.add_argument("--ties", choices=TIES, default="stable",
+                        help="how equal scores rank: stable (input order, default) or reference (as the authors' "
+                             "ACT code with NumPy's default sort; see above)")
     parser.add_argument("--json", metavar="OUT", help="also write the results (percent) as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="also plot PR curves and the error breakdown")
 
@@ -63,7 +76,7 @@ def run(args):
         detections = _run_engine(args)
     else:
         detections = read_detections(args.detections)
-    result = evaluate(gt, detections, split=args.split, mode=args.mode, iou_threshold=args.iou)
+    result = evaluate(gt, detections, split=args.split, mode=args.mode, iou_threshold=args.iou, ties=args.ties)
     print(format_tables(result))
     if args.json:
         write_json(args.json, dict(result.to_json(), source=os.path.abspath(args.engine or args.detections)))

@@ -23,11 +23,23 @@ on edge_stad/<camera>/events; --clips writes one MP4 per ended tube with pre- an
 --json writes the detections format of docs/detections_format.md (every window's
 tubelets and every finished tube) under the video name --video-name, so
 `edge-stad eval --detections` scores it like the offline path.
+
+Frames per second, on the progress bar, on the frames and at the end, are one figure:
+edge_stad.Runtime's (frames over the time spent in Runtime.push and flush: preprocessing to
+per-frame results; video decoding, drawing and writing excluded), as Runtime.stats()["fps"]
+gives it. At the end, the tubes are counted as the Python API hands them out: the finished
+tubes of Runtime.tubes(), how many of them reach --min-score (those are drawn; the same
+default as Runtime(min_tube_score=)), and how many candidate tubes were started (tube ids
+count these, so they run higher).
 """
 import os
 import sys
 
+from edge_stad.defaults import MIN_TUBE_SCORE
+
 HELP = "stream a video, image folder, camera or RTSP/HTTP URL through an engine (boxes, tubes, FPS)"
+# the bar shows edge_stad.Runtime's frames/s (its postfix), not tqdm's rate, which would count decoding and drawing too
+BAR = "{desc}: {n_fmt}/{total_fmt} frames [{elapsed}<{remaining}] {postfix}"
 
 
 def add_arguments(p):
@@ -40,12 +52,13 @@ def add_arguments(p):
                    help="encode on N worker threads (default 1 when given without N) while this one links: more "
                         "frames/s on a small CPU, results N clips later (3 was fastest on 2 cores at 288x288, 1 at "
                         "128x128)")
-    p.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
+    p.add_argument("--out", help="annotated video to write (.mp4, .m4v, .mov, .mkv or .avi)")
     p.add_argument("--json", help="detections file to write (.jsonl or .jsonl.gz)")
     p.add_argument("--video-name", help="video name in --json (default: the source's file or folder name)")
     p.add_argument("--show", action="store_true", help="show the annotated frames in a window (q quits)")
-    p.add_argument("--min-score", type=float, default=0.2,
-                   help="tubes with a lower mean score are not drawn or reported per frame (default 0.2)")
+    p.add_argument("--min-score", type=float, default=MIN_TUBE_SCORE,
+                   help="tubes with a lower mean score are not drawn or reported per frame (default %(default)s, "
+                        "as Runtime(min_tube_score=))")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (live sources run until stopped)")
     p.add_argument("--reconnect-attempts", type=int, default=5,
                    help="reopen attempts, with backoff, when a live source drops (default 5)")
@@ -145,17 +158,20 @@ def run(args):
     from tqdm import tqdm
 
     from edge_stad.eval.detections import open_writer
-    from edge_stad.runtime.drawing import VideoSink, draw_status, draw_tubes
+    from edge_stad.runtime.drawing import VideoSink, draw_status, draw_tubes, video_codec
+    from edge_stad.runtime.linking import STARTED
     from edge_stad.runtime.sources import open_source
     from edge_stad.runtime.stream import Runtime
 
+    if args.out:
+        video_codec(args.out)   # a container we cannot write is refused before anything is opened or decoded
     runtime = Runtime(args.engine, args.backend, threads=args.threads, min_tube_score=args.min_score,
                       pipeline=args.pipeline)
     source = open_source(args.source, reconnect_attempts=args.reconnect_attempts, strict=args.strict)
     name = _video_name(args)
     display = _Display(args.show)
     kept = deque()  # frames waiting for their result: at most the runtime's latency
-    counts = {"frames": 0, "tubes": 0}
+    counts = {"frames": 0, "tubes": 0, "drawn": 0, "started": 0}
     interrupted = False
     total = source.frame_count if not source.live else None
     if args.max_frames:
@@ -170,7 +186,7 @@ def run(args):
             writer = stack.enter_context(open_writer(args.json, runtime.K, runtime.clip_len, "stream",
                                                      runtime.labels))
         bar = stack.enter_context(tqdm(total=total, unit="frame", desc="run", disable=args.no_progress,
-                                       file=sys.stderr))
+                                       file=sys.stderr, bar_format=BAR))
 
         def emit(results):
             fps = runtime.stats()["fps"] if results else 0.0
@@ -178,7 +194,7 @@ def run(args):
                 image = kept.popleft()
                 if sink is not None or display.enabled:
                     image = draw_tubes(image, result.tubes, runtime.labels)
-                    draw_status(image, f"frame {result.frame}  {fps:.0f} fps")
+                    draw_status(image, f"frame {result.frame}  {fps:.0f} frames/s")
                     if sink is not None:
                         sink.write(image)
                     display.show(image)
@@ -187,8 +203,10 @@ def run(args):
                     writer.window(name, window.frames, window.tubelets)
             for _, tube in runtime.tubes():
                 counts["tubes"] += 1
+                counts["drawn"] += tube.score >= runtime.min_tube_score
                 if writer is not None:
                     writer.tube(name, tube)
+            counts["started"] += sum(event.kind == STARTED for _, event in runtime.events())
 
         try:
             for frame, timestamp in source:
@@ -197,7 +215,7 @@ def run(args):
                 counts["frames"] += 1
                 bar.update(1)
                 if counts["frames"] % 25 == 0:
-                    bar.set_postfix(fps=f"{runtime.stats()['fps']:.0f}", tubes=counts["tubes"])
+                    bar.set_postfix_str(f"{runtime.stats()['fps']:.0f} frames/s, {counts['tubes']} tubes")
                 if display.quit or (args.max_frames and counts["frames"] >= args.max_frames):
                     break
         except KeyboardInterrupt:
@@ -210,8 +228,11 @@ def run(args):
     if interrupted:
         print(f"interrupted: kept the {counts['frames']} frames processed", file=sys.stderr)
     stages = "  ".join(f"{k} {v:.2f}" for k, v in stats["ms_per_frame"].items())
-    print(f"{counts['frames']} frames, {counts['tubes']} tubes, {stats['fps']:.0f} frames/s "
-          f"(ms per frame: {stages})")
+    started = f", of {counts['started']} started" if events is None else ""   # ActionEvents drains the events
+    print(f"{counts['frames']} frames; {counts['tubes']} tubes (Runtime.tubes(): finished and kept; {counts['drawn']} "
+          f"with mean score >= {runtime.min_tube_score:g}, drawn){started}")
+    print(f"{stats['fps']:.0f} frames/s in edge_stad.Runtime (push and flush; decoding, drawing and writing excluded; "
+          f"ms per frame: {stages})")
     if events is not None:
         _report(events, args.clips)
     for path in (args.out, args.json):

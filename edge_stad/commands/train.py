@@ -10,6 +10,8 @@ Options left out come from --preset (AMMA's):
   synthetic       AdamW 1e-3, cosine annealed over --time-budget (or --max-steps, else 20
                   epochs), batch 8, K=3, 128x128, no augmentation: from scratch on the
                   synthetic benchmark on a CPU (the default)
+  demo            synthetic, tuned for a few hundred --max-steps (edge-stad demo): see
+                  benchmarks/results/demo_recipe.md
   paper-jhmdb     the AMMA paper on JHMDB-21: Adam, lr 5e-4 (ResNet-18) / 2.5e-4, 10 epochs,
                   x0.1 at epochs 6 and 8, batch 16, K=5, 288x288
   paper-ucf24     the paper on UCF101-24: same, the lr halved every epoch after the second
@@ -38,7 +40,7 @@ def add_arguments(p):
     p.add_argument("--model", default="amma", choices=("amma", "menet", "menet-lite"),
                    help="amma (tubelets, default), menet (paper) or menet-lite (edge) frame detectors")
     p.add_argument("--preset", default="synthetic",
-                   choices=("synthetic", "paper-jhmdb", "paper-ucf24", "reference-code"))
+                   choices=("synthetic", "demo", "paper-jhmdb", "paper-ucf24", "reference-code"))
     p.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2", "resnext101"),
                    help="AMMA: 2D backbone (default shufflenetv2); MENet: 3D branch (menet-lite default "
                         "shufflenetv2, menet resnext101)")
@@ -53,6 +55,7 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int, metavar="STEPS", help="linear learning-rate warm-up over the first STEPS")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     p.add_argument("--max-steps", type=int, help="stop after this many steps (a cosine schedule ends there)")
@@ -81,7 +84,7 @@ def config_from_args(args):
         data=args.data, out=args.out, preset=args.preset, model=args.model, backbone=args.backbone, split=args.split,
         K=args.K, clip_len=args.clip_len, input_size=args.input_size, decoder=args.decoder,
         fusion_stages=args.fusion_stages, srm_frames=args.srm_frames, width_3d=args.width_3d,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         optimizer=args.optimizer, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
         time_budget=args.time_budget,
         augment=args.augment, val_every=args.val_every, checkpoint_every=args.checkpoint_every,

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import uuid
 
-from edge_stad.errors import ConfigError
+from edge_stad.errors import OutputExistsError
 
 try:
     import fcntl
@@ -27,8 +27,7 @@ def check_output_dir(out, force=False):
     """Refuse an existing non-empty ``out`` unless ``force``; returns the absolute path."""
     out = os.path.abspath(os.fspath(out))
     if os.path.lexists(out) and not force and (not os.path.isdir(out) or os.listdir(out)):
-        raise ConfigError(f"{out} already exists and is not an empty folder; choose another path or pass "
-                          "force=True (--force) to replace it")
+        raise OutputExistsError(out)
     return out
 
 

@@ -13,7 +13,9 @@ in ``calibration/<engine>/`` stays, to show why). Stages:
    to QDQ, run the accuracy gate against FP32 on held-out windows (output agreement and,
    on a labelled dataset, frame-mAP); when the frame-mAP drop exceeds ``max_map_drop``,
    keep the layers with the worst measured quantization noise in float and retry, then
-   refuse if it still fails;
+   refuse if it still fails. Where the FP32 model's frame-mAP is below ``min_fp32_map`` the
+   gate is not applicable (a model that detects nothing has nothing to lose): the engine is
+   built, and its report and manifest say so instead of "passed";
 3. TensorRT plans when TensorRT is importable (``backend`` auto/tensorrt);
 4. reference inputs/outputs (``reference_io.npz``, from ONNX Runtime on the final graphs)
    for checking a TensorRT build on the device against this machine;
@@ -31,7 +33,8 @@ import numpy as np
 
 from edge_stad import __version__
 from edge_stad.atomic import atomic_write, write_json
-from edge_stad.data.staging import staged_dir
+from edge_stad.data.staging import check_output_dir, staged_dir
+from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
 from edge_stad.engines import tensorrt_build
 from edge_stad.engines.graph_io import METADATA_KEY, stamp
 from edge_stad.engines.manifest import write_manifest
@@ -45,6 +48,7 @@ from edge_stad.engines.onnxruntime_backend import (
 from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+SPEED_ONLY = "random weights (untrained): for speed measurements only, its detections mean nothing"
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 EXCLUDE_STEPS = (1, 2, 4, 8, 16)  # layers kept in float on successive gate retries
 
@@ -58,7 +62,8 @@ class BuildOptions:
     calib_method: str = "minmax"
     int8_flavor: str = "auto"                # tensorrt | cpu | auto (tensorrt when building plans)
     gate_windows: int = 32
-    max_map_drop: float = 1.0                # frame-mAP points
+    max_map_drop: float = MAX_MAP_DROP       # frame-mAP points
+    min_fp32_map: float = GATE_MIN_FP32_MAP  # frame-mAP points below which the gate is not applicable
     decode_in_graph: Optional[bool] = None   # None: in the head graph for tubelet models, on the host for MENet
     dynamic_batch: bool = False
     workspace_mb: int = 1024
@@ -67,6 +72,7 @@ class BuildOptions:
     trt_calib_cache: bool = False            # implicit INT8 cache for TensorRT <= 10
     calibration_dir: str = "calibration"
     force: bool = False
+    random_weights: bool = False             # an untrained model: the manifest marks the engine speed-only
 
 
 def engine_name(config, precision):
@@ -220,7 +226,11 @@ def calibration_sets(model_config, opts, log):
 
 
 def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, labelled):
-    """Quantize and gate; returns ``(int8 paths, report, calibration feeds)``."""
+    """Quantize and gate; returns ``(int8 paths, report, calibration feeds)``.
+
+    The report's ``passed`` is True or False, or None where the gate is not applicable (the FP32
+    model's frame-mAP below ``opts.min_fp32_map``); ``verdict`` says which in words.
+    """
     from edge_stad.data.act import ActDataset
     from edge_stad.quant.sensitivity import layer_errors
 
@@ -237,6 +247,10 @@ def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, label
         _say(log, "int8", f"kept in float: {', '.join(n for nodes in always.values() for n in nodes)} (attention)")
     if eval_dataset is not None:
         report["frame_mAP_fp32"] = kind.frame_map(fp32_backend, eval_dataset)
+        if report["frame_mAP_fp32"] < opts.min_fp32_map:
+            report["passed"], report["verdict"] = None, gate_not_applicable(report["frame_mAP_fp32"])
+            _say(log, "int8", f"warning: accuracy gate {report['verdict']}; the engine is built unchecked")
+            eval_dataset = None   # INT8 against an FP32 model that detects nothing says nothing
     ranking = paths = None
     for kept in (0,) + EXCLUDE_STEPS:
         exclude = {}
@@ -253,6 +267,9 @@ def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, label
         gate["kept_float"] = exclude
         report["attempts"].append(gate)
         if eval_dataset is None:
+            if "verdict" in report:
+                _say(log, "int8", msg)
+                return paths, report, feeds
             _say(log, "int8", msg + " (no labelled test split: frame-mAP gate skipped)")
             break
         drop = report["frame_mAP_fp32"] - gate["frame_mAP_int8"]
@@ -263,10 +280,15 @@ def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, label
         if drop <= opts.max_map_drop:
             break
     else:
-        report["passed"] = False
+        report["passed"], report["verdict"] = False, "failed"
         return paths, report, feeds
-    report["passed"] = True
+    report["passed"], report["verdict"] = True, "passed"
     return paths, report, feeds
+
+
+def gate_not_applicable(frame_map_fp32):
+    """The gate's verdict for an FP32 model whose frame-mAP (points) is below the floor."""
+    return f"not applicable: the FP32 model detects nothing (frame-mAP {frame_map_fp32:.2f})"
 
 
 def save_reference_io(folder, backend, config, seed=0):
@@ -350,6 +372,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         opts = resolve_int8_flavor(opts, use_trt, log)
     if opts.backend == "tensorrt":
         tensorrt_build.tensorrt()  # fail before any work when it is missing
+    check_output_dir(out, opts.force)   # before any work: calibration alone takes a while
     config = dict(model.config)
     if labels and len(labels) != config["num_classes"]:
         raise ConfigError(f"{len(labels)} class names for a model of {config['num_classes']} classes: {list(labels)}")
@@ -380,7 +403,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
             write_json(os.path.join(reports, "report.json"), report)
             for g in kind.graphs:
                 shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
-            if not report["passed"]:
+            if report["passed"] is False:
                 last = report["attempts"][-1]
                 kept = sum(map(len, last["kept_float"].values()))
                 raise ExportError(f"INT8 accuracy gate failed: frame-mAP drops {last['frame_mAP_drop']:.2f} points "
@@ -416,6 +439,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
             "labels": list(labels) or [f"class_{i}" for i in range(config["num_classes"])], "versions": _versions(),
             "calibration": None if report is None else {k: report[k] for k in report if k != "sensitivity"},
             "command": command or " ".join(sys.argv), "options": asdict(opts),
+            "speed_only": SPEED_ONLY if opts.random_weights else None,
         }
         if use_trt:
             manifest["tensorrt"] = info

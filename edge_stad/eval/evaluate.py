@@ -10,6 +10,7 @@ from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
+from edge_stad.boxes import check_ties
 from edge_stad.errors import ConfigError, EvaluationError
 from edge_stad.eval.ap import MAP
 from edge_stad.eval.frame_errors import ErrorBreakdown, frame_errors
@@ -35,6 +36,7 @@ class Evaluation(NamedTuple):
     video: Dict[float, MAP]  # VIDEO_THRESHOLDS and RANGE_THRESHOLDS
     video_range: float
     without_gt: Tuple[str, ...]  # classes with no ground truth in the split: AP 0, counted in the means
+    ties: str = "stable"  # how equal scores ranked (edge_stad.boxes.check_ties)
 
     def to_json(self):
         """A JSON-ready summary, values in percent."""
@@ -48,6 +50,7 @@ class Evaluation(NamedTuple):
             "split": self.split,
             "mode": self.mode,
             "iou_threshold": self.iou_threshold,
+            "ties": self.ties,
             "num_videos": len(self.videos),
             "labels": list(self.labels),
             "classes_without_gt": list(self.without_gt),
@@ -93,12 +96,16 @@ def check_compatible(gt, detections, videos):
             raise EvaluationError(f"video {v!r}: detections at frame {max(frames)} but the video has {last} frames")
 
 
-def evaluate(gt, detections, split=1, mode="auto", iou_threshold=0.5):
+def evaluate(gt, detections, split=1, mode="auto", iou_threshold=0.5, ties="stable"):
     """Frame-mAP (with its error breakdown) and video-mAP of ``detections`` on a test split.
 
     ``mode`` is ``trimmed``, ``untrimmed`` or ``auto`` (:func:`~edge_stad.eval.frame_map.default_mode`:
-    trimmed when every ground-truth tube spans its whole video, where both agree).
+    trimmed when every ground-truth tube spans its whole video, where both agree). ``ties``: how
+    equal scores rank, ``stable`` (input order) or ``reference`` (as the authors' ACT code, with
+    NumPy's default sort), in every ranking and NMS step that builds and scores the detections
+    (:func:`edge_stad.boxes.check_ties`).
     """
+    check_ties(ties)
     videos = split_videos(gt, split)
     check_compatible(gt, detections, videos)
     if mode == "auto":
@@ -111,16 +118,17 @@ def evaluate(gt, detections, split=1, mode="auto", iou_threshold=0.5):
         if v in detections.frames:
             frames[v] = detections.frames[v]
         elif windows:
-            frames[v] = frame_detections(windows, detections.K, detections.mode)
+            frames[v] = frame_detections(windows, detections.K, detections.mode, ties=ties)
         if v in detections.tubes:
             tubes[v] = detections.tubes[v]
         elif windows:
-            tubes[v] = link_video(windows, detections.K, detections.clip_len)
+            tubes[v] = link_video(windows, detections.K, detections.clip_len, ties=ties)
     thresholds = sorted(set(VIDEO_THRESHOLDS) | set(RANGE_THRESHOLDS))
-    video = video_maps(tubes, gt, videos, thresholds)
+    video = video_maps(tubes, gt, videos, thresholds, ties)
     return Evaluation(
         labels=tuple(gt.labels), split=split, mode=mode, iou_threshold=iou_threshold, videos=videos,
-        frame=frame_map(frames, gt, videos, iou_threshold, mode),
-        errors=frame_errors(frames, gt, videos, iou_threshold),
+        frame=frame_map(frames, gt, videos, iou_threshold, mode, ties),
+        errors=frame_errors(frames, gt, videos, iou_threshold, ties),
         video=video, video_range=float(np.mean([video[th].mean for th in RANGE_THRESHOLDS])),
-        without_gt=tuple(name for c, name in enumerate(gt.labels) if not any(gt.gttubes[v].get(c) for v in videos)))
+        without_gt=tuple(name for c, name in enumerate(gt.labels) if not any(gt.gttubes[v].get(c) for v in videos)),
+        ties=ties)

@@ -62,9 +62,9 @@ def _best_other_overlap(ranked, rows, other_key, other_box):
     return found, best
 
 
-def class_errors(detections, gt, videos, label, iou_threshold=0.5):
+def class_errors(detections, gt, videos, label, iou_threshold=0.5, ties="stable"):
     """``(ap, localization, classification, time, other, missed)`` fractions of one class."""
-    ranked = rank_class(detections, gt, videos, label, iou_threshold)
+    ranked = rank_class(detections, gt, videos, label, iou_threshold, ties)
     stride = key_stride(gt, videos)
     other_keys, other_boxes = zip(*[gt_boxes(gt, videos, other, stride)
                                     for other in range(len(gt.labels)) if other != label] or
@@ -86,7 +86,7 @@ def class_errors(detections, gt, videos, label, iou_threshold=0.5):
     return (average_precision(precision, recall), *shares, 1.0 - float(recall[-1]))
 
 
-def frame_errors(detections, gt, videos, iou_threshold=0.5):
-    """:class:`ErrorBreakdown` of every class of ``gt``."""
-    per_class = [class_errors(detections, gt, videos, label, iou_threshold) for label in range(len(gt.labels))]
+def frame_errors(detections, gt, videos, iou_threshold=0.5, ties="stable"):
+    """:class:`ErrorBreakdown` of every class of ``gt`` (equal scores ranked as ``ties`` says)."""
+    per_class = [class_errors(detections, gt, videos, label, iou_threshold, ties) for label in range(len(gt.labels))]
     return ErrorBreakdown(*(np.array(column) for column in zip(*per_class)))

@@ -14,7 +14,8 @@ used up, so duplicates count as false positives.
 
 Detections are per-video ``(n, 7)`` float32 arrays ``frame, label, score, x1, y1, x2, y2``
 (:func:`edge_stad.eval.frame_detections.frame_detections` builds them from tubelets).
-Equal scores rank in video order (as given), then frame, then row order.
+Equal scores rank in video order (as given), then frame, then row order; with ``ties="reference"``
+as the authors' code ranks them (``np.argsort(-scores)``, :func:`edge_stad.boxes.check_ties`).
 """
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def gt_boxes(gt, videos, label, stride):
     return np.concatenate(keys), np.concatenate(boxes)
 
 
-def rank_class(detections, gt, videos, label, iou_threshold):
-    """Rank ``label``'s detections and match them greedily to its ground truth."""
+def rank_class(detections, gt, videos, label, iou_threshold, ties="stable"):
+    """Rank ``label``'s detections (equal scores as ``ties`` says) and match them greedily to its ground truth."""
     stride = key_stride(gt, videos)
     parts = []
     for vi, v in enumerate(videos):
@@ -81,7 +82,7 @@ def rank_class(detections, gt, videos, label, iou_threshold):
             parts.append((np.full(len(rows), vi), rows))
     video = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     rows = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 7), dtype=np.float32)
-    order = descending(rows[:, 2])
+    order = descending(rows[:, 2], ties)
     video, rows = video[order], rows[order]
     key = frame_key(video, rows[:, 0], stride)
     boxes = np.ascontiguousarray(rows[:, 3:7], dtype=np.float32)
@@ -137,11 +138,11 @@ def match_greedy(det_key, det_boxes, gt_key, gt_box, threshold):
     return tp, has_gt
 
 
-def frame_ap(detections, gt, videos, label, iou_threshold=0.5, mode="untrimmed"):
+def frame_ap(detections, gt, videos, label, iou_threshold=0.5, mode="untrimmed", ties="stable"):
     """:class:`~edge_stad.eval.ap.ClassAP` of one class (label index into ``gt.labels``)."""
     if mode not in FRAME_MODES:
         raise ConfigError(f"frame-mAP mode must be one of {FRAME_MODES}, got {mode!r}")
-    ranked = rank_class(detections, gt, videos, label, iou_threshold)
+    ranked = rank_class(detections, gt, videos, label, iou_threshold, ties)
     keep = np.ones(len(ranked.key), dtype=bool)
     if mode == "trimmed":
         with_gt = np.zeros(len(videos), dtype=bool)
@@ -150,7 +151,7 @@ def frame_ap(detections, gt, videos, label, iou_threshold=0.5, mode="untrimmed")
     return pr_curve(ranked.true_positive[keep], ranked.num_gt)
 
 
-def frame_map(detections, gt, videos, iou_threshold=0.5, mode="untrimmed"):
+def frame_map(detections, gt, videos, iou_threshold=0.5, mode="untrimmed", ties="stable"):
     """Frame-mAP over all classes of ``gt`` (:class:`~edge_stad.eval.ap.MAP`)."""
-    return mean_ap(frame_ap(detections, gt, videos, label, iou_threshold, mode)
+    return mean_ap(frame_ap(detections, gt, videos, label, iou_threshold, mode, ties)
                    for label in range(len(gt.labels)))

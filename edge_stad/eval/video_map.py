@@ -8,13 +8,15 @@ spatio-temporal IoU >= the threshold; that tube is then used up.
 
 Tubes are :class:`~edge_stad.runtime.linking.Tube` s (``boxes``: one row per frame,
 ``frame, x1, y1, x2, y2[, score]``, no gaps), given as ``{video: {label: [Tube, ...]}}``.
-Equal scores keep their input order (videos in list order, tubes as given).
+Equal scores keep their input order (videos in list order, tubes as given); with
+``ties="reference"`` the tube NMS and the ranking order them as the authors' code does
+(:func:`edge_stad.boxes.check_ties`), on the float32 tube scores it sorts.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from edge_stad.boxes import descending, iou
+from edge_stad.boxes import check_ties, descending, iou, nms_order
 from edge_stad.eval.ap import mean_ap, pr_curve
 
 #: The thresholds ``videoAP_all`` averages: 0.5, 0.55, ..., 0.95 (computed as the reference does).
@@ -37,9 +39,14 @@ def tube_iou(a, b):
     return float(np.mean(frames)) * (n / union)
 
 
-def tube_nms(tubes, threshold=0.3):
+def _scores(tubes, ties):
+    """Tube scores to sort: float32 as the reference sorts them with ``reference`` ties, else as given."""
+    return np.asarray([t.score for t in tubes], dtype=np.float32 if check_ties(ties) == "reference" else None)
+
+
+def tube_nms(tubes, threshold=0.3, ties="stable"):
     """Indices of the tubes kept by greedy tube NMS, best score first."""
-    order = list(descending([t.score for t in tubes]))
+    order = nms_order(_scores(tubes, ties), ties).tolist()
     keep = []
     while order:
         top = order.pop(0)
@@ -48,7 +55,7 @@ def tube_nms(tubes, threshold=0.3):
     return keep
 
 
-def video_aps(tubes, gt, videos, label, thresholds, nms_threshold=0.3):
+def video_aps(tubes, gt, videos, label, thresholds, nms_threshold=0.3, ties="stable"):
     """:class:`~edge_stad.eval.ap.ClassAP` of one class at each spatio-temporal IoU threshold.
 
     NMS, ranking and overlaps are computed once for all thresholds.
@@ -56,8 +63,8 @@ def video_aps(tubes, gt, videos, label, thresholds, nms_threshold=0.3):
     pooled = []
     for v in videos:
         mine = tubes.get(v, {}).get(label, [])
-        pooled += [(v, mine[i]) for i in tube_nms(mine, nms_threshold)]
-    ranked = [pooled[i] for i in descending([t.score for _, t in pooled])]
+        pooled += [(v, mine[i]) for i in tube_nms(mine, nms_threshold, ties)]
+    ranked = [pooled[i] for i in descending(_scores([t for _, t in pooled], ties), ties)]
     targets = {v: gt.gttubes[v].get(label, ()) for v in videos}
     overlaps = [np.array([tube_iou(g, tube.boxes) for g in targets[v]]) for v, tube in ranked]
     curves = []
@@ -79,9 +86,9 @@ def video_ap(tubes, gt, videos, label, iou_threshold=0.5, nms_threshold=0.3):
     return video_aps(tubes, gt, videos, label, [iou_threshold], nms_threshold)[0]
 
 
-def video_maps(tubes, gt, videos, thresholds):
+def video_maps(tubes, gt, videos, thresholds, ties="stable"):
     """``{threshold: MAP}`` over all classes of ``gt`` (:class:`~edge_stad.eval.ap.MAP`)."""
-    per_label = [video_aps(tubes, gt, videos, label, thresholds) for label in range(len(gt.labels))]
+    per_label = [video_aps(tubes, gt, videos, label, thresholds, ties=ties) for label in range(len(gt.labels))]
     return {th: mean_ap(curves[i] for curves in per_label) for i, th in enumerate(thresholds)}
 
 

@@ -90,8 +90,22 @@ def draw_status(image: np.ndarray, text: str) -> np.ndarray:
     return image
 
 
+#: The containers :class:`VideoSink` writes, and the codec of each (OpenCV's FFmpeg backend reads them all back).
+#: Others (.gif, .webm, ...) need codecs OpenCV does not encode with; they are refused before any frame.
+CONTAINERS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+def video_codec(path) -> str:
+    """The fourcc :class:`VideoSink` writes ``path`` with; a :class:`SourceError` for a container it cannot write."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in CONTAINERS:
+        raise SourceError(f"cannot write video {os.fspath(path)}: annotated videos are {', '.join(CONTAINERS)} files, "
+                          f"not {ext or 'extension-less'}")
+    return CONTAINERS[ext]
+
+
 class VideoSink:
-    """Write BGR frames to ``path`` (mp4v in .mp4 and others, MJPG in .avi), all or nothing.
+    """Write BGR frames to ``path`` (mp4v in .mp4, .m4v, .mov and .mkv, MJPG in .avi), all or nothing.
 
     Frames go to a hidden temporary file beside ``path`` that keeps its extension (OpenCV picks
     the container from it); :meth:`close` renames it over ``path``. :meth:`abort`, or an exception
@@ -103,7 +117,7 @@ class VideoSink:
         self.path = os.fspath(path)
         self.fps = float(fps)
         self.size = None if size is None else (int(size[0]), int(size[1]))
-        self.fourcc = "MJPG" if self.path.lower().endswith(".avi") else "mp4v"
+        self.fourcc = video_codec(self.path)
         self.frames_written = 0
         folder, base = os.path.split(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_stad.boxes import soft_nms
+from edge_stad.boxes import check_ties, soft_nms
 from edge_stad.errors import ConfigError
 from edge_stad.runtime.windows import MODES, Window, interpolate
 
@@ -28,10 +28,11 @@ EMPTY = np.zeros((0, 7), dtype=np.float32)
 class FrameDetections:
     """Collects the rows windows give each frame; :meth:`pop` hands out finished frames."""
 
-    def __init__(self, K, mode, cap=CAP, nms_threshold=0.6):
+    def __init__(self, K, mode, cap=CAP, nms_threshold=0.6, ties="stable"):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         self.K, self.mode, self.cap, self.nms_threshold = K, mode, cap, nms_threshold
+        self.ties = check_ties(ties)
         self._blocks = {}
         self._counts = {}
 
@@ -83,7 +84,7 @@ class FrameDetections:
         rows = np.concatenate(blocks)
         for label in np.unique(rows[:, 5]):
             mine = rows[:, 5] == label
-            rows[mine, 4] = soft_nms(rows[mine, :4], rows[mine, 4], self.nms_threshold)
+            rows[mine, 4] = soft_nms(rows[mine, :4], rows[mine, 4], self.nms_threshold, ties=self.ties)
         part = np.empty((len(rows), 7), dtype=np.float32)
         part[:, 0] = frame
         part[:, 1] = rows[:, 5]
@@ -96,13 +97,14 @@ class FrameDetections:
         return sorted(self._blocks)
 
 
-def frame_detections(windows, K, mode, cap=CAP, nms_threshold=0.6):
+def frame_detections(windows, K, mode, cap=CAP, nms_threshold=0.6, ties="stable"):
     """``float32 (n, 7)`` rows ``frame, label, score, x1, y1, x2, y2`` of one video.
 
     ``windows`` are :class:`~edge_stad.runtime.windows.Window` s in processing order.
-    Rows come frame by frame (ascending), within a frame in arrival order.
+    Rows come frame by frame (ascending), within a frame in arrival order. ``ties``: how the
+    soft-NMS visits equal scores (:func:`edge_stad.boxes.check_ties`).
     """
-    collected = FrameDetections(K, mode, cap, nms_threshold)
+    collected = FrameDetections(K, mode, cap, nms_threshold, ties)
     for window in windows:
         collected.add(window if isinstance(window, Window) else Window(*window))
     out = [collected.pop(frame) for frame in collected.pending()]

@@ -32,11 +32,12 @@ count and length do not apply to a segmented tube, which passed them long ago; a
 score is below ``min_score`` is reported with ``tube=None``.
 
 Ties: where the reference sorts with NumPy's unstable default (tubelets by score, tubes
-by mean score), equal keys keep their current order here (:func:`edge_stad.boxes.descending`).
-Tubes are ranked by a float64 running mean, the reference ranks by a float32 ``np.mean``;
-the two orders differ only where two means agree to float32 rounding, where the
-reference order is arbitrary as well. The reported tube score is the reference's
-float32 ``np.mean``.
+by mean score), equal keys keep their current order here (:func:`edge_stad.boxes.descending`);
+``Linker(..., ties="reference")`` visits and ranks the tubelets of the NMS as the reference does
+(:func:`edge_stad.boxes.nms_order`). Tubes are ranked by a float64 running mean, the reference
+ranks by a float32 ``np.mean``; the two orders differ only where two means agree to float32
+rounding, where the reference order is arbitrary as well (either ``ties`` setting). The
+reported tube score is the reference's float32 ``np.mean``.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 
+from edge_stad.boxes import check_ties, nms_order
 from edge_stad.errors import ConfigError, TubeletError
 from edge_stad.kernels import reference
 from edge_stad.runtime.windows import Window, interpolate, regular_window
@@ -77,7 +79,7 @@ class TubeEvent(NamedTuple):
     tube: Optional[Tube] = None
 
 
-def nms_groups(groups, overlaps, threshold=0.6, top_k=10):
+def nms_groups(groups, overlaps, threshold=0.6, top_k=10, ties="stable"):
     """The reference's tubelet NMS of several labels at once: ``(out, sizes)``.
 
     ``groups``: per label a ``(m, 4K+1)`` float32 array of tubelets; ``overlaps``: their ``(m, m)``
@@ -90,7 +92,8 @@ def nms_groups(groups, overlaps, threshold=0.6, top_k=10):
 
     Every label is visited in one pass over one block-diagonal matrix (labels never suppress each
     other). A suppressed tubelet's weight comes from the first survivor that hits it, as in
-    the visit loop, where it leaves the queue at that visit.
+    the visit loop, where it leaves the queue at that visit. Equal scores are visited and ranked
+    as ``ties`` says (:func:`edge_stad.boxes.nms_order`).
     """
     sizes = np.array([len(g) for g in groups], dtype=np.int64)
     width = groups[0].shape[1] if groups else 1
@@ -104,7 +107,7 @@ def nms_groups(groups, overlaps, threshold=0.6, top_k=10):
     pair = np.full((n, n), -np.inf, dtype=np.float32)   # other labels never suppress
     for start, size, overlap in zip(starts.tolist(), sizes.tolist(), overlaps):
         pair[start:start + size, start:start + size] = overlap
-    order = np.lexsort((-scores, label))                 # per label high to low, ties in input order
+    order = _per_label(scores, label, starts, sizes, ties)   # per label high to low
     pair = pair[np.ix_(order, order)]
     hit = (pair > threshold * ((width - 1) // 4)) & np.triu(np.ones((n, n), dtype=bool), 1)
     kept = np.zeros(n, dtype=bool)
@@ -114,11 +117,20 @@ def nms_groups(groups, overlaps, threshold=0.6, top_k=10):
     weight = np.ones(n, dtype=np.float32)
     weight[order[hit_at]] = 1 - pair[by_kept[:, hit_at].argmax(axis=0), hit_at]
     rescaled = scores * weight
-    rank = np.lexsort((-rescaled, label))
+    rank = _per_label(rescaled, label, starts, sizes, ties)
     rank = rank[np.arange(n) - starts[label[rank]] < top_k]
     out = tubelets[rank]
     out[:, -1] = rescaled[rank]
     return out, np.minimum(sizes, top_k)
+
+
+def _per_label(values, label, starts, sizes, ties):
+    """Positions label by label, each label's from the highest value down (equal values as ``ties``
+    says: ``stable`` in input order, ``reference`` as its ``np.argsort(values)[::-1]`` of each label)."""
+    if check_ties(ties) == "stable":
+        return np.lexsort((-values, label))
+    return np.concatenate([start + nms_order(values[start:start + size], ties)
+                           for start, size in zip(starts.tolist(), sizes.tolist())])
 
 
 def _greedy(hit):
@@ -138,7 +150,7 @@ def _greedy(hit):
     return kept
 
 
-def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None):
+def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None, ties="stable"):
     """:func:`nms_groups` of one label's ``(m, 4K+1)`` tubelets: the ``top_k`` best, by rescaled score.
 
     ``overlap``: the ``(m, m)`` summed IoUs of :func:`edge_stad.kernels.reference.nms_overlap`,
@@ -147,7 +159,7 @@ def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None):
     K = (tubelets.shape[1] - 1) // 4
     if overlap is None:
         overlap = reference.nms_overlap(tubelets[:, :4 * K].reshape(-1, K, 4))
-    return nms_groups([tubelets], [overlap], threshold, top_k)[0]
+    return nms_groups([tubelets], [overlap], threshold, top_k, ties)[0]
 
 
 class HostMatrices:
@@ -245,11 +257,12 @@ class Linker:
     ``matrices`` computes the pairwise IoU matrices (default :class:`HostMatrices`; the GPU
     runtime passes :class:`edge_stad.kernels.ops.CudaLinkMatrices`); the greedy steps that
     read them stay here. Every step runs on all labels at once: labels never interact, so
-    their matrices sit as blocks on one diagonal.
+    their matrices sit as blocks on one diagonal. ``ties``: how the tubelet NMS orders equal
+    scores (:func:`edge_stad.boxes.check_ties`).
     """
 
     def __init__(self, K, clip_len, nms_threshold=0.6, top_k=10, match_iou=0.5, min_score=0.005, matrices=None,
-                 segment_frames=SEGMENT_FRAMES):
+                 segment_frames=SEGMENT_FRAMES, ties="stable"):
         if int(K) < 1 or int(clip_len) < 1 or int(top_k) < 1:
             raise ConfigError(f"K, clip_len and top_k must be >= 1, got {K}, {clip_len}, {top_k}")
         if segment_frames is not None and int(segment_frames) < 2 * int(K) * int(clip_len):
@@ -257,6 +270,7 @@ class Linker:
                               f"got {segment_frames}")
         self.segment_frames = None if segment_frames is None else int(segment_frames)
         self.K, self.clip_len, self.top_k = int(K), int(clip_len), int(top_k)
+        self.ties = check_ties(ties)
         self.nms_threshold, self.match_iou, self.min_score = nms_threshold, match_iou, min_score
         self.matrices = HostMatrices() if matrices is None else matrices
         self._tubes = _Tubes(self.K)
@@ -298,7 +312,7 @@ class Linker:
         labels = sorted(checked)
         groups = [checked[label] for label in labels]
         overlaps = self.matrices.nms_overlap([g[:, :4 * K].reshape(-1, K, 4) for g in groups])
-        candidates, sizes = nms_groups(groups, overlaps, self.nms_threshold, self.top_k)
+        candidates, sizes = nms_groups(groups, overlaps, self.nms_threshold, self.top_k, self.ties)
         candidate_label = np.repeat(np.asarray(labels, dtype=np.int64), sizes)
         self._last = frame
         tubes = self._tubes

@@ -39,12 +39,14 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple, Optional
 
 import numpy as np
 
+from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.errors import ConfigError, FrameError
 from edge_stad.preprocess import grid_size, resize
 from edge_stad.runtime.decode import decode, to_pixels
@@ -124,6 +126,19 @@ def _lower_priority():
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
         except OSError:   # a sandbox that forbids it: the pipeline still works, with less of the CPU
             pass
+
+
+def warn_if_unchecked(source, manifest):
+    """Warn where an engine's detections are not to be trusted: a speed-only engine (random weights), or an
+    INT8 engine whose accuracy gate was not applicable. Python shows the warning once per engine and process."""
+    if not manifest:
+        return
+    reasons = [f"speed-only engine, {manifest['speed_only']}"] if manifest.get("speed_only") else []
+    verdict = (manifest.get("calibration") or {}).get("verdict") or ""
+    if verdict.startswith("not applicable"):
+        reasons.append(f"its INT8 accuracy gate was {verdict}")
+    if reasons:
+        warnings.warn(f"engine {source}: {'; '.join(reasons)}", UserWarning, stacklevel=3)
 
 
 _NO_TUBES = np.zeros((0, 7), dtype=np.float32)
@@ -239,7 +254,7 @@ class Runtime:
     """
 
     def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
-                 min_tube_score=0.1, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1,
+                 min_tube_score=MIN_TUBE_SCORE, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1,
                  pipeline=False, segment_frames=SEGMENT_FRAMES):
         if hasattr(engine, "config") and any(hasattr(engine, a) for a in ("encode", "encode_3d", "device_resident")):
             self.backend = engine
@@ -250,6 +265,7 @@ class Runtime:
                 threads = pipeline_threads()
             self.backend = open_backend(os.fspath(engine), backend, threads=threads, providers=providers,
                                         device=device)
+            warn_if_unchecked(os.fspath(engine), getattr(self.backend, "manifest", None))
         if int(streams) < 1:
             raise ConfigError(f"streams must be >= 1, got {streams}")
         cfg = self.backend.config

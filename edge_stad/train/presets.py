@@ -29,6 +29,9 @@ PRESETS = {
     "synthetic": dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4, epochs=20, batch_size=8, K=3, clip_len=5,
                       input_size=128, schedule="cosine", milestones=(), gamma=0.1, augment=False),
 }
+# `edge-stad demo`: the synthetic preset tuned to learn in a few hundred steps (--max-steps; the cosine
+# schedule ends there), measured in benchmarks/results/demo_recipe.md.
+PRESETS["demo"] = dict(PRESETS["synthetic"], lr=3e-3, warmup=50)
 
 
 # MENet (seed_methods.md 1.3): momentum SGD 0.9, weight decay 5e-4. UCF101-24: lr 1e-3, batch 32, halved
@@ -70,11 +73,14 @@ def preset(name, backbone, model="amma"):
     return values
 
 
-def lr_factor(schedule, progress, epochs, milestones=(), gamma=0.1, step=0):
+def lr_factor(schedule, progress, epochs, milestones=(), gamma=0.1, step=0, warmup=0):
     """Learning-rate multiplier at ``progress`` epochs (a float, 0-based) and ``step`` steps into training.
 
     ``step`` and ``halve`` change at epoch boundaries; ``cosine`` decays every step; ``iter-*`` count steps.
+    ``warmup`` > 0 scales the first ``warmup`` steps linearly up from ``1 / warmup``.
     """
+    if step < warmup:
+        return (step + 1) / warmup * lr_factor(schedule, progress, epochs, milestones, gamma, step)
     if schedule == "iter-step":
         return gamma ** sum(step >= m for m in milestones)
     if schedule == "iter-every":

@@ -3,7 +3,10 @@ progress, logs, validation, atomic checkpoints, exact resume, DDP.
 
 Every random choice is a function of ``(seed, epoch, index)`` (the epoch's sample order,
 each sample's augmentation), so a run resumed from a checkpoint, or split over DDP
-processes, sees the same data as an uninterrupted one. ``last.pt`` is written at every
+processes, sees the same data as an uninterrupted one. A run budgeted in steps
+(``max_steps``) is therefore a function of its configuration and its thread count: a busy
+machine gives the same weights later (:func:`weights_sha256` fingerprints them), where a
+``time_budget`` gives it fewer steps. ``last.pt`` is written at every
 epoch end (and every ``checkpoint_every`` steps, and when the time budget runs out);
 ``best.pt`` whenever validation frame-mAP improves. Both hold the model config, the
 training config, optimizer state and position, and are written atomically.
@@ -17,6 +20,7 @@ process normalises with its own batch. Only rank 0 logs, validates and saves.
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Optional, Tuple
@@ -57,6 +61,7 @@ class TrainConfig:
     schedule: Optional[str] = None
     milestones: Optional[Tuple[int, ...]] = None
     gamma: Optional[float] = None
+    warmup: Optional[int] = None         # steps of linear learning-rate warm-up (0: none)
     augment: Optional[bool] = None       # the reference's augmentation (False: frames as they are)
     seed: int = 317
     workers: int = 1
@@ -86,6 +91,15 @@ class TrainConfig:
 
 def _collate(items):
     return {key: torch.from_numpy(np.stack([item[key] for item in items])) for key in items[0]}
+
+
+def weights_sha256(model):
+    """sha256 over a model's state (names and raw bytes, in order): equal exactly for bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def epoch_batches(num_samples, batch_size, seed, epoch, rank=0, world=1):
@@ -178,7 +192,8 @@ class Trainer:
         if cfg.schedule == "cosine" and (cfg.max_steps or cfg.time_budget):
             done = self.step / cfg.max_steps if cfg.max_steps else self.clock.elapsed() / (60 * cfg.time_budget)
             progress = cfg.epochs * min(done, 1.0)
-        lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.epochs, cfg.milestones, cfg.gamma, self.step)
+        lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.epochs, cfg.milestones, cfg.gamma, self.step,
+                                cfg.warmup or 0)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -207,20 +222,23 @@ class Trainer:
         self.clock = clock = _TrainingClock(self.trained_seconds)
         stopped = False
         self.model.train()
+        per_epoch = len(self.samples) // self.world // cfg.batch_size
+        planned = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
+        bar = _bar(cfg.progress and self.rank == 0, planned, self.step)
         while self.epoch < cfg.epochs and not stopped:
             batches = epoch_batches(len(self.samples), cfg.batch_size, cfg.seed, self.epoch, self.rank, self.world)
             batches = batches[self.batch_in_epoch:]
             self.samples.set_epoch(self.epoch)
             loader = torch.utils.data.DataLoader(self.samples, batch_sampler=batches, num_workers=cfg.workers,
                                                  collate_fn=_collate)
-            bar = _bar(cfg.progress and self.rank == 0, len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}")
             steps_per_epoch = self.batch_in_epoch + len(batches)
             for batch in loader:
                 lr = self._set_lr(self.epoch + self.batch_in_epoch / steps_per_epoch)
                 stats = self.train_step(batch)
                 self.batch_in_epoch += 1
                 if bar is not None:
-                    bar.set_postfix(lr=f"{lr:.2e}", **{k: f"{v:.3f}" for k, v in stats.items()})
+                    bar.set_postfix(epoch=f"{self.epoch + 1}/{cfg.epochs}", lr=f"{lr:.2e}",
+                                    **{k: f"{v:.3f}" for k, v in stats.items()})
                     bar.update(1)
                 if log is not None and self.step % cfg.log_every == 0:
                     log.write("train", self.epoch + 1, self.step, clock.elapsed(), lr=lr, **stats)
@@ -230,8 +248,6 @@ class Trainer:
                         (cfg.max_steps is not None and self.step >= cfg.max_steps):
                     stopped = True
                     break
-            if bar is not None:
-                bar.close()
             if not stopped:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             last_epoch = stopped or self.epoch == cfg.epochs
@@ -241,6 +257,8 @@ class Trainer:
             self._save("last.pt")
             if self.world > 1:
                 dist.barrier()
+        if bar is not None:
+            bar.close()
         if log is not None:
             log.close()
         best = os.path.join(cfg.out, "best.pt")
@@ -252,7 +270,7 @@ class Trainer:
             return
         from edge_stad.train.inference import evaluate_model
 
-        bar = _bar(self.cfg.progress, len(self.dataset.test_videos), "validate")
+        bar = _bar(self.cfg.progress, len(self.dataset.test_videos), desc="validate", unit="video")
         result = evaluate_model(self.model, self.dataset, self.cfg.split, progress=bar)
         if bar is not None:
             bar.close()
@@ -294,12 +312,13 @@ def _plain(values):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def _bar(enabled, total, desc):
+def _bar(enabled, total, initial=0, desc="train", unit="step"):
+    """A progress bar (with tqdm's ETA) or None; the training one spans the whole run, resumed at ``initial``."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
 
 
 class _Log:
