@@ -142,8 +142,8 @@ def test_loss_normalisers_and_focal_term():
     _, parts = stma_loss(out, batch)
     neg = -(torch.log(1 - out["hm"]) * out["hm"] ** 2 * (1 - batch["hm"]) ** 4)[batch["hm"] < 1].sum()
     assert parts["hm"] == pytest.approx(float(-math.log(0.5) * 0.25 + neg), rel=1e-5)
-    _, doubled = stma_loss(out, batch, torch.tensor([1.0, 2.0, 2.0]))   # two processes' instances and clips
-    assert doubled["cls"] == pytest.approx(parts["cls"] / 2) and doubled["mov"] == pytest.approx(parts["mov"] / 2)
+    _, shared = stma_loss(out, batch, torch.tensor([1.0, 2.0, 3.0]))   # several processes' instances and clips
+    assert shared["cls"] == pytest.approx(parts["cls"] / 3) and shared["mov"] == pytest.approx(parts["mov"] / 2)
 
 
 # -- decode ----------------------------------------------------------------------------------------

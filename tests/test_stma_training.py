@@ -24,25 +24,27 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("key_frame,clip_len,backbone", [("last", 4, "shufflenetv2"), ("center", 6, "dla34")])
 def test_samples_hold_the_clip_around_the_snippet(tiny, key_frame, clip_len, backbone):
     config = dict(LITE, key_frame=key_frame, clip_len=clip_len, backbone=backbone)
-    samples = SnippetSamples(tiny, tiny.train_videos[:2], config)
+    samples = SnippetSamples(tiny, tiny.train_videos, config)
     layout = layout_of(config)
-    video, end = samples.samples[3]
-    item = samples[3]
+    index = next(i for i, (v, _) in enumerate(samples.samples) if len(tiny.gt.gttubes[v][
+        next(iter(tiny.gt.gttubes[v]))]) == 1 and i > 3)    # a one-actor video, a few frames in
+    video, end = samples.samples[index]
+    item = samples[index]
     numbers = layout.clip_frames(end, tiny.gt.nframes[video])
     expected = normalize_clip([resize(tiny.read_frame(video, f), (64, 64)) for f in numbers])
     np.testing.assert_array_equal(item["clips"], expected)
-    assert numbers[layout.snippet[1]] == end
+    assert numbers[layout.snippet[1]] == end and item["num"].tolist() == [1]
     stride = 4 if backbone == "dla34" else 8
-    assert item["hm"].shape == (1, 64 // stride, 64 // stride) and item["num"][0] >= 1
-    key = end - (layout.K - 1 - layout.key)
-    (label, tubes), = [(c, t) for c, t in tiny.gt.gttubes[video].items()]
+    (label, (tube,)), = tiny.gt.gttubes[video].items()
     h, w = tiny.gt.resolution[video]
-    for tube in tubes:
-        if tube[0, 0] <= key <= tube[-1, 0]:
-            x1, y1, x2, y2 = tube[int(key - tube[0, 0]), 1:5]
-            cell = (int(np.round((y1 + y2) / 2 * (64 / stride) / h)), int(np.round((x1 + x2) / 2 * (64 / stride) / w)))
+    scale = np.array([64 / stride / w, 64 / stride / h] * 2, np.float32)
+    for j, f in enumerate(range(end - layout.K + 1, end + 1)):   # frame j's box target, at frame j's centre
+        box = tube[int(f - tube[0, 0]), 1:5] * scale
+        cell = int(np.round((box[1] + box[3]) / 2)), int(np.round((box[0] + box[2]) / 2))
+        np.testing.assert_allclose(item["box"][j][:, cell[0], cell[1]], box, rtol=1e-6)
+        if j == layout.key:
             assert item["hm"][0][cell] == 1
-    assert item["cls"][label] == 1
+    assert item["hm"].shape == (1, 64 // stride, 64 // stride) and item["cls"][label] == 1
 
 
 class FakeSnippetBackend:
@@ -197,3 +199,25 @@ def test_checkpoint_round_trip(tmp_path):
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(clips)["cls"], model(clips)["cls"])
+
+
+def test_pretrained_2d_and_3d_weights_load_by_name(tmp_path):
+    from edge_stad.errors import ConfigError as Refused
+    from edge_stad.models.dla import DLASeg
+    from edge_stad.train.snippet_task import SnippetTask
+
+    torch.manual_seed(1)
+    centernet = {f"module.{k}": v for k, v in DLASeg(deformable=True).state_dict().items()}   # ctdet_coco_dla layout
+    centernet["hm.2.weight"] = torch.zeros(80, 256, 1, 1)
+    torch.save({"epoch": 140, "state_dict": centernet}, tmp_path / "ctdet_coco_dla.pth")
+    model = tiny_model(backbone="dla34", decoder="dcn")
+    report = SnippetTask().load_pretrained(model, str(tmp_path / "ctdet_coco_dla.pth"))
+    assert report["loaded"] == len(centernet) - 1       # all but the detection head
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, centernet["module." + key]), key
+    student = {f"backbone_3d.{k}": v + 1 for k, v in model.backbone_3d.state_dict().items()}
+    torch.save(student, tmp_path / "backbone_3d.pt")
+    SnippetTask().load_pretrained(model, str(tmp_path / "backbone_3d.pt"))
+    assert torch.equal(model.backbone_3d.conv1[0].weight, student["backbone_3d.conv1.0.weight"])
+    with pytest.raises(Refused, match="has none"):
+        SnippetTask().load_pretrained(tiny_model(backbone_3d=None, width_3d=None), str(tmp_path / "backbone_3d.pt"))
