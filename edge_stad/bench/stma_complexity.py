@@ -94,25 +94,3 @@ def profile_stma(model, refresh_every=(1,)):
             "params": {"total": count_params(model), "components": component_params(model)},
             "macs": {"clip": clip, "stream": stream}}
 
-
-def stma_table(result):
-    """``edge-stad profile``'s text table of :func:`profile_stma`'s result."""
-    cfg, params, macs = result["config"], result["params"], result["macs"]
-    three_d = f"3D {cfg['backbone_3d']}" + (f" {cfg['width_3d']}x" if cfg["width_3d"] else "") if cfg["backbone_3d"] \
-        else "no 3D branch"
-    lines = [f"{cfg['name']}  2D {cfg['backbone']} ({cfg['decoder']})  {three_d}  K={cfg['K']}  "
-             f"clip_len={cfg['clip_len']}  key={cfg['key_frame']}  classes={cfg['num_classes']}  "
-             f"input={cfg['input_size'][0]}x{cfg['input_size'][1]}"]
-    figures = [macs["clip"]] + list(macs["stream"].values())
-    heads = ["clip GMAC"] + [f"s={s} GMAC" for s in macs["stream"]]
-    lines.append(f"  {'component':<18}{'params (M)':>12}" + "".join(f"{h:>14}" for h in heads))
-
-    def row(name, n_params, gmacs):
-        return f"  {name:<18}{n_params / 1e6:>12.3f}" + "".join(f"{m / 1e9:>14.3f}" for m in gmacs)
-
-    for comp, n in params["components"].items():
-        lines.append(row(comp, n, [f["components"][comp] for f in figures]))
-    lines.append(row("total", params["total"], [f["total"] for f in figures]))
-    lines.append(f"  (clip: one window from scratch, {result['encoded_frames']} frames through the per-frame parts; "
-                 "s=N: one new frame with cached per-frame outputs, the 3D branch every N frames)")
-    return "\n".join(lines)

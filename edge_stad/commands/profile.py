@@ -141,22 +141,38 @@ def _menet_table(result):
     lines = [f"{cfg['name']}  3D {cfg['backbone_3d']}{width}{non_local} ({cfg['clip_len']} frames)  "
              f"2D {cfg['backbone_2d']}  srm_frames={cfg['srm_frames']}  cfam={cfg['cfam_channels']}  "
              f"classes={cfg['num_classes']}  input={cfg['input_size'][0]}x{cfg['input_size'][1]}"]
-    figures = [macs["frame"]] + list(macs["stream"].values())
-    heads = ["frame GMAC"] + [f"s={s} GMAC" for s in macs["stream"]]
-    lines.append(f"  {'component':<14}{'params (M)':>12}" + "".join(f"{h:>14}" for h in heads))
+    return "\n".join(lines + _component_rows(params, macs, "frame"))
+
+
+def _component_rows(params, macs, first, width=14):
+    """Rows of params and GMACs per component: the ``first`` figure, then the stream figures per s."""
+    figures = [macs[first]] + list(macs["stream"].values())
+    heads = [f"{first} GMAC"] + [f"s={s} GMAC" for s in macs["stream"]]
 
     def row(name, n_params, gmacs):
-        return f"  {name:<14}{n_params / 1e6:>12.3f}" + "".join(f"{m / 1e9:>14.3f}" for m in gmacs)
+        return f"  {name:<{width}}{n_params / 1e6:>12.3f}" + "".join(f"{m / 1e9:>14.3f}" for m in gmacs)
 
-    for comp, n in params["components"].items():
-        lines.append(row(comp, n, [f["components"][comp] for f in figures]))
-    lines.append(row("total", params["total"], [f["total"] for f in figures]))
+    lines = [f"  {'component':<{width}}{'params (M)':>12}" + "".join(f"{h:>14}" for h in heads)]
+    lines += [row(comp, n, [f["components"][comp] for f in figures]) for comp, n in params["components"].items()]
+    return lines + [row("total", params["total"], [f["total"] for f in figures])]
+
+
+def _stma_table(result):
+    cfg = result["config"]
+    three_d = (f"3D {cfg['backbone_3d']}" + (f" {cfg['width_3d']}x" if cfg["width_3d"] else "")
+               if cfg["backbone_3d"] else "no 3D branch")
+    lines = [f"{cfg['name']}  2D {cfg['backbone']} ({cfg['decoder']})  {three_d}  K={cfg['K']}  "
+             f"clip_len={cfg['clip_len']}  key={cfg['key_frame']}  classes={cfg['num_classes']}  "
+             f"input={cfg['input_size'][0]}x{cfg['input_size'][1]}"]
+    lines += _component_rows(result["params"], result["macs"], "clip", width=18)
+    lines.append(f"  (clip: one window from scratch, {result['encoded_frames']} frames through the per-frame parts; "
+                 "s=N: one new frame with cached per-frame outputs, the 3D branch every N frames)")
     return "\n".join(lines)
 
 
 def run(args):
     from edge_stad.bench.complexity import profile_amma, profile_menet
-    from edge_stad.bench.stma_complexity import profile_stma, stma_table
+    from edge_stad.bench.stma_complexity import profile_stma
     from edge_stad.models import create_model, load_checkpoint
 
     if args.checkpoint:
@@ -171,7 +187,7 @@ def run(args):
             tables.append(_table(results[-1]))
         elif m.config["name"].startswith("stma"):
             results.append(profile_stma(m, refresh_every=[1] + [s for s in refresh if s > 1]))
-            tables.append(stma_table(results[-1]))
+            tables.append(_stma_table(results[-1]))
         else:
             results.append(profile_menet(m, refresh_every=refresh))
             tables.append(_menet_table(results[-1]))

@@ -13,7 +13,7 @@ Ties rank the lower index first, as :func:`edge_stad.runtime.decode.decode` and 
 """
 import numpy as np
 
-from edge_stad.runtime.decode import _top, peak_mask
+from edge_stad.runtime.decode import top_peaks
 
 TOP_N = 10
 
@@ -32,18 +32,11 @@ def decode_stma(hm, mov, wh, cls=None, top_n=TOP_N):
     and ``cls=None``; ``mov (B, 2K, h, w)``; ``wh (B, 4K, h, w)`` (``l, t, r, b`` per frame).
     """
     hm, mov, wh = (np.asarray(a, dtype=np.float32) for a in (hm, mov, wh))
-    b, c, h, w = hm.shape
+    b, _, h, w = hm.shape
     k = mov.shape[1] // 2
-    n = min(top_n, h * w)
-    heat = np.where(peak_mask(hm), hm, 0).reshape(b, c, h * w)
-    cell_index = _top(heat, n)                                            # (B, C, N)
-    flat_score = np.take_along_axis(heat, cell_index, axis=2).reshape(b, c * n)
-    pick = _top(flat_score, n)                                             # (B, N)
-    score = np.take_along_axis(flat_score, pick, axis=1)
-    idx = np.take_along_axis(cell_index.reshape(b, c * n), pick, axis=1)
-    if cls is None:
-        label = pick // n
-    else:
+    score, label, idx = top_peaks(hm, top_n)
+    n = idx.shape[1]
+    if cls is not None:
         prob = np.asarray(cls, dtype=np.float32)
         label = np.repeat(prob.argmax(1)[:, None], n, axis=1)
         score = score * prob.max(1, keepdims=True)

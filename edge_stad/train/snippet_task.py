@@ -1,7 +1,5 @@
 """What the trainer does for STMA and STMA-Lite (:mod:`edge_stad.train.tasks`): snippet samples, the
 STMA loss, validation window by window through :mod:`edge_stad.eval.predict_snippets`."""
-import torch.distributed as dist
-
 from edge_stad.errors import ConfigError
 from edge_stad.models import create_model
 
@@ -47,11 +45,9 @@ class SnippetTask:
 
     def loss(self, model, output, batch, world):
         from edge_stad.train.stma_loss import normalizers, stma_loss
+        from edge_stad.train.tasks import global_counts
 
-        counts = normalizers(batch)
-        if world > 1:  # normalise by the global batch; DDP's gradient mean then equals one big batch
-            dist.all_reduce(counts)
-        return stma_loss(output, batch, counts)
+        return stma_loss(output, batch, global_counts(normalizers(batch), world))
 
     def evaluate(self, model, dataset, split, progress=None):
         from edge_stad.engines.torch_snippet_backend import TorchSnippetBackend

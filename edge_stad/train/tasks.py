@@ -18,6 +18,14 @@ from edge_stad.models import create_model
 FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame", "stma": "snippet", "stma-lite": "snippet"}
 
 
+def global_counts(counts, world):
+    """A loss's normalising ``counts`` summed over the processes: normalised by the global batch, DDP's
+    gradient mean then equals one process on the whole batch."""
+    if world > 1:
+        dist.all_reduce(counts)
+    return counts
+
+
 class TubeletTask:
     loss_parts = ("hm", "mov", "wh")
 
@@ -40,10 +48,7 @@ class TubeletTask:
     def loss(self, model, output, batch, world):
         from edge_stad.train.losses import amma_loss, normalizers
 
-        counts = normalizers(batch)
-        if world > 1:  # normalise by the global batch; DDP's gradient mean then equals one big batch
-            dist.all_reduce(counts)
-        return amma_loss(output, batch, counts)
+        return amma_loss(output, batch, global_counts(normalizers(batch), world))
 
     def evaluate(self, model, dataset, split, progress=None):
         from edge_stad.engines.torch_backend import TorchBackend
