@@ -221,3 +221,12 @@ def test_pretrained_2d_and_3d_weights_load_by_name(tmp_path):
     assert torch.equal(model.backbone_3d.conv1[0].weight, student["backbone_3d.conv1.0.weight"])
     with pytest.raises(Refused, match="has none"):
         SnippetTask().load_pretrained(tiny_model(backbone_3d=None, width_3d=None), str(tmp_path / "backbone_3d.pt"))
+
+
+def test_the_runtime_refuses_an_stma_checkpoint_with_a_reason(tmp_path):
+    from edge_stad.engines.loader import open_backend
+    from edge_stad.errors import EngineError
+
+    save_checkpoint(tmp_path / "stma.pt", tiny_model())
+    with pytest.raises(EngineError, match="cannot stream yet; evaluate it with edge_stad.eval.predict_snippets"):
+        open_backend(str(tmp_path / "stma.pt"))

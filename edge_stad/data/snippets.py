@@ -7,8 +7,8 @@ frames, MOC's tubelet) and its tubelet has one box per snippet frame. The model'
 
 * ``key_frame="center"`` (STMA): the key frame is the snippet's middle frame (MOC's convention) and
   sits at index ``clip_len // 2`` of the clip. The paper does not say where the snippet lies in its
-  16-frame clip; centring it is our choice. The window then reads ``clip_len // 2 - 1 - (K - 1) // 2``
-  frames past the snippet (5 for K=5, T=16) and is produced that many frames late.
+  16-frame clip; centring it is our choice. The window then reads ``lookahead`` frames past the
+  snippet (5 for K=5, T=16) and is produced that many frames after the snippet's last frame.
 * ``key_frame="last"`` (STMA-Lite): the key frame is the snippet's last frame, which is also the
   clip's last frame: nothing is read from the future.
 
