@@ -174,3 +174,16 @@ def test_decode_class_heatmap_and_clamped_cells():
     np.testing.assert_allclose(rows[0, :, -2:], [[0.9, 1], [0.5, 0]])
     np.testing.assert_allclose(rows[0, 0, :4], [-1, -1, 1, 1])
     np.testing.assert_allclose(softmax([[0.0, math.log(3)]]), [[0.25, 0.75]], rtol=1e-6)
+
+
+def test_decode_inverts_the_targets():
+    """Outputs equal to the targets decode to the ground-truth boxes: targets and decode agree on cells."""
+    other = np.array([[9, 1, 14, 7], [9.5, 1.4, 14.5, 7.4], [10.2, 1.9, 15.2, 7.9]], np.float32)
+    t = build_stma_targets({1: [BOXES], 2: [other]}, 3, (16, 16), 3, 1, 8)
+    batch = {k: torch.from_numpy(v[None]) for k, v in t.items()}
+    out = _perfect(batch)
+    rows = decode_stma(batch["hm"].numpy(), out["mov"].numpy(), out["wh"].numpy(), np.array([[0.2, 0.5, 0.3]]),
+                       top_n=2)[0]
+    found = sorted(rows[:, :12].reshape(2, 3, 4).tolist())
+    assert np.allclose(found, sorted([BOXES.tolist(), other.tolist()]), atol=1e-5)
+    np.testing.assert_allclose(rows[:, 12], [0.5, 0.5])

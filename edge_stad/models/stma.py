@@ -49,7 +49,8 @@ Choices the paper leaves open (each made once, here and in :mod:`edge_stad.data.
   at the same resolution as the 2D backbone;
 * the snippet sits in the middle of the clip (:mod:`edge_stad.data.snippets`);
 * the centre and movement heads read the K snippet features concatenated on channels (as MOC);
-* size: ``4 * relu(conv)`` cells, TTFNet's output form.
+* size: ``relu(conv)`` cells, TTFNet's output form without its scale of 4 cells (measured:
+  :mod:`edge_stad.models.stma_branches`).
 """
 import math
 
