@@ -53,7 +53,7 @@ def test_full_model_parameters_at_24_classes(paper_model):
     assert sum(p.numel() for p in model.detection.hm.parameters()) == (320 * 9 + 1) * 256 + 256 + 1
 
 
-def test_full_model_cost_compares_with_the_seed_estimate(paper_profile):
+def test_full_model_cost_compares_with_the_component_estimate(paper_profile):
     """The estimate: 3D 62.9, DLA-34 40.4 (5 frames), heads 11.5, the STMA block left out: about 115 GMACs."""
     r = paper_profile
     clip = r["macs"]["clip"]["components"]
