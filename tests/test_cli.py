@@ -51,7 +51,9 @@ CORE = ["edge_stad", "edge_stad.cli", "edge_stad.atomic", "edge_stad.errors", "e
         "edge_stad.bench.streaming", "edge_stad.bench.telemetry", "edge_stad.bench.peak", "edge_stad.bench.machine",
         "edge_stad.bench.harness", "edge_stad.bench.report", "edge_stad.commands.bench",
         "edge_stad.runtime.region_decode", "edge_stad.eval.predict_frames", "edge_stad.eval.viterbi",
-        "edge_stad.data.anchors", "edge_stad.data.flow", "edge_stad.data.frame_samples", "edge_stad.commands.distill"]
+        "edge_stad.data.anchors", "edge_stad.data.flow", "edge_stad.data.frame_samples", "edge_stad.commands.distill",
+        "edge_stad.data.snippets", "edge_stad.data.stma_targets", "edge_stad.data.snippet_samples",
+        "edge_stad.runtime.stma_decode", "edge_stad.eval.predict_snippets"]
 
 
 def test_core_imports_without_torch():

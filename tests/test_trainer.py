@@ -69,11 +69,11 @@ def test_epoch_batches_are_disjoint_across_ranks():
     assert epoch_batches(20, 3, seed=1, epoch=4) == one and epoch_batches(20, 3, seed=1, epoch=5) != one
 
 
-def _grads_of_first_step(data, out, rank, world, port):
+def _grads_of_first_step(data, out, rank, world, port, model_kw):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    trainer = Trainer(config(data, out, lr=0.0, weight_decay=0.0))
+    trainer = Trainer(config(data, out, lr=0.0, weight_decay=0.0, **model_kw))
     # Frozen BatchNorm: on CPU each DDP process normalises with its own batch (PyTorch has no CPU
     # SyncBatchNorm), the one thing that legitimately differs from one process on the whole batch.
     trainer.model.eval()
@@ -86,22 +86,23 @@ def _grads_of_first_step(data, out, rank, world, port):
     return {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
 
 
-def _ddp_worker(rank, data, out, port):
-    grads = _grads_of_first_step(data, out, rank, 2, port)
+def _ddp_worker(rank, data, out, port, model_kw):
+    grads = _grads_of_first_step(data, out, rank, 2, port, model_kw)
     if rank == 0:
         torch.save(grads, os.path.join(out, "ddp_grads.pt"))
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_gloo_gradients_equal_one_process_on_the_whole_batch(tiny, tmp_path):
+@pytest.mark.parametrize("model_kw", [{}, dict(model="stma-lite", width_3d=0.25)], ids=["amma", "stma-lite"])
+def test_ddp_gloo_gradients_equal_one_process_on_the_whole_batch(tiny, tmp_path, model_kw):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_worker, args=(str(tiny), str(tmp_path), port), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(str(tiny), str(tmp_path), port, model_kw), nprocs=2)
     ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         os.environ.pop(key, None)
-    single = _grads_of_first_step(tiny, tmp_path / "single", 0, 1, port)
+    single = _grads_of_first_step(tiny, tmp_path / "single", 0, 1, port, model_kw)
     assert set(ddp) == set(single)
     scale = max(float(g.abs().max()) for g in single.values())
     for name in single:

@@ -1,4 +1,4 @@
-"""Parameters and MACs per component of AMMA (default) or MENet models.
+"""Parameters and MACs per component of AMMA (default), MENet or STMA models.
 
 AMMA (--model amma) is counted in three conventions, per clip:
 
@@ -18,6 +18,14 @@ head:
   stream s=N  the 3D branch (backbone_3d + non_local) refreshed every N frames and
               reused in between, the 2D branch, SRM, CFAM and head on every frame
 
+STMA (--model stma: the paper's DLA-34 + 16-frame 3D-ResNeXt-101 at 288x288, K=5;
+--model stma-lite: ShuffleNetV2 at stride 8 + 3D ShuffleNetV2 over 8 frames) is counted per
+component: backbone_2d, size_head, downsample (per frame), backbone_3d (per clip),
+centre_movement, motion_excitation, aggregation, classifier (per window):
+
+  clip        one tubelet window from scratch (what the model's forward runs)
+  stream s=N  one new frame with per-frame outputs cached, the 3D branch every N frames
+
 Counting uses torch.utils.flop_counter on shapes only (no weights, no data), so it is
 instant. Examples:
 
@@ -26,6 +34,8 @@ instant. Examples:
   edge-stad profile --checkpoint runs/demo/best.pt
   edge-stad profile --model menet
   edge-stad profile --model menet-lite --num-classes 8 --input-size 128 --refresh-every 2,4 --json
+  edge-stad profile --model stma
+  edge-stad profile --model stma-lite --backbone-3d none --clip-len 8
 """
 import json
 import sys
@@ -34,17 +44,19 @@ from edge_stad.errors import ConfigError
 
 HELP = "parameters and MACs (paper convention and true streaming cost) per component"
 BACKBONE_CHOICES = ("resnet18", "mobilenetv2", "shufflenetv2")
-MODEL_CHOICES = ("amma", "menet", "menet-lite")
+MODEL_CHOICES = ("amma", "menet", "menet-lite", "stma", "stma-lite")
 AMMA_DEFAULTS = {"num_classes": 21, "clip_len": 5, "input_size": 288}
 
 
 def add_arguments(p):
     p.add_argument("--model", choices=MODEL_CHOICES, default="amma",
-                   help="model family to profile (default amma); menet and menet-lite print a per-component table "
-                        "with the per-frame and streaming cost")
+                   help="model family to profile (default amma); menet, menet-lite, stma and stma-lite print a "
+                        "per-component table with the per-window or per-frame and the streaming cost")
     p.add_argument("--backbone", default="all",
-                   help="AMMA: resnet18, mobilenetv2, shufflenetv2, a comma-separated list, or all (default)")
-    p.add_argument("--K", type=int, default=5, help="AMMA: clips per tubelet (default 5, as the paper)")
+                   help="AMMA: resnet18, mobilenetv2, shufflenetv2, a comma-separated list, or all (default); "
+                        "STMA: one 2D backbone (dla34 or those; default: the variant's)")
+    p.add_argument("--K", type=int, default=5, help="AMMA: clips per tubelet; STMA: frames per snippet (default 5, "
+                                                      "as the papers)")
     p.add_argument("--num-classes", type=int,
                    help="action classes (21 = JHMDB, 24 = UCF101-24; default 21 for AMMA, 24 for MENet)")
     p.add_argument("--clip-len", type=int,
@@ -56,9 +68,11 @@ def add_arguments(p):
     p.add_argument("--decoder", choices=("dcn", "conv", "both"), default="both",
                    help="AMMA: dcn = deformable as the reference, conv = plain 3x3 deployment default (default both)")
     p.add_argument("--backbone-3d",
-                   help="MENet: 3D backbone (resnext101, resnext50, shufflenetv2, mobilenetv2; default: the variant's)")
+                   help="MENet, STMA: 3D backbone (resnext101, resnext50, shufflenetv2, mobilenetv2; STMA also none; "
+                        "default: the variant's)")
     p.add_argument("--refresh-every", default="2,3,4",
-                   help="MENet: comma-separated 3D-branch refresh intervals s for the stream figures (default 2,3,4)")
+                   help="MENet, STMA-Lite: comma-separated 3D-branch refresh intervals s for the stream figures "
+                        "(default 2,3,4)")
     p.add_argument("--checkpoint", help="profile the architecture stored in this checkpoint instead")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the results as JSON to FILE (or stdout when FILE is omitted)")
@@ -74,7 +88,13 @@ def _configs(args):
     if args.model != "amma":
         cfg = _shared(args, {})
         if args.backbone_3d:
-            cfg["backbone_3d"] = args.backbone_3d
+            cfg["backbone_3d"] = None if args.backbone_3d == "none" else args.backbone_3d
+        if args.model.startswith("stma"):
+            cfg["K"] = args.K
+            if args.backbone != "all":
+                cfg["backbone"] = args.backbone
+            if args.decoder != "both":
+                cfg["decoder"] = args.decoder
         yield cfg
         return
     names = BACKBONE_CHOICES if args.backbone == "all" else [b.strip() for b in args.backbone.split(",")]
@@ -121,21 +141,38 @@ def _menet_table(result):
     lines = [f"{cfg['name']}  3D {cfg['backbone_3d']}{width}{non_local} ({cfg['clip_len']} frames)  "
              f"2D {cfg['backbone_2d']}  srm_frames={cfg['srm_frames']}  cfam={cfg['cfam_channels']}  "
              f"classes={cfg['num_classes']}  input={cfg['input_size'][0]}x{cfg['input_size'][1]}"]
-    figures = [macs["frame"]] + list(macs["stream"].values())
-    heads = ["frame GMAC"] + [f"s={s} GMAC" for s in macs["stream"]]
-    lines.append(f"  {'component':<14}{'params (M)':>12}" + "".join(f"{h:>14}" for h in heads))
+    return "\n".join(lines + _component_rows(params, macs, "frame"))
+
+
+def _component_rows(params, macs, first, width=14):
+    """Rows of params and GMACs per component: the ``first`` figure, then the stream figures per s."""
+    figures = [macs[first]] + list(macs["stream"].values())
+    heads = [f"{first} GMAC"] + [f"s={s} GMAC" for s in macs["stream"]]
 
     def row(name, n_params, gmacs):
-        return f"  {name:<14}{n_params / 1e6:>12.3f}" + "".join(f"{m / 1e9:>14.3f}" for m in gmacs)
+        return f"  {name:<{width}}{n_params / 1e6:>12.3f}" + "".join(f"{m / 1e9:>14.3f}" for m in gmacs)
 
-    for comp, n in params["components"].items():
-        lines.append(row(comp, n, [f["components"][comp] for f in figures]))
-    lines.append(row("total", params["total"], [f["total"] for f in figures]))
+    lines = [f"  {'component':<{width}}{'params (M)':>12}" + "".join(f"{h:>14}" for h in heads)]
+    lines += [row(comp, n, [f["components"][comp] for f in figures]) for comp, n in params["components"].items()]
+    return lines + [row("total", params["total"], [f["total"] for f in figures])]
+
+
+def _stma_table(result):
+    cfg = result["config"]
+    three_d = (f"3D {cfg['backbone_3d']}" + (f" {cfg['width_3d']}x" if cfg["width_3d"] else "")
+               if cfg["backbone_3d"] else "no 3D branch")
+    lines = [f"{cfg['name']}  2D {cfg['backbone']} ({cfg['decoder']})  {three_d}  K={cfg['K']}  "
+             f"clip_len={cfg['clip_len']}  key={cfg['key_frame']}  classes={cfg['num_classes']}  "
+             f"input={cfg['input_size'][0]}x{cfg['input_size'][1]}"]
+    lines += _component_rows(result["params"], result["macs"], "clip", width=18)
+    lines.append(f"  (clip: one window from scratch, {result['encoded_frames']} frames through the per-frame parts; "
+                 "s=N: one new frame with cached per-frame outputs, the 3D branch every N frames)")
     return "\n".join(lines)
 
 
 def run(args):
     from edge_stad.bench.complexity import profile_amma, profile_menet
+    from edge_stad.bench.stma_complexity import profile_stma
     from edge_stad.models import create_model, load_checkpoint
 
     if args.checkpoint:
@@ -148,12 +185,17 @@ def run(args):
         if m.config["name"] == "amma":
             results.append(profile_amma(m))
             tables.append(_table(results[-1]))
+        elif m.config["name"].startswith("stma"):
+            results.append(profile_stma(m, refresh_every=[1] + [s for s in refresh if s > 1]))
+            tables.append(_stma_table(results[-1]))
         else:
             results.append(profile_menet(m, refresh_every=refresh))
             tables.append(_menet_table(results[-1]))
     if args.json != "-":
         print("\n\n".join(tables))
-        unit = "per clip" if models[0].config["name"] == "amma" else "per output frame"
+        unit = {"amma": "per clip", "stma": "per tubelet window (clip) or new frame (s=N)",
+                "stma-lite": "per tubelet window (clip) or new frame (s=N)"}.get(models[0].config["name"],
+                                                                                 "per output frame")
         print(f"\nGMAC figures are {unit}; see `edge-stad profile --help` for the conventions.")
     if args.json:
         text = json.dumps(results, indent=2)

@@ -1,4 +1,4 @@
-"""Train AMMA or MENet on an ACT-layout dataset (UCF101-24, JHMDB-21, the synthetic set, your own data).
+"""Train AMMA, MENet or STMA on an ACT-layout dataset (UCF101-24, JHMDB-21, the synthetic set, your own data).
 
 --model amma (default) trains the tubelet detector on --backbone resnet18 / mobilenetv2 / shufflenetv2;
 --model menet-lite (3D --backbone shufflenetv2 / mobilenetv2) and --model menet (resnext101) train the
@@ -17,6 +17,12 @@ Options left out come from --preset (AMMA's):
   paper-ucf24     the paper on UCF101-24: same, the lr halved every epoch after the second
   reference-code  the authors' README: AdamW (wd 0.03), lr 2.5e-4, 16 epochs, x0.1 at 8
 
+--model stma (DLA-34 at stride 4 + a 16-frame 3D-ResNeXt-101, centred key frame; --decoder dcn for the paper's
+deformable up path) and --model stma-lite (--backbone resnet18 / mobilenetv2 / shufflenetv2 at stride 8, a 3D
+ShuffleNetV2 over 8 frames or --backbone-3d none, the snippet's last frame as key frame) train the class-agnostic
+tubelet detector with the STMA loss. Their presets: synthetic (AdamW 1e-3, cosine, batch 8, K=5, 128x128; lite:
+3D width 1.0), paper-ucf24 / paper-jhmdb (Adam, cosine from 1e-4, batch 24, K=5, 288x288, 16 / 12 epochs).
+
 MENet's presets: synthetic (AdamW 1e-3, cosine, batch 8, 8 frames, 128x128, 3D width 1.0), paper-ucf24 (SGD 0.9,
 wd 5e-4, lr 1e-3, batch 32, halved at 20k/30k/40k/50k steps) and paper-jhmdb (lr 1e-4, batch 16,
 halved every 10k steps), both 16 frames at 224x224 with augmentation.
@@ -29,29 +35,36 @@ $(which edge-stad) train ...  (gloo on CPU, NCCL on GPU).
 Examples:
   edge-stad train --data data/synth_bench --backbone shufflenetv2 --time-budget 20
   edge-stad train --data data/synth_bench --model menet-lite --time-budget 20 --out runs/menet_lite
+  edge-stad train --data data/synth_bench --model stma-lite --time-budget 20 --out runs/stma_lite
   edge-stad train --data data/JHMDB --preset paper-jhmdb --backbone resnet18 --pretrained ctdet_coco_resdcn18.pth
 """
-HELP = "train an AMMA or MENet model (presets, progress, CSV log, atomic checkpoints, --resume, DDP)"
+HELP = "train an AMMA, MENet or STMA model (presets, progress, CSV log, atomic checkpoints, --resume, DDP)"
 
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="ACT-layout dataset folder (rgb-images/ + *-GT.pkl)")
     p.add_argument("--out", default="runs/amma", help="output folder for checkpoints and logs (default runs/amma)")
-    p.add_argument("--model", default="amma", choices=("amma", "menet", "menet-lite"),
-                   help="amma (tubelets, default), menet (paper) or menet-lite (edge) frame detectors")
+    p.add_argument("--model", default="amma", choices=("amma", "menet", "menet-lite", "stma", "stma-lite"),
+                   help="amma (tubelets, default), menet (paper) or menet-lite (edge) frame detectors, stma (paper) "
+                        "or stma-lite (edge) class-agnostic tubelet detectors")
     p.add_argument("--preset", default="synthetic",
                    choices=("synthetic", "demo", "paper-jhmdb", "paper-ucf24", "reference-code"))
-    p.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2", "resnext101"),
-                   help="AMMA: 2D backbone (default shufflenetv2); MENet: 3D branch (menet-lite default "
-                        "shufflenetv2, menet resnext101)")
+    p.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2", "resnext101", "dla34"),
+                   help="AMMA, STMA: 2D backbone (default shufflenetv2; stma dla34); MENet: 3D branch (menet-lite "
+                        "default shufflenetv2, menet resnext101)")
+    p.add_argument("--backbone-3d", choices=("shufflenetv2", "mobilenetv2", "resnext101", "none"),
+                   help="STMA: 3D branch (default: stma resnext101, stma-lite shufflenetv2); none: without one, "
+                        "motion excitation over the --clip-len cached frames")
     p.add_argument("--split", type=int, default=1, help="dataset split (JHMDB has 3; default 1)")
-    p.add_argument("--K", type=int, help="AMMA: clips per tubelet")
-    p.add_argument("--clip-len", type=int, help="frames per clip (MENet: of the 3D branch)")
+    p.add_argument("--K", type=int, help="AMMA: clips per tubelet; STMA: frames per snippet")
+    p.add_argument("--clip-len", type=int, help="frames per clip (MENet, STMA: of the 3D branch)")
     p.add_argument("--input-size", type=int, help="square input size, a multiple of 32")
-    p.add_argument("--decoder", choices=("conv", "dcn"), default="conv", help="conv (deployable, default) or dcn")
+    p.add_argument("--decoder", choices=("conv", "dcn"), default="conv",
+                   help="conv (deployable, default) or dcn (deformable, as AMMA's and STMA's DLA-34 reference)")
     p.add_argument("--fusion-stages", type=int, default=3, help="micro-motion fusion stages; 0 = RGB only")
     p.add_argument("--srm-frames", type=int, help="MENet: frames of the SRM maps (4 = 3 maps; 0 = RGB only)")
-    p.add_argument("--width-3d", type=float, help="MENet: width multiplier of the 3D branch (synthetic preset 1.0)")
+    p.add_argument("--width-3d", type=float,
+                   help="MENet, STMA: width multiplier of the 3D branch (synthetic preset 1.0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float)
@@ -84,6 +97,7 @@ def config_from_args(args):
         data=args.data, out=args.out, preset=args.preset, model=args.model, backbone=args.backbone, split=args.split,
         K=args.K, clip_len=args.clip_len, input_size=args.input_size, decoder=args.decoder,
         fusion_stages=args.fusion_stages, srm_frames=args.srm_frames, width_3d=args.width_3d,
+        backbone_3d=args.backbone_3d,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         optimizer=args.optimizer, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
         time_budget=args.time_budget,

@@ -104,6 +104,9 @@ def _torch_backend(path, device):
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
     model = load_checkpoint(path)
+    if model.config["name"] not in ("amma",) + FRAME_MODELS:   # STMA: offline evaluation only, for now
+        raise EngineError(f"{path} holds a {model.config['name']} model, which the Runtime cannot stream yet; "
+                          "evaluate it with edge_stad.eval.predict_snippets")
     target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
     opened = None
     if is_frame_model(model.config):

@@ -48,3 +48,17 @@ def _menet_lite(**config):
     from edge_stad.models.menet import LITE_DEFAULTS, MENet
 
     return MENet(name="menet-lite", **dict(LITE_DEFAULTS, **config))
+
+
+@register("stma")
+def _stma(**config):
+    from edge_stad.models.stma import STMA
+
+    return STMA(name="stma", **config)
+
+
+@register("stma-lite")
+def _stma_lite(**config):
+    from edge_stad.models.stma import LITE_DEFAULTS, STMA
+
+    return STMA(name="stma-lite", **dict(LITE_DEFAULTS, **config))

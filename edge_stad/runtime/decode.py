@@ -30,23 +30,29 @@ def _top(values, n):
     return order[..., :n]
 
 
+def top_peaks(hm, top_n):
+    """The ``N = min(top_n, h*w)`` best peaks of ``hm (B, C, h, w)``: the top N per class, then over all
+    classes. Returns ``score``, ``cls`` and flat cell ``idx``, each ``(B, N)``, best first."""
+    b, c, h, w = hm.shape
+    n = min(top_n, h * w)
+    heat = np.where(peak_mask(hm), hm, 0).reshape(b, c, h * w)
+    cell_index = _top(heat, n)                                           # (B, C, N)
+    flat_score = np.take_along_axis(heat, cell_index, axis=2).reshape(b, c * n)
+    pick = _top(flat_score, n)                                            # (B, N)
+    score = np.take_along_axis(flat_score, pick, axis=1)
+    return score, pick // n, np.take_along_axis(cell_index.reshape(b, c * n), pick, axis=1)
+
+
 def decode(hm, mov, wh, top_n=TOP_N, reference_y_rounding=False):
     """Head outputs of one window -> ``float32 (B, N, 4K+2)`` rows: K boxes (grid units), score, class.
 
     ``hm (B, C, h, w)`` after sigmoid, ``mov (B, 2K, h, w)``, ``wh (B, 2K, h, w)``.
     """
     hm, mov, wh = (np.asarray(a, dtype=np.float32) for a in (hm, mov, wh))
-    b, c, h, w = hm.shape
+    b, _, h, w = hm.shape
     k = mov.shape[1] // 2
-    n = min(top_n, h * w)
-    heat = np.where(peak_mask(hm), hm, 0).reshape(b, c, h * w)
-    cell_index = _top(heat, n)                                           # (B, C, N)
-    cell_score = np.take_along_axis(heat, cell_index, axis=2)
-    flat_score = cell_score.reshape(b, c * n)
-    pick = _top(flat_score, n)                                            # (B, N)
-    score = np.take_along_axis(flat_score, pick, axis=1)
-    cls = pick // n
-    idx = np.take_along_axis(cell_index.reshape(b, c * n), pick, axis=1)
+    score, cls, idx = top_peaks(hm, top_n)
+    n = idx.shape[1]
     x = (idx % w).astype(np.float32)
     y = np.round(idx / w).astype(np.float32) if reference_y_rounding else (idx // w).astype(np.float32)
 

@@ -64,7 +64,7 @@ def _backbone_names(state_dict):
 def _with_motion_copies(names, backbone):
     out = dict(names)
     for key, value in names.items():
-        for rgb, motion in _MOTION_COPIES[backbone]:
+        for rgb, motion in _MOTION_COPIES.get(backbone, ()):  # STMA's DLA-34 has no motion stream
             if key.startswith("backbone." + rgb):
                 out.setdefault("backbone." + motion + key[len("backbone." + rgb):], value)
     return out

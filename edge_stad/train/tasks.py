@@ -4,6 +4,8 @@
   tubelet windows.
 * :class:`FrameTask` (MENet, MENet-Lite): one T-frame clip per annotated key frame, YOWO's region
   loss with anchors from k-means on the training boxes, validation frame by frame.
+* :class:`~edge_stad.train.snippet_task.SnippetTask` (STMA, STMA-Lite): a clip around a K-frame
+  snippet, the STMA loss, validation on one window per frame.
 
 ``loss`` returns this process's share of the global batch's loss (summed over processes it is the
 loss of the whole batch), so one ``(total * world).backward()`` under DDP's gradient mean is right
@@ -13,7 +15,15 @@ import torch.distributed as dist
 
 from edge_stad.models import create_model
 
-FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame"}
+FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame", "stma": "snippet", "stma-lite": "snippet"}
+
+
+def global_counts(counts, world):
+    """A loss's normalising ``counts`` summed over the processes: normalised by the global batch, DDP's
+    gradient mean then equals one process on the whole batch."""
+    if world > 1:
+        dist.all_reduce(counts)
+    return counts
 
 
 class TubeletTask:
@@ -38,10 +48,7 @@ class TubeletTask:
     def loss(self, model, output, batch, world):
         from edge_stad.train.losses import amma_loss, normalizers
 
-        counts = normalizers(batch)
-        if world > 1:  # normalise by the global batch; DDP's gradient mean then equals one big batch
-            dist.all_reduce(counts)
-        return amma_loss(output, batch, counts)
+        return amma_loss(output, batch, global_counts(normalizers(batch), world))
 
     def evaluate(self, model, dataset, split, progress=None):
         from edge_stad.engines.torch_backend import TorchBackend
@@ -95,10 +102,11 @@ class FrameTask:
 
 
 def task_for(model_name):
-    """The :class:`TubeletTask` or :class:`FrameTask` of a registered model name."""
+    """The task (:class:`TubeletTask`, :class:`FrameTask`, ``SnippetTask``) of a registered model name."""
     from edge_stad.errors import ConfigError
+    from edge_stad.train.snippet_task import SnippetTask
 
     if model_name not in FAMILIES:
         raise ConfigError(f"the trainer knows models {', '.join(FAMILIES)}, not {model_name!r}")
-    return TubeletTask() if FAMILIES[model_name] == "tubelet" else FrameTask()
+    return {"tubelet": TubeletTask, "frame": FrameTask, "snippet": SnippetTask}[FAMILIES[model_name]]()
 

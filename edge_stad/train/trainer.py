@@ -1,4 +1,4 @@
-"""The trainer of every model family (AMMA, MENet; see :mod:`edge_stad.train.tasks`): presets,
+"""The trainer of every model family (AMMA, MENet, STMA; see :mod:`edge_stad.train.tasks`): presets,
 progress, logs, validation, atomic checkpoints, exact resume, DDP.
 
 Every random choice is a function of ``(seed, epoch, index)`` (the epoch's sample order,
@@ -43,8 +43,8 @@ class TrainConfig:
     data: str
     out: str = "runs/amma"
     preset: str = "synthetic"
-    model: str = "amma"                  # amma, menet, menet-lite
-    backbone: Optional[str] = None       # AMMA's 2D / MENet's 3D backbone; None: the family's default
+    model: str = "amma"                  # amma, menet, menet-lite, stma, stma-lite
+    backbone: Optional[str] = None       # AMMA's and STMA's 2D / MENet's 3D backbone; None: the family's default
     split: int = 1
     K: Optional[int] = None
     clip_len: Optional[int] = None
@@ -52,7 +52,8 @@ class TrainConfig:
     decoder: str = "conv"
     fusion_stages: int = 3
     srm_frames: Optional[int] = None     # MENet: frames of the short-range motion maps (0: RGB only)
-    width_3d: Optional[float] = None     # MENet: width multiplier of the 3D branch (None: the backbone's default)
+    width_3d: Optional[float] = None     # MENet, STMA: width multiplier of the 3D branch (None: the backbone's default)
+    backbone_3d: Optional[str] = None    # STMA: 3D branch ("none": without; None: the variant's)
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None

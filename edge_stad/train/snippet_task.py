@@ -1,0 +1,56 @@
+"""What the trainer does for STMA and STMA-Lite (:mod:`edge_stad.train.tasks`): snippet samples, the
+STMA loss, validation window by window through :mod:`edge_stad.eval.predict_snippets`."""
+from edge_stad.errors import ConfigError
+from edge_stad.models import create_model
+
+NO_3D = "none"  # --backbone-3d value for STMA-Lite without a 3D branch
+
+
+class SnippetTask:
+    loss_parts = ("hm", "mov", "wh", "cls")
+
+    def __init__(self):
+        self.model_config = None  # set by build_model: the samples follow the model's layout
+
+    def build_model(self, cfg, dataset):
+        """The variant's model with what the command line or preset sets (the variant's defaults elsewhere)."""
+        given = dict(backbone=cfg.backbone, K=cfg.K, clip_len=cfg.clip_len, input_size=cfg.input_size,
+                     decoder=cfg.decoder, backbone_3d=cfg.backbone_3d, width_3d=cfg.width_3d)
+        options = {k: v for k, v in given.items() if v is not None}
+        if options.get("backbone_3d") == NO_3D:
+            options["backbone_3d"] = None
+            options.pop("width_3d", None)   # a preset's width of a 3D branch that is not built
+        model = create_model(cfg.model, num_classes=len(dataset.gt.labels), **options)
+        self.model_config = model.config
+        return model
+
+    def load_pretrained(self, model, path):
+        """A 3D branch from ``edge-stad distill student`` (``backbone_3d.*`` keys), else 2D weights by name
+        (:func:`edge_stad.train.pretrained.load_pretrained`: torchvision, CenterNet, an edge_stad checkpoint)."""
+        from edge_stad.models.checkpoint import read_checkpoint
+        from edge_stad.train.pretrained import load_pretrained
+        from edge_stad.train.tasks import FrameTask
+
+        keys = list(read_checkpoint(path)["state_dict"])
+        if keys and all(k.startswith("backbone_3d.") for k in keys):
+            if model.backbone_3d is None:
+                raise ConfigError(f"{path} holds a 3D branch, but this model has none (backbone_3d=None)")
+            return FrameTask().load_pretrained(model, path)
+        return load_pretrained(model, path)
+
+    def samples(self, cfg, dataset):
+        from edge_stad.data.snippet_samples import SnippetSamples
+
+        return SnippetSamples(dataset, dataset.train_videos, self.model_config, augment=cfg.augment, seed=cfg.seed)
+
+    def loss(self, model, output, batch, world):
+        from edge_stad.train.stma_loss import normalizers, stma_loss
+        from edge_stad.train.tasks import global_counts
+
+        return stma_loss(output, batch, global_counts(normalizers(batch), world))
+
+    def evaluate(self, model, dataset, split, progress=None):
+        from edge_stad.engines.torch_snippet_backend import TorchSnippetBackend
+        from edge_stad.eval.predict_snippets import evaluate_snippet_backend
+
+        return evaluate_snippet_backend(TorchSnippetBackend(model), dataset, split, progress=progress)
