@@ -67,11 +67,11 @@ def warp(x, flow):
     The mask is PWC-Net's: warp a map of ones the same way and keep pixels where it stays >= 0.9999.
     """
     _, _, h, w = x.shape
-    ys = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device) if h > 1 else x.new_zeros(1)
-    xs = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device) if w > 1 else x.new_zeros(1)
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)          # (h, w, 2) as x, y
-    scale = flow.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
-    grid = base[None] + flow.permute(0, 2, 3, 1) * scale
+    xs = torch.arange(w, dtype=x.dtype, device=x.device)
+    ys = torch.arange(h, dtype=x.dtype, device=x.device)
+    gx = (xs[None, None, :] + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0   # align_corners=True normalisation
+    gy = (ys[None, :, None] + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((gx, gy), -1)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     ones = torch.ones_like(x[:, :1])
     mask = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True) >= 0.9999
