@@ -4,6 +4,8 @@
   tubelet windows.
 * :class:`FrameTask` (MENet, MENet-Lite): one T-frame clip per annotated key frame, YOWO's region
   loss with anchors from k-means on the training boxes, validation frame by frame.
+* :class:`~edge_stad.train.flow_fusion.FlowFusionTask` (flow-fusion, flow-fusion-lite): the frames around
+  an annotated key frame with DIS flow targets, multibox + flow loss, the flow sub-network's schedule.
 
 ``loss`` returns this process's share of the global batch's loss (summed over processes it is the
 loss of the whole batch), so one ``(total * world).backward()`` under DDP's gradient mean is right
@@ -13,16 +15,23 @@ import torch.distributed as dist
 
 from edge_stad.models import create_model
 
-FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame"}
+FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame", "flow-fusion": "ssd",
+            "flow-fusion-lite": "ssd"}
 
 
-class TubeletTask:
+class Task:
+    def prepare_step(self, model, step):
+        """Called before every optimisation step (a family's schedule of what trains)."""
+
+
+class TubeletTask(Task):
     loss_parts = ("hm", "mov", "wh")
 
     def build_model(self, cfg, dataset):
+        motion = {} if cfg.motion is None else {"motion": cfg.motion}
         return create_model("amma", backbone=cfg.backbone, K=cfg.K, num_classes=len(dataset.gt.labels),
                             clip_len=cfg.clip_len, decoder=cfg.decoder, fusion_stages=cfg.fusion_stages,
-                            input_size=cfg.input_size)
+                            input_size=cfg.input_size, **motion)
 
     def load_pretrained(self, model, path):
         from edge_stad.train.pretrained import load_pretrained
@@ -50,7 +59,7 @@ class TubeletTask:
         return evaluate_backend(TorchBackend(model), dataset, split, progress=progress)
 
 
-class FrameTask:
+class FrameTask(Task):
     loss_parts = ("box", "obj", "cls")
 
     def build_model(self, cfg, dataset):
@@ -95,10 +104,11 @@ class FrameTask:
 
 
 def task_for(model_name):
-    """The :class:`TubeletTask` or :class:`FrameTask` of a registered model name."""
+    """The task (:class:`TubeletTask`, :class:`FrameTask`, ``FlowFusionTask``) of a registered model name."""
     from edge_stad.errors import ConfigError
+    from edge_stad.train.flow_fusion import FlowFusionTask
 
     if model_name not in FAMILIES:
         raise ConfigError(f"the trainer knows models {', '.join(FAMILIES)}, not {model_name!r}")
-    return TubeletTask() if FAMILIES[model_name] == "tubelet" else FrameTask()
+    return {"tubelet": TubeletTask, "frame": FrameTask, "ssd": FlowFusionTask}[FAMILIES[model_name]]()
 
