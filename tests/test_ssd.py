@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from edge_stad.errors import ConfigError
-from edge_stad.runtime.ssd import (ROAD_LINKING, boxes_per_location, check_prior_spec, decode_boxes, decode_ssd,
-                                   frames_for_key, prior_boxes)
+from edge_stad.runtime.ssd import (
+    ROAD_LINKING,
+    boxes_per_location,
+    check_prior_spec,
+    decode_boxes,
+    decode_ssd,
+    frames_for_key,
+    prior_boxes,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -48,7 +55,8 @@ def test_rfbnet300_priors_known_answers():
 def test_prior_spec_is_checked():
     spec = default_priors("mobilenetv2", [[4, 4], [2, 2], [1, 1], [1, 1], [1, 1], [1, 1]])
     assert prior_boxes(spec).shape == ((16 + 4 + 4) * 6, 4)
-    for bad in ({**spec, "min_sizes": spec["min_sizes"][:2]}, {**spec, "feature_maps": [[0, 4]] + spec["feature_maps"][1:]},
+    for bad in ({**spec, "min_sizes": spec["min_sizes"][:2]},
+                {**spec, "feature_maps": [[0, 4]] + spec["feature_maps"][1:]},
                 {k: v for k, v in spec.items() if k != "clip"}):
         with pytest.raises(ConfigError):
             check_prior_spec(bad)
