@@ -287,6 +287,37 @@ def test_a_few_steps_lower_the_loss(tiny, tmp_path):
     assert losses[-1]["flow"] < 0.2 * losses[0]["flow"] and losses[-1]["loc"] < losses[0]["loc"]
 
 
+def test_micro_motion_variant_trains_without_flow_targets(tiny):
+    from edge_stad.data.flow_samples import FlowFusionSamples
+    from edge_stad.train.flow_fusion import FlowFusionTask
+
+    model = create_model("flow-fusion-lite", num_classes=len(tiny.labels), input_size=64, backbone="shufflenetv2",
+                         motion="micro-motion").train()
+    samples = FlowFusionSamples(tiny, tiny.train_videos, model.frames, 0, 64)
+    item = samples[0]
+    assert set(item) == {"clips", "boxes"} and item["clips"].shape == (12, 64, 64)
+    other = samples[1]
+    batch = {k: torch.from_numpy(np.stack([item[k], other[k]])) for k in item}
+    total, parts = FlowFusionTask().loss(model, model(batch["clips"]), batch, 1)
+    assert parts["flow"].item() == 0 and total.item() == pytest.approx(parts["loc"].item() + parts["conf"].item())
+
+
+def test_pretrained_parts_load_by_name(tmp_path):
+    from edge_stad.errors import CheckpointError
+    from edge_stad.train.flow_fusion import FlowFusionTask
+
+    torch.manual_seed(0)
+    source = PWCNet(**{"pyramid": (16, 32, 64, 96), "estimator": (64, 48, 32, 16), "max_displacement": 3,
+                       "dense": False, "context": False})
+    torch.save({"pwc." + k: v for k, v in source.state_dict().items()}, tmp_path / "pwc.pt")
+    model = create_model("flow-fusion-lite", num_classes=2, input_size=64, backbone="shufflenetv2")
+    FlowFusionTask().load_pretrained(model, tmp_path / "pwc.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.pwc.state_dict().values(), source.state_dict().values()))
+    torch.save({"pwc.conv1a.0.weight": torch.zeros(1, 1, 3, 3)}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        FlowFusionTask().load_pretrained(model, tmp_path / "bad.pt")
+
+
 def test_frozen_flow_network_learns_only_from_the_flow_loss(tiny):
     torch.manual_seed(0)
     model = create_model("flow-fusion-lite", num_classes=2, input_size=64, backbone="shufflenetv2").train()
