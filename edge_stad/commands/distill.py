@@ -11,16 +11,25 @@ label of its tubes; clips are sampled inside the annotated span):
             OUT/student.json and OUT/backbone_3d.pt (the state dict, "backbone_3d." keys,
             that initialises MENet's 3D branch)
 
-The student reads clip length, input size and flow settings from the teacher checkpoint.
-Flow is needed only here: the distilled detector runs on RGB alone.
+  fuse      Lu et al.'s attention score fusion: two linear layers over the concatenated
+            class scores of the frozen student (RGB) and teacher (flow) give per-clip
+            stream weights; trained with cross-entropy, both streams frozen. Writes
+            OUT/fusion.pt and OUT/fuse.json with the held-out accuracy of each stream
+            alone, of their plain average and of the fusion. The fused classifier needs
+            optical flow at test time (the teacher's input): a two-stream upper bound, not
+            an edge-device model.
+
+The student and the fusion read clip length, input size and flow settings from the teacher
+checkpoint. Flow is needed only here: the distilled detector runs on RGB alone.
 
 Examples:
   edge-stad distill teacher --data data/synth --out runs/kd --clip-len 8 --input-size 64 --time-budget 10
   edge-stad distill student --data data/synth --teacher runs/kd/teacher.pt --out runs/kd --levels all
+  edge-stad distill fuse --data data/synth --teacher runs/kd/teacher.pt --student runs/kd/student.pt --out runs/kd
 """
 import os
 
-HELP = "pre-train MENet's 3D branch: flow teacher, then RGB student by motion distillation"
+HELP = "pre-train MENet's 3D branch: flow teacher, then RGB student by motion distillation; score fusion"
 
 
 def _common(p):
@@ -65,6 +74,14 @@ def add_arguments(p):
     student.add_argument("--alpha", type=float, default=50.0, help="weight of the mimicry loss (default 50)")
     student.add_argument("--levels", help="seed 003's multi-level L1 + Gram losses on these stages: 'all' or "
                                           "comma-separated indices from 0 (shallowest); default: MARS's pooled MSE")
+    fuse = stages.add_parser("fuse", help="attention fusion of the frozen student and teacher scores (Lu et al.)",
+                             description="Train Lu et al.'s two-layer attention score fusion over the frozen RGB "
+                                         "student and flow teacher; report each stream, their average and the "
+                                         "fusion on held-out clips. Needs flow at test time.")
+    _common(fuse)
+    fuse.add_argument("--teacher", required=True, help="teacher.pt written by `edge-stad distill teacher`")
+    fuse.add_argument("--student", required=True, help="student.pt written by `edge-stad distill student`")
+    fuse.add_argument("--hidden", type=int, default=64, help="hidden width of the fusion's two layers (default 64)")
 
 
 def run(args):
@@ -94,6 +111,8 @@ def run(args):
         return distill.ClipDataset(dataset, videos, clip_len, size, modalities, cache, args.clips_per_video,
                                    train=train, augment=args.augment and train, seed=args.seed)
 
+    if args.stage == "fuse":
+        return _fuse(args, cfg, teacher, dataset, clips)
     torch.manual_seed(args.seed)
     modality = "flow" if teacher is None else "rgb"
     model = distill.build_classifier(args.backbone, len(dataset.labels), distill.MODALITY_CHANNELS[modality],
@@ -114,6 +133,24 @@ def run(args):
     print(f"checkpoint: {result['checkpoint']}")
     if "backbone_3d" in result:
         print(f"MENet 3D-branch weights: {result['backbone_3d']}")
+    return 0
+
+
+def _fuse(args, cfg, teacher, dataset, clips):
+    from edge_stad.atomic import write_json
+    from edge_stad.train import distill
+    from edge_stad.train.score_fusion import train_fusion
+
+    student, _ = distill.load_classifier(args.student)
+    both = ("rgb", "flow")
+    result = train_fusion(student, teacher, clips(dataset.train_videos, both, True),
+                          clips(dataset.test_videos, both, False), cfg, args.hidden)
+    write_json(os.path.join(args.out, "fuse.json"), result)
+    acc = result["val_accuracy"]
+    print(f"fuse: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}; held-out "
+          f"clip accuracy: RGB {acc['rgb']:.1f}%, flow {acc['motion']:.1f}%, average {acc['average']:.1f}%, "
+          f"attention fusion {acc['attention']:.1f}%")
+    print(f"checkpoint: {result['checkpoint']}")
     return 0
 
 

@@ -26,6 +26,18 @@ centre_movement, motion_excitation, aggregation, classifier (per window):
   clip        one tubelet window from scratch (what the model's forward runs)
   stream s=N  one new frame with per-frame outputs cached, the 3D branch every N frames
 
+flow-fusion (--model flow-fusion: PWC-Net, VGG16 + RFB at 300x300, --fusion m-concat;
+--model flow-fusion-lite: small flow network or --motion micro-motion, --backbone mobilenetv2 /
+shufflenetv2 SSDLite) is counted per output frame, split into flow (or micro_motion),
+flow_image, backbone (both paths), fusion and head:
+
+  frame   everything for one detection (every frame's flow pyramid, every pair)
+  stream  one new frame with the streaming caches (one pyramid, one pair)
+
+The paper reports no parameter or MAC counts, only GTX 1080Ti times (6 ms flow at 320x320,
+24.1 ms for both paths, 37.8 frames/s); they are printed beside the counts, with PWC-Net's
+8.75 M parameters.
+
 Counting uses torch.utils.flop_counter on shapes only (no weights, no data), so it is
 instant. Examples:
 
@@ -36,6 +48,8 @@ instant. Examples:
   edge-stad profile --model menet-lite --num-classes 8 --input-size 128 --refresh-every 2,4 --json
   edge-stad profile --model stma
   edge-stad profile --model stma-lite --backbone-3d none --clip-len 8
+  edge-stad profile --model flow-fusion
+  edge-stad profile --model flow-fusion-lite --backbone shufflenetv2 --motion micro-motion
 """
 import json
 import sys
@@ -44,7 +58,8 @@ from edge_stad.errors import ConfigError
 
 HELP = "parameters and MACs (paper convention and true streaming cost) per component"
 BACKBONE_CHOICES = ("resnet18", "mobilenetv2", "shufflenetv2")
-MODEL_CHOICES = ("amma", "menet", "menet-lite", "stma", "stma-lite")
+MODEL_CHOICES = ("amma", "menet", "menet-lite", "stma", "stma-lite", "flow-fusion", "flow-fusion-lite")
+FLOW_MODELS = ("flow-fusion", "flow-fusion-lite")
 AMMA_DEFAULTS = {"num_classes": 21, "clip_len": 5, "input_size": 288}
 
 
@@ -73,6 +88,10 @@ def add_arguments(p):
     p.add_argument("--refresh-every", default="2,3,4",
                    help="MENet, STMA-Lite: comma-separated 3D-branch refresh intervals s for the stream figures "
                         "(default 2,3,4)")
+    p.add_argument("--fusion", choices=("m-concat", "m-sum", "m-average", "stfp"),
+                   help="flow-fusion: per-scale fusion block (default m-concat)")
+    p.add_argument("--motion", choices=("flow", "micro-motion"),
+                   help="flow-fusion-lite: flow network (default) or micro-motion image")
     p.add_argument("--checkpoint", help="profile the architecture stored in this checkpoint instead")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the results as JSON to FILE (or stdout when FILE is omitted)")
@@ -85,6 +104,11 @@ def _shared(args, defaults):
 
 
 def _configs(args):
+    if args.model in FLOW_MODELS:
+        given = {"num_classes": args.num_classes, "input_size": args.input_size, "fusion": args.fusion,
+                 "motion": args.motion, "backbone": None if args.backbone == "all" else args.backbone}
+        yield {k: v for k, v in given.items() if v is not None}
+        return
     if args.model != "amma":
         cfg = _shared(args, {})
         if args.backbone_3d:
@@ -170,9 +194,29 @@ def _stma_table(result):
     return "\n".join(lines)
 
 
+def _flow_table(result):
+    cfg, params, macs = result["config"], result["params"], result["macs"]
+    flow = f" ({cfg['flow_net']} at {cfg['flow_size'] or cfg['input_size'][0]})" if cfg["motion"] == "flow" else ""
+    lines = [f"{cfg['name']}  {cfg['backbone']}  motion={cfg['motion']}{flow}"
+             + f"  fusion={cfg['fusion']}  frames={cfg['frames']} (look-ahead {cfg['lookahead']})  "
+               f"classes={cfg['num_classes']}  input={cfg['input_size'][0]}x{cfg['input_size'][1]}",
+             f"  {'component':<14}{'params (M)':>12}{'frame GMAC':>14}{'stream GMAC':>14}"]
+    for comp, n in params["components"].items():
+        lines.append(f"  {comp:<14}{n / 1e6:>12.3f}{macs['frame']['components'][comp] / 1e9:>14.3f}"
+                     f"{macs['stream']['components'][comp] / 1e9:>14.3f}")
+    lines.append(f"  {'total':<14}{params['total'] / 1e6:>12.3f}{macs['frame']['total'] / 1e9:>14.3f}"
+                 f"{macs['stream']['total'] / 1e9:>14.3f}")
+    paper = result["paper_reported"]
+    lines.append(f"  reported: PWC-Net {paper['pwc_net_params_M']} M params; the paper (GTX 1080Ti): flow "
+                 f"{paper['flow_ms_at_320']} ms at 320x320, both paths {paper['network_ms_both_paths']} ms, "
+                 f"{paper['fps_end_to_end']} frames/s end to end; no params or MACs reported")
+    return "\n".join(lines)
+
+
 def run(args):
     from edge_stad.bench.complexity import profile_amma, profile_menet
     from edge_stad.bench.stma_complexity import profile_stma
+    from edge_stad.bench.flow_complexity import profile_flow_fusion
     from edge_stad.models import create_model, load_checkpoint
 
     if args.checkpoint:
@@ -188,6 +232,9 @@ def run(args):
         elif m.config["name"].startswith("stma"):
             results.append(profile_stma(m, refresh_every=[1] + [s for s in refresh if s > 1]))
             tables.append(_stma_table(results[-1]))
+        elif m.config["name"] in FLOW_MODELS:
+            results.append(profile_flow_fusion(m))
+            tables.append(_flow_table(results[-1]))
         else:
             results.append(profile_menet(m, refresh_every=refresh))
             tables.append(_menet_table(results[-1]))

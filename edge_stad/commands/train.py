@@ -27,6 +27,15 @@ MENet's presets: synthetic (AdamW 1e-3, cosine, batch 8, 8 frames, 128x128, 3D w
 wd 5e-4, lr 1e-3, batch 32, halved at 20k/30k/40k/50k steps) and paper-jhmdb (lr 1e-4, batch 16,
 halved every 10k steps), both 16 frames at 224x224 with augmentation.
 
+--model flow-fusion trains the two-path SSD with an integrated PWC-Net (Zhang, He, Tu et al. 2020: VGG16 + RFB
+at 300x300, frames k-1, k, k+1) and --model flow-fusion-lite its edge variant (--backbone mobilenetv2 /
+shufflenetv2 SSDLite, causal frames, a small flow network or --motion micro-motion); --fusion picks Table 2's
+block (m-concat, m-sum, m-average, stfp). The loss is SSD's multibox loss plus PWC-Net's multi-scale flow loss
+against OpenCV DIS flow (cached under DATA/flow-cache; no FlyingChairs weights are used), and detection losses
+reach the flow network only from step --flow-unfreeze on (the paper freezes it at first). Presets: paper-ucf24 /
+paper-jhmdb (SGD lr 1e-3 x0.1 at 30k/60k/100k of 150k steps, batch 40, unfrozen at 75k) and synthetic (AdamW,
+cosine, 300x300 batch 4 / lite 128x128 batch 8, unfrozen at step 100).
+
 Writes OUT/last.pt (every epoch), OUT/best.pt (best validation frame-mAP), OUT/metrics.csv
 (and TensorBoard scalars if tensorboard is installed). --resume OUT/last.pt continues
 exactly where the run stopped. Multi-GPU / multi-node: torchrun --nproc_per_node N
@@ -36,22 +45,26 @@ Examples:
   edge-stad train --data data/synth_bench --backbone shufflenetv2 --time-budget 20
   edge-stad train --data data/synth_bench --model menet-lite --time-budget 20 --out runs/menet_lite
   edge-stad train --data data/synth_bench --model stma-lite --time-budget 20 --out runs/stma_lite
+  edge-stad train --data data/synth_bench --model flow-fusion-lite --time-budget 20 --out runs/flow_lite
   edge-stad train --data data/JHMDB --preset paper-jhmdb --backbone resnet18 --pretrained ctdet_coco_resdcn18.pth
 """
-HELP = "train an AMMA, MENet or STMA model (presets, progress, CSV log, atomic checkpoints, --resume, DDP)"
+HELP = "train an AMMA, MENet, STMA or flow-fusion model (presets, progress, CSV log, atomic checkpoints, --resume, DDP)"
 
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="ACT-layout dataset folder (rgb-images/ + *-GT.pkl)")
     p.add_argument("--out", default="runs/amma", help="output folder for checkpoints and logs (default runs/amma)")
-    p.add_argument("--model", default="amma", choices=("amma", "menet", "menet-lite", "stma", "stma-lite"),
+    p.add_argument("--model", default="amma",
+                   choices=("amma", "menet", "menet-lite", "stma", "stma-lite", "flow-fusion", "flow-fusion-lite"),
                    help="amma (tubelets, default), menet (paper) or menet-lite (edge) frame detectors, stma (paper) "
-                        "or stma-lite (edge) class-agnostic tubelet detectors")
+                        "or stma-lite (edge) class-agnostic tubelet detectors, flow-fusion (paper) or flow-fusion-lite "
+                        "(edge) two-path SSDs")
     p.add_argument("--preset", default="synthetic",
                    choices=("synthetic", "demo", "paper-jhmdb", "paper-ucf24", "reference-code"))
-    p.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2", "resnext101", "dla34"),
+    p.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2", "resnext101", "dla34", "vgg16"),
                    help="AMMA, STMA: 2D backbone (default shufflenetv2; stma dla34); MENet: 3D branch (menet-lite "
-                        "default shufflenetv2, menet resnext101)")
+                        "default shufflenetv2, menet resnext101); flow-fusion: vgg16, lite mobilenetv2 (default) or "
+                        "shufflenetv2")
     p.add_argument("--backbone-3d", choices=("shufflenetv2", "mobilenetv2", "resnext101", "none"),
                    help="STMA: 3D branch (default: stma resnext101, stma-lite shufflenetv2); none: without one, "
                         "motion excitation over the --clip-len cached frames")
@@ -65,6 +78,13 @@ def add_arguments(p):
     p.add_argument("--srm-frames", type=int, help="MENet: frames of the SRM maps (4 = 3 maps; 0 = RGB only)")
     p.add_argument("--width-3d", type=float,
                    help="MENet, STMA: width multiplier of the 3D branch (synthetic preset 1.0)")
+    p.add_argument("--motion", choices=("conv", "diff", "flow", "micro-motion"),
+                   help="AMMA: conv (micro-motion, default) or diff (raw RGB difference, the paper's MM_Diff); "
+                        "flow-fusion-lite: flow (small flow network, default) or micro-motion")
+    p.add_argument("--fusion", choices=("m-concat", "m-sum", "m-average", "stfp"),
+                   help="flow-fusion: per-scale fusion block (default m-concat, the paper's)")
+    p.add_argument("--flow-unfreeze", type=int, metavar="STEPS",
+                   help="flow-fusion: step from which detection losses train the flow network (default: the preset's)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float)
@@ -96,8 +116,8 @@ def config_from_args(args):
     return TrainConfig(
         data=args.data, out=args.out, preset=args.preset, model=args.model, backbone=args.backbone, split=args.split,
         K=args.K, clip_len=args.clip_len, input_size=args.input_size, decoder=args.decoder,
-        fusion_stages=args.fusion_stages, srm_frames=args.srm_frames, width_3d=args.width_3d,
-        backbone_3d=args.backbone_3d,
+        fusion_stages=args.fusion_stages, srm_frames=args.srm_frames, width_3d=args.width_3d, motion=args.motion,
+        fusion=args.fusion, flow_unfreeze=args.flow_unfreeze, backbone_3d=args.backbone_3d,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         optimizer=args.optimizer, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
         time_budget=args.time_budget,

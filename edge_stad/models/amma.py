@@ -22,6 +22,8 @@ from edge_stad.models.head import TubeletHead
 from edge_stad.models.micro_motion import MicroMotion
 from edge_stad.preprocess import grid_size
 
+MOTIONS = ("conv", "diff")   # micro-motion (MM_Conv_Diff) or the raw RGB difference (MM_Diff)
+
 
 def canonical_backbone(name):
     name = ALIASES.get(name, name)
@@ -43,19 +45,24 @@ class AMMA(nn.Module):
     ``fusion_stages`` is the number of backbone stages followed by lateral fusion (the
     reference uses 3; paper Table 2 varies it); 0 builds the RGB-only model, with no
     micro-motion module. ``mm_pool=False`` runs the micro-motion conv at full resolution.
+    ``motion="diff"`` replaces the micro-motion conv by the raw RGB difference (the paper's
+    MM_Diff row of Table 1; pooling, pairs and the norm unchanged); the config records it only
+    then, so configs of the default ``"conv"`` stay as they were.
     """
 
     def __init__(self, backbone="resnet18", K=5, num_classes=21, clip_len=5, decoder="conv",
                  fusion_stages=LateralFusion.DEFAULT_FUSION_STAGES, pairs=None, mm_pool=True, input_size=288,
-                 head_conv=256):
+                 head_conv=256, motion="conv"):
         super().__init__()
         backbone = canonical_backbone(backbone)
         if K < 1 or num_classes < 1 or clip_len < 1:
             raise ConfigError(f"K, num_classes and clip_len must be >= 1, got K={K}, num_classes={num_classes}, "
                               f"clip_len={clip_len}")
+        if motion not in MOTIONS:
+            raise ConfigError(f"motion must be one of {MOTIONS}, got {motion!r}")
         h, w = input_hw(input_size)
         self.K, self.num_classes, self.clip_len = K, num_classes, clip_len
-        self.mm = MicroMotion(clip_len, pairs, pool=mm_pool) if fusion_stages else None
+        self.mm = MicroMotion(clip_len, pairs, pool=mm_pool, learned=motion == "conv") if fusion_stages else None
         motion_channels = self.mm.out_channels if self.mm is not None else 3
         self.backbone = FUSED_BACKBONES[backbone](fusion_stages, motion_channels)
         self.deconv_layer = Decoder(decoder)
@@ -66,6 +73,8 @@ class AMMA(nn.Module):
             "pairs": [list(p) for p in self.mm.pairs] if self.mm is not None else None,
             "mm_pool": mm_pool, "input_size": [h, w], "head_conv": head_conv,
         }
+        if motion != "conv":
+            self.config["motion"] = motion
 
     @property
     def grid_size(self):

@@ -10,6 +10,9 @@ back (nearest, an exact 2x repeat) into a non-negative, un-normalised motion ima
 
 The same operator family also gives MENet's SRM (pairs of adjacent frames, other
 kernel sizes, no pooling): ``pairs``, ``kernel_size`` and ``pool`` parameterise it.
+``learned=False`` gives AMMA's MM_Diff (Table 1): the norm of the raw RGB difference
+instead of the conv features', written as a fixed identity 1x1 conv so that the
+folding, export and CUDA kernel of the learned version run it unchanged.
 """
 import torch
 import torch.nn.functional as F
@@ -37,7 +40,7 @@ def reference_pairs(clip_len):
 class MicroMotion(nn.Module):
     """Clip ``(N, 3n, H, W)`` (frames stacked on channels, oldest first) -> motion ``(N, P, H, W)``."""
 
-    def __init__(self, clip_len=5, pairs=None, channels=8, kernel_size=5, pool=True, eps=EPS):
+    def __init__(self, clip_len=5, pairs=None, channels=8, kernel_size=5, pool=True, eps=EPS, learned=True):
         super().__init__()
         pairs = reference_pairs(clip_len) if pairs is None else tuple(tuple(int(v) for v in p) for p in pairs)
         for a, b in pairs:
@@ -50,8 +53,15 @@ class MicroMotion(nn.Module):
         self.pool = pool
         self.eps = eps
         self.maxpool = nn.MaxPool2d(3, 2, 1) if pool else None
-        self.shallow_conv = nn.Conv2d(3, channels, kernel_size, 1, (kernel_size - 1) // 2)
-        nn.init.kaiming_normal_(self.shallow_conv.weight, mode="fan_out", nonlinearity="relu")
+        if learned:
+            self.shallow_conv = nn.Conv2d(3, channels, kernel_size, 1, (kernel_size - 1) // 2)
+            nn.init.kaiming_normal_(self.shallow_conv.weight, mode="fan_out", nonlinearity="relu")
+        else:
+            self.shallow_conv = nn.Conv2d(3, 3, 1)
+            with torch.no_grad():
+                self.shallow_conv.weight.copy_(torch.eye(3)[:, :, None, None])
+                self.shallow_conv.bias.zero_()
+            self.shallow_conv.requires_grad_(False)
         #: convolve every frame, as the reference does (and its MAC count assumes), even one no
         #: pair uses (frame 3 for n=5); exported graphs set it False: same result, less work
         self.convolve_unused = True

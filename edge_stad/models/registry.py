@@ -62,3 +62,24 @@ def _stma_lite(**config):
     from edge_stad.models.stma import LITE_DEFAULTS, STMA
 
     return STMA(name="stma-lite", **dict(LITE_DEFAULTS, **config))
+
+
+@register("flow-fusion")
+def _flow_fusion(**config):
+    from edge_stad.models.flow_fusion import FlowFusion
+
+    return FlowFusion(name="flow-fusion", **config)
+
+
+@register("flow-fusion-lite")
+def _flow_fusion_lite(**config):
+    from edge_stad.models.flow_fusion import LITE_DEFAULTS, FlowFusion
+
+    return FlowFusion(name="flow-fusion-lite", **dict(LITE_DEFAULTS, **config))
+
+
+@register("attention-fusion")
+def _attention_fusion(**config):
+    from edge_stad.models.score_fusion import AttentionScoreFusion
+
+    return AttentionScoreFusion(**config)

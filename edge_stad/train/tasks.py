@@ -6,6 +6,8 @@
   loss with anchors from k-means on the training boxes, validation frame by frame.
 * :class:`~edge_stad.train.snippet_task.SnippetTask` (STMA, STMA-Lite): a clip around a K-frame
   snippet, the STMA loss, validation on one window per frame.
+* :class:`~edge_stad.train.flow_fusion.FlowFusionTask` (flow-fusion, flow-fusion-lite): the frames around
+  an annotated key frame with DIS flow targets, multibox + flow loss, the flow sub-network's schedule.
 
 ``loss`` returns this process's share of the global batch's loss (summed over processes it is the
 loss of the whole batch), so one ``(total * world).backward()`` under DDP's gradient mean is right
@@ -15,7 +17,8 @@ import torch.distributed as dist
 
 from edge_stad.models import create_model
 
-FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame", "stma": "snippet", "stma-lite": "snippet"}
+FAMILIES = {"amma": "tubelet", "menet": "frame", "menet-lite": "frame", "stma": "snippet", "stma-lite": "snippet",
+            "flow-fusion": "ssd", "flow-fusion-lite": "ssd"}
 
 
 def global_counts(counts, world):
@@ -26,13 +29,19 @@ def global_counts(counts, world):
     return counts
 
 
-class TubeletTask:
+class Task:
+    def prepare_step(self, model, step):
+        """Called before every optimisation step (a family's schedule of what trains)."""
+
+
+class TubeletTask(Task):
     loss_parts = ("hm", "mov", "wh")
 
     def build_model(self, cfg, dataset):
+        motion = {} if cfg.motion is None else {"motion": cfg.motion}
         return create_model("amma", backbone=cfg.backbone, K=cfg.K, num_classes=len(dataset.gt.labels),
                             clip_len=cfg.clip_len, decoder=cfg.decoder, fusion_stages=cfg.fusion_stages,
-                            input_size=cfg.input_size)
+                            input_size=cfg.input_size, **motion)
 
     def load_pretrained(self, model, path):
         from edge_stad.train.pretrained import load_pretrained
@@ -57,7 +66,7 @@ class TubeletTask:
         return evaluate_backend(TorchBackend(model), dataset, split, progress=progress)
 
 
-class FrameTask:
+class FrameTask(Task):
     loss_parts = ("box", "obj", "cls")
 
     def build_model(self, cfg, dataset):
@@ -102,11 +111,14 @@ class FrameTask:
 
 
 def task_for(model_name):
-    """The task (:class:`TubeletTask`, :class:`FrameTask`, ``SnippetTask``) of a registered model name."""
+    """The task (:class:`TubeletTask`, :class:`FrameTask`, ``SnippetTask``, ``FlowFusionTask``) of a registered
+    model name."""
     from edge_stad.errors import ConfigError
+    from edge_stad.train.flow_fusion import FlowFusionTask
     from edge_stad.train.snippet_task import SnippetTask
 
     if model_name not in FAMILIES:
         raise ConfigError(f"the trainer knows models {', '.join(FAMILIES)}, not {model_name!r}")
-    return {"tubelet": TubeletTask, "frame": FrameTask, "snippet": SnippetTask}[FAMILIES[model_name]]()
+    return {"tubelet": TubeletTask, "frame": FrameTask, "snippet": SnippetTask,
+            "ssd": FlowFusionTask}[FAMILIES[model_name]]()
 

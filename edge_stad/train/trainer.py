@@ -43,7 +43,7 @@ class TrainConfig:
     data: str
     out: str = "runs/amma"
     preset: str = "synthetic"
-    model: str = "amma"                  # amma, menet, menet-lite, stma, stma-lite
+    model: str = "amma"                  # amma, menet, menet-lite, stma, stma-lite, flow-fusion, flow-fusion-lite
     backbone: Optional[str] = None       # AMMA's and STMA's 2D / MENet's 3D backbone; None: the family's default
     split: int = 1
     K: Optional[int] = None
@@ -54,6 +54,9 @@ class TrainConfig:
     srm_frames: Optional[int] = None     # MENet: frames of the short-range motion maps (0: RGB only)
     width_3d: Optional[float] = None     # MENet, STMA: width multiplier of the 3D branch (None: the backbone's default)
     backbone_3d: Optional[str] = None    # STMA: 3D branch ("none": without; None: the variant's)
+    motion: Optional[str] = None         # AMMA: conv | diff; flow-fusion-lite: flow | micro-motion (None: default)
+    fusion: Optional[str] = None         # flow-fusion: m-concat | m-sum | m-average | stfp (None: m-concat)
+    flow_unfreeze: Optional[int] = None  # flow-fusion: step from which detection losses train the flow network
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -204,6 +207,7 @@ class Trainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         # dropout masks (MENet's CFAM) from (seed, step, rank) too, so a resumed run draws the same ones
         torch.manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.step, self.rank]).generate_state(1)[0]))
+        self.task.prepare_step(self.model, self.step)
         output = self.net(batch["clips"])
         total, parts = self.task.loss(self.model, output, batch, self.world)
         self.optimizer.zero_grad(set_to_none=True)
@@ -326,7 +330,7 @@ class _Log:
     """``metrics.csv`` (and TensorBoard scalars when ``tensorboard`` is installed)."""
 
     FIELDS = ("kind", "epoch", "step", "elapsed_s", "loss", "hm", "mov", "wh", "box", "obj", "cls", "lr",
-              "frame_map", "video_map")
+              "frame_map", "video_map", "loc", "conf", "flow")
 
     def __init__(self, out):
         path = os.path.join(out, "metrics.csv")
