@@ -215,8 +215,8 @@ def _flow_table(result):
 
 def run(args):
     from edge_stad.bench.complexity import profile_amma, profile_menet
-    from edge_stad.bench.stma_complexity import profile_stma
     from edge_stad.bench.flow_complexity import profile_flow_fusion
+    from edge_stad.bench.stma_complexity import profile_stma
     from edge_stad.models import create_model, load_checkpoint
 
     if args.checkpoint:

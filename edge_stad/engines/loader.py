@@ -15,7 +15,7 @@ import warnings
 from edge_stad.engines.manifest import read_manifest, verified_files
 from edge_stad.engines.onnxruntime_backend import is_frame_model
 from edge_stad.errors import ConfigError, EngineError
-from edge_stad.model_config import graph_names
+from edge_stad.model_config import GRAPHS, graph_names
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -46,9 +46,8 @@ def auto_backend(manifest, tensorrt_available):
 def check_model(source, manifest):
     """An :class:`EngineError` unless the engine folder ``source`` holds a model this version runs, with its graphs."""
     name = manifest["model"].get("name")
-    if name not in ("amma",) + FRAME_MODELS:
-        raise EngineError(f"engine {source} holds a {name!r} model; this version runs amma, "
-                          + ", ".join(FRAME_MODELS))
+    if name not in GRAPHS:
+        raise EngineError(f"engine {source} holds a {name!r} model; this version runs " + ", ".join(GRAPHS))
     missing = [g for g in graph_names(manifest["model"]) if g not in manifest["graphs"]]
     if missing:
         raise EngineError(f"engine {source} holds a {name} model but its manifest lists no {', '.join(missing)} "
@@ -104,9 +103,9 @@ def _torch_backend(path, device):
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
     model = load_checkpoint(path)
-    if model.config["name"] not in ("amma",) + FRAME_MODELS:   # STMA: offline evaluation only, for now
+    if model.config["name"] not in GRAPHS:   # STMA, flow-fusion: offline evaluation only, for now
         raise EngineError(f"{path} holds a {model.config['name']} model, which the Runtime cannot stream yet; "
-                          "evaluate it with edge_stad.eval.predict_snippets")
+                          "evaluate it offline (edge_stad.eval.predict_snippets, edge_stad.eval.predict_ssd)")
     target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
     opened = None
     if is_frame_model(model.config):
