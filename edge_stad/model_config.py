@@ -15,12 +15,17 @@ import reprlib
 GRAPHS = {"amma": ("encoder", "head"), "menet": ("encoder3d", "detector"), "menet-lite": ("encoder3d", "detector")}
 FAMILIES = tuple(GRAPHS)       # the detectors, which engines hold
 CLASSIFIER = "classifier3d"    # edge-stad distill's 3D video classifier (checkpoints only)
+SNIPPET = ("stma", "stma-lite")                 # checkpoints only until their engines land
+SSD = ("flow-fusion", "flow-fusion-lite")       # checkpoints only until their engines land
+SCORE_FUSION = "attention-fusion"               # edge-stad distill fuse's score fusion (checkpoints only)
+CHECKPOINT_FAMILIES = FAMILIES + SNIPPET + SSD + (CLASSIFIER, SCORE_FUSION)
 MAX_INPUT_SIDE = 2048   # pixels; a multiple of 32 (the backbones' stride)
 MAX_CLIP_LEN = 128
 MAX_K = 32
 MAX_CLASSES = 4096
 MAX_CHANNELS = 8192     # head_conv, cfam_channels, channels_2d
 MAX_ANCHORS = 64
+MAX_LEVELS = 16         # an SSD prior spec's feature maps
 
 
 def graph_names(config):
@@ -65,6 +70,25 @@ class _Checker:
         if field in config and not isinstance(config[field], bool):
             self.fail(field, config[field], "true or false")
 
+    def numbers(self, config, field, count, expected, items=0, high=1e4):
+        """``config[field]``: a list of ``count`` entries (None: 1 to ``MAX_LEVELS``), each a number in
+        ``(0, high)`` (``items`` 0) or a list of such numbers (``items`` of them; -1: up to ``MAX_LEVELS``)."""
+        value = config.get(field)
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < high
+
+        def entry(v):
+            if not items:
+                return number(v)
+            return (isinstance(v, (list, tuple)) and (len(v) == items or items < 0 and len(v) <= MAX_LEVELS)
+                    and all(map(number, v)))
+
+        if (not isinstance(value, (list, tuple)) or not 0 < len(value) <= MAX_LEVELS
+                or (count is not None and len(value) != count) or not all(map(entry, value))):
+            self.fail(field, value, expected)
+        return value
+
 
 def check_model_config(config, error, where, prefix="model.", families=FAMILIES):
     """``config`` checked against the schema of its family (one of ``families``); ``error(message)`` is
@@ -78,16 +102,36 @@ def check_model_config(config, error, where, prefix="model.", families=FAMILIES)
     if name not in families:
         c.fail("name", name, "one of " + ", ".join(families))
     c.int(config, "num_classes", 1, MAX_CLASSES)
+    if name == SCORE_FUSION:
+        c.int(config, "hidden", 1, MAX_CHANNELS, optional=True)
+        return config
     if name == CLASSIFIER:
         c.text(config, "backbone")
         c.int(config, "in_channels", 1, 16, optional=True)
         c.width(config, "width_mult")
         return config
     size = config.get("input_size")
+    multiple = 1 if name in SSD else 32   # SSD runs at 300 x 300
     if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(_int(s) and 32 <= s <= MAX_INPUT_SIDE and s % 32 == 0 for s in size)):
-        c.fail("input_size", size, f"[height, width], multiples of 32 in [32, {MAX_INPUT_SIDE}]")
+            or not all(_int(s) and 32 <= s <= MAX_INPUT_SIDE and s % multiple == 0 for s in size)):
+        c.fail("input_size", size, f"[height, width], multiples of {multiple} in [32, {MAX_INPUT_SIDE}]")
+    if name in SSD:
+        return _check_ssd(c, config)
     clip_len = c.int(config, "clip_len", 1, MAX_CLIP_LEN)
+    if name in SNIPPET:
+        c.int(config, "K", 1, MAX_K)
+        if config.get("key_frame", "center") not in ("center", "last"):
+            c.fail("key_frame", config["key_frame"], "'center' or 'last'")
+        for field in ("backbone", "decoder"):
+            c.text(config, field)
+        if config.get("backbone_3d") is not None:
+            c.text(config, "backbone_3d")
+        c.width(config, "width_3d")
+        for field in ("head_conv", "wh_head_conv", "action_channels", "fused_channels"):
+            c.int(config, field, 1, MAX_CHANNELS, optional=True)
+        for field in ("class_agnostic", "motion_excitation", "attention", "gaussian_regression"):
+            c.flag(config, field)
+        return config
     if name == "amma":
         c.int(config, "K", 1, MAX_K)
         c.int(config, "fusion_stages", 0, 4, optional=True)
@@ -120,6 +164,29 @@ def check_model_config(config, error, where, prefix="model.", families=FAMILIES)
             or not all(isinstance(a, (list, tuple)) and len(a) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e4 for v in a) for a in anchors)):
         c.fail("anchors", anchors, f"{count or 'num_anchors'} [w, h] pairs of positive numbers (grid cells)")
+    return config
+
+
+def _check_ssd(c, config):
+    """The flow-fusion fields; the prior spec's shape here, its meaning in ``runtime.ssd.check_prior_spec``."""
+    for field in ("backbone", "fusion", "motion", "flow_net"):
+        c.text(config, field)
+    if config.get("flow_size") is not None:
+        c.int(config, "flow_size", 64, MAX_INPUT_SIDE)
+    frames = c.int(config, "frames", 2, MAX_CLIP_LEN)
+    c.int(config, "lookahead", 0, frames - 1)
+    priors = config.get("priors")
+    keys = ("feature_maps", "steps", "min_sizes", "max_sizes", "aspect_ratios", "clip")
+    if not isinstance(priors, dict) or set(priors) != set(keys):
+        c.fail("priors", priors, f"an object with the keys {', '.join(keys)}")
+    p = _Checker(c.error, c.where, c.prefix + "priors.")
+    levels = len(p.numbers(priors, "feature_maps", None, f"1 to {MAX_LEVELS} [h, w] feature map sizes", items=2,
+                           high=MAX_INPUT_SIDE + 1))
+    p.numbers(priors, "steps", levels, f"{levels} [step_y, step_x] pairs of positive numbers", items=2)
+    for field in ("min_sizes", "max_sizes"):
+        p.numbers(priors, field, levels, f"{levels} positive numbers")
+    p.numbers(priors, "aspect_ratios", levels, f"{levels} lists of positive aspect ratios", items=-1)
+    p.flag(priors, "clip")
     return config
 
 

@@ -1,6 +1,6 @@
 """A deliberately plain, loop-per-box implementation of the ACT protocol, for tests.
 
-Written from the protocol description (reference/amma_reference_code.md §4-5), not from
+Written from the protocol description (the ACT protocol of Kalogeiton et al., ICCV 2017), not from
 edge_stad's code: one Python loop per box, tubelet, tube or detection, scalar
 arithmetic only. The fast implementations must agree with it exactly (linking) or to
 1e-6 (metrics). It follows edge_stad's documented choices: stable tie order (input

@@ -130,7 +130,7 @@ def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
     assert "MENet rows: a clip is one frame" in capsys.readouterr().out
     ort, torch_fp32 = json.loads(records.read_text())["records"]
     for r in (ort, torch_fp32):
-        # the whole model per frame at 224x224 and 24 classes (seed_methods.md 1.6: MENet-Lite's defaults)
+        # the whole model per frame at 224x224 and 24 classes (MENet's paper's cost setting: MENet-Lite's defaults)
         assert (r["model"], r["backbone"], r["K"]) == ("menet-lite", "shufflenetv2", 1)
         assert r["params_m"] == pytest.approx(18.561, abs=1e-3)
         assert r["paper_gmac_per_clip"] == pytest.approx(2.057, abs=1e-3)

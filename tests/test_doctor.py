@@ -170,7 +170,7 @@ def test_an_engine_that_cannot_run_anywhere_exits_1(engines, tmp_path, capsys):
     os.remove(foreign / "manifest.json")
     write_manifest(foreign, {k: v for k, v in manifest.items() if k != "files"})
     report = diagnosis.diagnose(diagnosis.load_machine(JETSON), foreign)
-    assert report["runs"] is False and "holds a 'yowo' model" in report["problems"][0]
+    assert report["runs"] is False and "field 'model.name' is 'yowo'; expected one of amma" in report["problems"][0]
 
 
 def test_recorded_machines_are_checked(tmp_path):

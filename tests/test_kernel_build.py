@@ -97,6 +97,8 @@ def test_nvrtc_compiles_every_kernel_and_caches(monkeypatch, tmp_path):
     assert loader.compile_kernel("micro_motion", archs[0], {"MM_CHANNELS": 4, "MM_KSIZE": 3})[:4] == b"\x7fELF"
     ptx = loader.compile_kernel("preprocess", f"compute_{archs[0]}")
     assert b".entry preprocess_f32" in ptx and b".entry preprocess_f16" in ptx
+    # NVRTC wrote its (empty) logs into fresh buffers, not into CPython's shared one-byte b" "
+    assert (b" " * 1)[0] == 32
 
 
 @pytest.mark.skipif(_nvrtc_missing() is not None, reason=f"NVRTC unavailable: {_nvrtc_missing()}")

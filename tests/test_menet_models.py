@@ -34,7 +34,7 @@ def paper_profile():
     return profile_menet(meta_model("menet"))
 
 
-# seed_methods.md 1.6 cost table (224x224, 16 frames, per output frame): params (M), GMACs, relative tolerance.
+# The MENet paper's cost table (224x224, 16 frames, per output frame): params (M), GMACs, relative tolerance.
 COST_TABLE = {
     "backbone_3d": (47.5, 38.0, 0.01),
     "backbone_2d": (51.0, 4.3, 0.01),

@@ -42,7 +42,7 @@ RANDOM_INPUT_SIZE = 128
 # Paper Table 3's setting: the params and paper-convention GMAC columns are counted for it, whatever
 # the timed engine's size, K, decoder or classes (those go into the stream GMAC column).
 PAPER_SETTING = {"input_size": (288, 288), "K": 5, "decoder": "dcn", "num_classes": 21}
-# MENet's (seed_methods.md 1.6): YOWO's 224x224 and UCF101-24's 24 classes; GMACs per frame.
+# MENet's paper's cost setting: YOWO's 224x224 and UCF101-24's 24 classes; GMACs per frame.
 MENET_PAPER_SETTING = {"input_size": (224, 224), "num_classes": 24}
 MB = float(1 << 20)
 

@@ -126,8 +126,8 @@ def markdown(doc):
         "[3] Stream GMAC/clip x clips/s, and its share of the MAC/s a large GEMM reaches in the same backend and "
         "precision on this machine (the GEMM peak table below).",
         *(["MENet rows: a clip is one frame (the 3D branch, the 2D branch and the head run on every frame); [1] "
-           "counts the whole model per frame at 224x224 with 24 classes (seed_methods.md 1.6), [2] at the timed "
-           "size; K is 1 (every frame is its own window, linked online)."]
+           "counts the whole model per frame at 224x224 with 24 classes (MENet's paper's cost setting), [2] at the "
+           "timed size; K is 1 (every frame is its own window, linked online)."]
           if any(r["model"] != "amma" for r in records) else []),
         "Latency is per `Runtime.push`: a window (encoder, head, decode, link) runs every clip_len-th frame, so "
         "p90/p99 are the frames that run one. `vs PyTorch FP32` is measured in the same run, same video. "

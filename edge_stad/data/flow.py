@@ -1,7 +1,7 @@
 """Optical flow of consecutive frames for training flow teachers (OpenCV DIS or Farneback), cached on disk.
 
 Flow is needed only offline, to train the frozen teacher of motion distillation (MARS,
-seed_methods.md sections 1.2 and 4); OpenCV's DIS replaces TV-L1, which is too slow for
+as MENet and Lu et al. use it); OpenCV's DIS replaces TV-L1, which is too slow for
 a CPU. The flow of frame ``f`` is the displacement from frame ``f - 1`` to frame ``f``
 (``prev(y, x) ~ frame(y + dy, x + dx)``: an image moving right gives ``dx > 0``); frame 1
 has no predecessor and repeats frame 2's flow. Frames are resized to ``size`` first, so

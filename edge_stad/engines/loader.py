@@ -15,7 +15,7 @@ import warnings
 from edge_stad.engines.manifest import read_manifest, verified_files
 from edge_stad.engines.onnxruntime_backend import is_frame_model
 from edge_stad.errors import ConfigError, EngineError
-from edge_stad.model_config import GRAPHS, graph_names
+from edge_stad.model_config import GRAPHS, SNIPPET, graph_names
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -104,8 +104,9 @@ def _torch_backend(path, device):
 
     model = load_checkpoint(path)
     if model.config["name"] not in GRAPHS:   # STMA, flow-fusion: offline evaluation only, for now
+        offline = "predict_snippets" if model.config["name"] in SNIPPET else "predict_ssd"
         raise EngineError(f"{path} holds a {model.config['name']} model, which the Runtime cannot stream yet; "
-                          "evaluate it offline (edge_stad.eval.predict_snippets, edge_stad.eval.predict_ssd)")
+                          f"evaluate it with edge_stad.eval.{offline}")
     target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
     opened = None
     if is_frame_model(model.config):

@@ -1,4 +1,4 @@
-"""The two streaming graphs an AMMA model is exported as (DESIGN.md, streaming contract).
+"""The two streaming graphs an AMMA model is exported as (the streaming contract: docs/architecture.md).
 
 * :class:`EncoderGraph`: one clip of resized uint8 BGR frames ``(B, n, H, W, 3)``, oldest
   first, exactly what OpenCV hands the runtime -> clip feature ``(B, 64, h, w)`` and size

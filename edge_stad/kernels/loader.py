@@ -172,17 +172,20 @@ def _nvrtc_compile(text, kernel, options):
     program = _checked(nvrtc.nvrtcCreateProgram, text.encode(), f"{kernel}.cu".encode(), 0, [], [])
     try:
         status = nvrtc.nvrtcCompileProgram(program, len(options), [o.encode() for o in options])[0]
+        # NVRTC writes into the buffers: they must be fresh mutable memory. ``b" " * size`` (cuda-python's
+        # examples) hands it CPython's shared one-byte ``b" "`` when the log is empty, and the NUL written
+        # there then corrupts every later user of that object (torch.save wrote unreadable checkpoints).
         size = _checked(nvrtc.nvrtcGetProgramLogSize, program)
-        log = b" " * size
+        log = bytearray(size)
         _checked(nvrtc.nvrtcGetProgramLog, program, log)
-        log = log.decode(errors="replace").rstrip(chr(0))
+        log = bytes(log).decode(errors="replace").rstrip(chr(0))
         if int(status) != 0:
             raise KernelError(f"NVRTC could not compile {kernel}.cu ({' '.join(options)}):\n{log}")
         ptx = "compute_" in options[0]
         size = _checked(nvrtc.nvrtcGetPTXSize if ptx else nvrtc.nvrtcGetCUBINSize, program)
-        binary = b" " * size
+        binary = bytearray(size)
         _checked(nvrtc.nvrtcGetPTX if ptx else nvrtc.nvrtcGetCUBIN, program, binary)
-        return binary, log
+        return bytes(binary), log
     finally:
         nvrtc.nvrtcDestroyProgram(program)
 

@@ -222,7 +222,7 @@ class NonLocalBlock3D(nn.Module):
     ``W`` ends with a BN whose scale and shift start at zero, so the block starts as the
     identity and pretrained features pass through unchanged. The affinity and its softmax
     are computed in float32 whatever the input type: at fp16 the position Gram matrix can
-    overflow (see seed_methods.md 1.6).
+    overflow (measured on MENet's 3D branch).
     """
 
     def __init__(self, in_channels, inter_channels=None):

@@ -16,7 +16,7 @@ import torch
 from edge_stad import __version__
 from edge_stad.atomic import atomic_write
 from edge_stad.errors import CheckpointError, ConfigError
-from edge_stad.model_config import CLASSIFIER, FAMILIES, check_labels, check_model_config, short_repr
+from edge_stad.model_config import CHECKPOINT_FAMILIES, check_labels, check_model_config, short_repr
 from edge_stad.models.amma import canonical_backbone
 from edge_stad.models.head import CLIP_CHANNELS
 from edge_stad.models.registry import create_model
@@ -77,7 +77,7 @@ def read_checkpoint(path, map_location="cpu"):
             raise CheckpointError(f"{path} is checkpoint format version {version}, this edge_stad ({__version__}) "
                                   f"reads up to {VERSION}")
         config = check_model_config(obj.get("model_config"), CheckpointError, path, prefix="model_config.",
-                                    families=FAMILIES + (CLASSIFIER,))
+                                    families=CHECKPOINT_FAMILIES)
         meta = {k: v for k, v in obj.items() if k not in ("model_config", "state_dict")}
         if meta.get("labels") is not None:
             meta["labels"] = list(check_labels(meta["labels"], config["num_classes"], CheckpointError, path))

@@ -1,4 +1,5 @@
-"""MENet: YOWO with learned motion (Liu, Tu, Lin, Xie, Qin; seed_methods.md section 1).
+"""MENet: YOWO with learned motion (Liu, Tu, Lin, Xie, Qin: "Real-time spatio-temporal action localization
+via learning motion representation").
 
 A 3D branch (3D-ResNeXt-101 + non-local block) reads the whole clip; a 2D detector (YOLOv2)
 reads the key frame concatenated with SRM short-range-motion maps of the last 4 frames;

@@ -1,6 +1,6 @@
 """Motion distillation for MENet's 3D branch: a flow teacher, then an RGB student that mimics it.
 
-The recipe of MARS (Crasto et al.), which MENet uses (seed_methods.md section 1.2): train a
+The recipe of MARS (Crasto et al.), which MENet uses (Liu et al., section on motion learning): train a
 3D-CNN video classifier on optical flow, freeze it, and train the RGB classifier with
 ``CE + alpha * MSE(pooled student feature, pooled teacher feature)``, alpha = 50. The
 student then needs no flow, but has learnt to see motion; its backbone initialises
@@ -216,7 +216,7 @@ class DistillLoss(nn.Module):
     per-level L1 (mean over elements) over the listed stage indices (0 = shallowest) and
     the pooled feature, plus the Gram L1 averaged over the listed stages. The Gram L1 is a
     mean over the C x C entries of matrices averaged over positions: the reconstruction in
-    seed_methods.md 4.3 (divide by C*T*H*W, sum over entries) is this times C, which made
+    the loss as we read Lu et al. (divide by C*T*H*W, sum over entries) is this times C, which made
     the 1024-channel last level of ShuffleNetV2-0.25x dominate (Gram term 45, x alpha
     = 2200, against a CE of 2.1, measured); the mean keeps every level on the MAE's
     scale. Channel lists are the backbones' ``stage_channels``; an adapter exists only

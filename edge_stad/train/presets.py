@@ -34,7 +34,7 @@ PRESETS = {
 PRESETS["demo"] = dict(PRESETS["synthetic"], lr=3e-3, warmup=50)
 
 
-# MENet (seed_methods.md 1.3): momentum SGD 0.9, weight decay 5e-4. UCF101-24: lr 1e-3, batch 32, halved
+# MENet (Liu et al., training section): momentum SGD 0.9, weight decay 5e-4. UCF101-24: lr 1e-3, batch 32, halved
 # at 20k/30k/40k/50k steps; JHMDB-21: lr 1e-4, batch 16, halved every 10k steps. 16 frames at 224 (YOWO).
 # The paper states no epoch count: the 5 here is a cap; --max-steps ends a run where its schedule does.
 _MENET_PAPER = dict(optimizer="sgd", weight_decay=5e-4, epochs=5, clip_len=16, input_size=224, srm_frames=4,

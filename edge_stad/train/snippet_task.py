@@ -2,11 +2,12 @@
 STMA loss, validation window by window through :mod:`edge_stad.eval.predict_snippets`."""
 from edge_stad.errors import ConfigError
 from edge_stad.models import create_model
+from edge_stad.train.tasks import FrameTask, Task, global_counts
 
 NO_3D = "none"  # --backbone-3d value for STMA-Lite without a 3D branch
 
 
-class SnippetTask:
+class SnippetTask(Task):
     loss_parts = ("hm", "mov", "wh", "cls")
 
     def __init__(self):
@@ -29,7 +30,6 @@ class SnippetTask:
         (:func:`edge_stad.train.pretrained.load_pretrained`: torchvision, CenterNet, an edge_stad checkpoint)."""
         from edge_stad.models.checkpoint import read_checkpoint
         from edge_stad.train.pretrained import load_pretrained
-        from edge_stad.train.tasks import FrameTask
 
         keys = list(read_checkpoint(path)["state_dict"])
         if keys and all(k.startswith("backbone_3d.") for k in keys):
@@ -45,7 +45,6 @@ class SnippetTask:
 
     def loss(self, model, output, batch, world):
         from edge_stad.train.stma_loss import normalizers, stma_loss
-        from edge_stad.train.tasks import global_counts
 
         return stma_loss(output, batch, global_counts(normalizers(batch), world))
 
