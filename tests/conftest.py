@@ -21,6 +21,25 @@ def report_section(request):
     return add
 
 
+@pytest.fixture(scope="session")
+def tiny_engine(tmp_path_factory):
+    """``tiny_engine(labels)``: the FP32 ONNX Runtime engine of an untrained K=3 AMMA-ShuffleNetV2 at 64x64
+    with those class names, built once per set of names for the whole session (tests only read it)."""
+    built = {}
+
+    def get(labels):
+        if labels not in built:
+            from test_export import tiny_model
+
+            from edge_stad.engines.build import BuildOptions, build_engine
+
+            built[labels] = tmp_path_factory.mktemp("tiny_engine") / "engine"
+            build_engine(tiny_model("shufflenetv2", K=3, size=64), built[labels], BuildOptions(backend="onnxruntime"),
+                         labels=labels, log=lambda _: None)
+        return built[labels]
+    return get
+
+
 def pytest_terminal_summary(terminalreporter, config):
     for title, lines in config.stash.get(_SECTIONS, []):
         terminalreporter.section(title)

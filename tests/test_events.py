@@ -14,11 +14,9 @@ from hypothesis import strategies as st
 pytest.importorskip("torch")
 jsonschema = pytest.importorskip("jsonschema")
 
-from test_export import tiny_model  # noqa: E402
 from test_runtime import video  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
-from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
 from edge_stad.errors import ConfigError  # noqa: E402
 from edge_stad.runtime.sinks import ActionEvents, engine_identity  # noqa: E402
 from edge_stad.runtime.sinks.events import check_camera_name  # noqa: E402
@@ -29,11 +27,8 @@ FPS = 25.0
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    out = tmp_path_factory.mktemp("events") / "engine"
-    build_engine(tiny_model("shufflenetv2", K=K, size=64), out, BuildOptions(backend="onnxruntime"),
-                 labels=("walk", "fall down", "wave", "sit"), log=lambda _: None)
-    return out
+def engine(tiny_engine):
+    return tiny_engine(("walk", "fall down", "wave", "sit"))   # K = 3
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from test_engine_build import broken_copies  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
-from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
 from edge_stad.errors import ConfigError, EngineError, FrameError  # noqa: E402
 from edge_stad.eval.predict import predict_windows  # noqa: E402
 from edge_stad.runtime.frame_detections import frame_detections  # noqa: E402
@@ -26,11 +25,8 @@ K, N = 3, 5
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rt") / "engine"
-    build_engine(tiny_model("shufflenetv2", K=K, size=64), out, BuildOptions(backend="onnxruntime"),
-                 labels=("a", "b", "c", "d"), log=lambda _: None)
-    return out
+def engine(tiny_engine):
+    return tiny_engine(("a", "b", "c", "d"))   # K = 3
 
 
 def video(nframes, hw=(72, 96), seed=0):

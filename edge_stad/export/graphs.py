@@ -1,4 +1,4 @@
-"""The two streaming graphs an AMMA model is exported as (the streaming contract: docs/architecture.md).
+"""The two streaming graphs an AMMA model is exported as: each clip encoded once, the head run per window.
 
 * :class:`EncoderGraph`: one clip of resized uint8 BGR frames ``(B, n, H, W, 3)``, oldest
   first, exactly what OpenCV hands the runtime -> clip feature ``(B, 64, h, w)`` and size
