@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def read_version():
-    with open(os.path.join(HERE, "edge_stad", "__init__.py"), encoding="utf-8") as f:
+    with open(os.path.join(HERE, "edge_stad", "version.py"), encoding="utf-8") as f:
         return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 

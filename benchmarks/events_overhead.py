@@ -106,8 +106,8 @@ def main(argv=None):
     parser.add_argument("--results", help="write the table and numbers to this path (.md and .json)")
     args = parser.parse_args(argv)
 
+    from edge_stad.backends import open_backend
     from edge_stad.bench.machine import cpu_model
-    from edge_stad.engines.loader import open_backend
 
     frames = _frames(args)
     threads = None if not args.pipeline else max(1, (os.cpu_count() or 2) - 1)

@@ -39,9 +39,9 @@ def main(argv=None):
     import torch
 
     from edge_stad.atomic import atomic_write, write_json
+    from edge_stad.backends import open_backend
     from edge_stad.bench.latency import measure
-    from edge_stad.engines.build import BuildOptions, build_engine
-    from edge_stad.engines.loader import open_backend
+    from edge_stad.build.pipeline import BuildOptions, build_engine
     from edge_stad.export.onnx_export import example_inputs
     from edge_stad.models import create_model, load_checkpoint, read_checkpoint
 

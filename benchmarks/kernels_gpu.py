@@ -33,11 +33,11 @@ def main(argv=None):
 
     from edge_stad.bench.latency import measure
     from edge_stad.bench.results import save_results
+    from edge_stad.core.linking import Linker
     from edge_stad.kernels import reference
     from edge_stad.kernels.ops import CudaKernels, CudaLinkMatrices
     from edge_stad.models.micro_motion import MicroMotion
     from edge_stad.preprocess import MEAN_BGR, STD_BGR
-    from edge_stad.runtime.linking import Linker
 
     if not torch.cuda.is_available():
         sys.exit("kernels_gpu.py needs a CUDA device (PyTorch sees none)")

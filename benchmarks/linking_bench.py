@@ -21,8 +21,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from act_reference import plain_build_tubes  # noqa: E402
 
-from edge_stad.runtime.linking import Linker, link_video  # noqa: E402
-from edge_stad.runtime.windows import Window, regular_window  # noqa: E402
+from edge_stad.core.linking import Linker, link_video  # noqa: E402
+from edge_stad.core.windows import Window, regular_window  # noqa: E402
 
 CLIP_LEN = 5
 

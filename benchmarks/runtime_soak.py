@@ -49,8 +49,8 @@ def main(argv=None):
     from tqdm import tqdm
 
     from edge_stad.bench.results import save_results
+    from edge_stad.core.linking import SEGMENT
     from edge_stad.data.act import ActDataset
-    from edge_stad.runtime.linking import SEGMENT
     from edge_stad.runtime.stream import Runtime
 
     dataset = ActDataset(args.data, split=1)
@@ -133,7 +133,7 @@ def untrained_engine(out):
     """An FP32 engine of a randomly initialised AMMA-ShuffleNetV2 (K=3, 128x128, seed 0) at ``out``."""
     import torch
 
-    from edge_stad.engines.build import BuildOptions, build_engine
+    from edge_stad.build.pipeline import BuildOptions, build_engine
     from edge_stad.models import create_model
 
     torch.manual_seed(0)

@@ -44,15 +44,15 @@ def main(argv=None):
     import torch
 
     from edge_stad import cli
+    from edge_stad.backends import open_backend
     from edge_stad.bench.ort_profile import op_profile
     from edge_stad.bench.results import save_results
     from edge_stad.bench.streaming import interleaved, stream
     from edge_stad.data.act import ActDataset
-    from edge_stad.engines.loader import open_backend
-    from edge_stad.engines.torch_backend import TorchBackend
     from edge_stad.models.checkpoint import load_checkpoint
     from edge_stad.preprocess import resize
     from edge_stad.runtime.stream import pipeline_threads
+    from edge_stad.torch_backends.streaming import TorchBackend
 
     size = args.input_size
     overrides = {"input_size": (size, size)} if size else {}

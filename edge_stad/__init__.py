@@ -3,7 +3,7 @@
 The top-level package imports neither torch nor onnxruntime, so that the
 runtime core stays usable on a device that has only the inference stack.
 """
-__version__ = "0.1.0"
+from edge_stad.version import __version__  # noqa: F401
 
 
 def __getattr__(name):

@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from edge_stad import __version__
 from edge_stad.errors import EdgeStadError, OutputExistsError
+from edge_stad.version import __version__
 
 # Subcommands in pipeline order.
 COMMANDS = ["demo", "synth", "convert", "train", "distill", "export", "build", "run", "eval", "bench", "profile",

@@ -17,8 +17,8 @@ import platform
 import re
 import sys
 
-from edge_stad import __version__
 from edge_stad.errors import ConfigError, EngineError, KernelError
+from edge_stad.version import __version__
 
 PROBE_FORMAT = 1
 CUDA_DEVICE_ATTRIBUTES = {"integrated": 18, "major": 75, "minor": 76}   # CUdevice_attribute values
@@ -108,9 +108,9 @@ def _kernel_driver():
 
 
 def _tensorrt():
-    from edge_stad.engines import tensorrt_build
+    from edge_stad.engines import tensorrt_runtime
 
-    return {"version": tensorrt_build.tensorrt().__version__}
+    return {"version": tensorrt_runtime.tensorrt().__version__}
 
 
 def _onnxruntime():
@@ -314,7 +314,7 @@ def diagnose(machine, engine=None):
     """What the runtime picks on ``machine`` (a :func:`probe` record) for ``engine`` (an engine folder or a
     checkpoint ``.pt``, or None), with the reason for each choice, what blocks the engine, and what to install
     for more. ``runs`` is False when the engine cannot run there."""
-    from edge_stad.engines.loader import CHECKPOINT_SUFFIXES
+    from edge_stad.backends import CHECKPOINT_SUFFIXES
     from edge_stad.engines.manifest import read_manifest
 
     report = {"edge_stad": __version__, "machine": machine, "engine": None, "choices": [], "problems": [],
@@ -338,7 +338,7 @@ def diagnose(machine, engine=None):
 
 def _try_open(report):
     """Open the engine as the runtime would (``open_backend(..., backend="auto")``); a failure is a problem."""
-    from edge_stad.engines.loader import open_backend
+    from edge_stad.backends import open_backend
 
     try:
         backend = open_backend(report["engine"]["path"])

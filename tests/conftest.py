@@ -31,7 +31,7 @@ def tiny_engine(tmp_path_factory):
         if labels not in built:
             from test_export import tiny_model
 
-            from edge_stad.engines.build import BuildOptions, build_engine
+            from edge_stad.build.pipeline import BuildOptions, build_engine
 
             built[labels] = tmp_path_factory.mktemp("tiny_engine") / "engine"
             build_engine(tiny_model("shufflenetv2", K=3, size=64), built[labels], BuildOptions(backend="onnxruntime"),

@@ -6,8 +6,8 @@ random classes fill the rest. Boxes are in pixels of a 320x240 frame.
 """
 import numpy as np
 
+from edge_stad.core.windows import Window, window_schedule
 from edge_stad.data.annotations import GroundTruth
-from edge_stad.runtime.windows import Window, window_schedule
 
 
 class Actor:

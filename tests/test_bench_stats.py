@@ -42,6 +42,8 @@ def test_stream_timing_fps_counts_steady_pushes_only():
 class FakeBackend:
     """Runtime backend answering instantly with fixed maps: K=2, clip_len 5, 32x32 input, 2 classes."""
 
+    kind, decodes_in_graph, device_resident, link_matrices, manifest, labels = "tubelet", False, False, None, None, ()
+
     def __init__(self):
         self.config = {"K": 2, "clip_len": 5, "input_size": [32, 32], "num_classes": 2}
         self.encoded = 0

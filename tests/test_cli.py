@@ -41,19 +41,22 @@ def test_profile_bad_backbone(capsys):
 
 
 CORE = ["edge_stad", "edge_stad.cli", "edge_stad.atomic", "edge_stad.errors", "edge_stad.preprocess",
-        "edge_stad.boxes", "edge_stad.runtime.decode", "edge_stad.runtime.linking", "edge_stad.eval.evaluate",
+        "edge_stad.boxes", "edge_stad.core.tubelet_decode", "edge_stad.core.linking", "edge_stad.eval.evaluate",
         "edge_stad.eval.detections", "edge_stad.eval.report", "edge_stad.data.act", "edge_stad.data.samples",
         "edge_stad.data.custom", "edge_stad.data.synth.generate", "edge_stad.eval.predict",
-        "edge_stad.engines.manifest", "edge_stad.engines.onnxruntime_backend", "edge_stad.engines.tensorrt_build",
+        "edge_stad.engines.manifest", "edge_stad.engines.onnxruntime_backend", "edge_stad.build.tensorrt_plans",
         "edge_stad.quant.calibration", "edge_stad.bench.latency", "edge_stad.bench.ort_profile",
         "edge_stad.runtime.stream", "edge_stad.runtime.sources", "edge_stad.runtime.drawing",
         "edge_stad.engines.loader", "edge_stad.engines.tensorrt_backend", "edge_stad.commands.run",
         "edge_stad.bench.streaming", "edge_stad.bench.telemetry", "edge_stad.bench.peak", "edge_stad.bench.machine",
         "edge_stad.bench.harness", "edge_stad.bench.report", "edge_stad.commands.bench",
-        "edge_stad.runtime.region_decode", "edge_stad.eval.predict_frames", "edge_stad.eval.viterbi",
+        "edge_stad.core.region_decode", "edge_stad.eval.predict_frames", "edge_stad.eval.viterbi",
         "edge_stad.data.anchors", "edge_stad.data.flow", "edge_stad.data.frame_samples", "edge_stad.commands.distill",
         "edge_stad.data.snippets", "edge_stad.data.stma_targets", "edge_stad.data.snippet_samples",
-        "edge_stad.runtime.stma_decode", "edge_stad.eval.predict_snippets"]
+        "edge_stad.core.snippet_decode", "edge_stad.eval.predict_snippets", "edge_stad.core.windows",
+        "edge_stad.core.ssd_decode", "edge_stad.core.road_linking", "edge_stad.core.frame_detections",
+        "edge_stad.core.link_math", "edge_stad.backends", "edge_stad.engines.tensorrt_runtime",
+        "edge_stad.engines.protocols"]
 
 
 def test_core_imports_without_torch():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edge_stad.runtime.decode import decode, peak_mask, to_pixels
+from edge_stad.core.tubelet_decode import decode, peak_mask, to_pixels
 
 
 def simple_case():

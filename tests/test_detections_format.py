@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from edge_stad.core.linking import Tube
+from edge_stad.core.windows import Window
 from edge_stad.errors import DetectionsFormatError
 from edge_stad.eval.detections import Detections, open_writer, read_detections, write_detections
-from edge_stad.runtime.linking import Tube
-from edge_stad.runtime.windows import Window
 
 K = 2
 TRICKY = np.array([0.1, 1e-8, 123.456, 1 / 3, 3.4e38, -0.0, 16777217.0, 2.5], dtype=np.float32)

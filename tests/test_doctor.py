@@ -45,7 +45,7 @@ def test_probe_says_what_the_libraries_say(here):
     import cv2
     import onnxruntime
 
-    from edge_stad.engines import tensorrt_build
+    from edge_stad.engines import tensorrt_runtime
     from edge_stad.kernels import loader
 
     assert json.loads(json.dumps(here)) == here and here["format"] == diagnosis.PROBE_FORMAT
@@ -53,7 +53,7 @@ def test_probe_says_what_the_libraries_say(here):
                                    "providers": onnxruntime.get_available_providers()}
     assert here["opencv"]["version"] == cv2.__version__
     assert here["opencv"]["gstreamer"] == ("GStreamer:                   YES" in cv2.getBuildInformation())
-    assert ("version" in here["tensorrt"]) == tensorrt_build.available()
+    assert ("version" in here["tensorrt"]) == tensorrt_runtime.available()
     try:
         nvrtc = list(loader.nvrtc_version())
     except Exception:
@@ -67,17 +67,18 @@ def test_probe_says_what_the_libraries_say(here):
 
 
 def test_this_machine_runs_an_engine_as_the_loader_would(engines, here):
-    from edge_stad.engines import tensorrt_build
-    from edge_stad.engines.loader import default_providers, open_backend
+    from edge_stad.backends import open_backend
+    from edge_stad.engines import tensorrt_runtime
+    from edge_stad.engines.loader import default_providers
 
     for name in ("onnx", "plans"):
         report = diagnosis.doctor(engines[name], out=None)
-        backend = "tensorrt" if name == "plans" and tensorrt_build.available() else "onnxruntime"
+        backend = "tensorrt" if name == "plans" and tensorrt_runtime.available() else "onnxruntime"
         assert choices(report)["backend"] == backend and report["runs"] and not report["problems"]
         assert report["engine"]["opened"] == type(open_backend(engines[name])).__name__
         if backend == "onnxruntime":
             assert choices(report)["providers"] == ", ".join(default_providers())
-    if not tensorrt_build.available():
+    if not tensorrt_runtime.available():
         report = diagnosis.diagnose(here, engines["plans"])
         assert [c["why"] for c in report["choices"] if c["what"] == "backend"] == [
             "the engine folder has TensorRT plans, but TensorRT is not importable here"]

@@ -13,10 +13,11 @@ from synth_data import tiny_synth  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import cli  # noqa: E402
-from edge_stad.engines import build as build_module  # noqa: E402
-from edge_stad.engines import tensorrt_build  # noqa: E402
-from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
-from edge_stad.engines.loader import open_backend  # noqa: E402
+from edge_stad.backends import open_backend  # noqa: E402
+from edge_stad.build import pipeline as build_module  # noqa: E402
+from edge_stad.build import tensorrt_plans  # noqa: E402
+from edge_stad.build.pipeline import BuildOptions, build_engine  # noqa: E402
+from edge_stad.engines import tensorrt_runtime  # noqa: E402
 from edge_stad.engines.manifest import read_manifest  # noqa: E402
 from edge_stad.errors import (  # noqa: E402
     CheckpointError,
@@ -200,18 +201,19 @@ def test_plan_check_without_polygraphy_says_so(fp32_engine):
     if importlib.util.find_spec("polygraphy") is not None:
         pytest.skip("polygraphy is installed here")
     with pytest.raises(MissingDependencyError, match="pip install polygraphy"):
-        tensorrt_build.verify_plans(fp32_engine[0], {"encoder": "encoder.plan"})
+        tensorrt_plans.verify_plans(fp32_engine[0], {"encoder": "encoder.plan"})
 
 
 def test_tensorrt_backend_without_tensorrt_says_so(tmp_path):
-    if tensorrt_build.available():
+    if tensorrt_runtime.available():
         pytest.skip("TensorRT is importable here")
     with pytest.raises(MissingDependencyError, match="TensorRT is not importable"):
         build_engine(tiny_model("shufflenetv2"), tmp_path / "e", BuildOptions(backend="tensorrt"), log=quiet)
     assert not (tmp_path / "e").exists()
 
 
-needs_tensorrt = pytest.mark.skipif(not tensorrt_build.available(), reason="TensorRT is not importable on this machine")
+needs_tensorrt = pytest.mark.skipif(not tensorrt_runtime.available(),
+                                    reason="TensorRT is not importable on this machine")
 
 
 @needs_tensorrt
@@ -252,9 +254,9 @@ def test_tensorrt_builds_get_each_graph_and_its_fp32_scopes(family, tmp_path, mo
             f.write(b"plan")
         return {"tensorrt": "10.0.0.fake", "precision": precision, "fp32_layers": len(fp32_scopes)}
 
-    monkeypatch.setattr(tensorrt_build, "tensorrt", lambda: SimpleNamespace(__version__="10.0.0.fake"))
-    monkeypatch.setattr(tensorrt_build, "build_plan", record)
-    monkeypatch.setattr(tensorrt_build, "verify_plans", lambda folder, plans: {})
+    monkeypatch.setattr(tensorrt_runtime, "tensorrt", lambda: SimpleNamespace(__version__="10.0.0.fake"))
+    monkeypatch.setattr(tensorrt_plans, "build_plan", record)
+    monkeypatch.setattr(tensorrt_plans, "verify_plans", lambda folder, plans: {})
     torch.manual_seed(0)
     model = (tiny_model("shufflenetv2") if family == "amma" else
              create_model("menet-lite", num_classes=3, input_size=64, clip_len=4, width_3d=0.5).eval())
@@ -293,17 +295,17 @@ def test_pin_fp32_selects_the_attention_layers_by_name_and_type():
     network = SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
     flags = []
     config = SimpleNamespace(set_flag=flags.append)
-    pinned = tensorrt_build.pin_fp32(trt, network, config, ("/cfam/sc/", "/non_local/"))
+    pinned = tensorrt_plans.pin_fp32(trt, network, config, ("/cfam/sc/", "/non_local/"))
     assert pinned == ["/model/cfam/sc/MatMul", "/model/cfam/sc/ReduceMax", "/model/cfam/sc/Softmax",
                       "/model/non_local/MatMul"] and flags == ["obey"]
     assert [layer.precision for layer in layers] == [None, "f32", "f32", "f32", None, "f32", None]
     assert layers[2].set == {0: "f32"}                           # the integer index output keeps its type
-    assert tensorrt_build.pin_fp32(trt, network, config, ()) == [] and flags == ["obey"]
+    assert tensorrt_plans.pin_fp32(trt, network, config, ()) == [] and flags == ["obey"]
 
 
 @needs_tensorrt
 def test_tensorrt_refuses_a_dla_core_on_a_gpu_without_dla(tmp_path):
-    trt = tensorrt_build.tensorrt()
+    trt = tensorrt_runtime.tensorrt()
     if trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores:
         pytest.skip("this device has DLA cores")
     with pytest.raises(ConfigError, match="no DLA"):
@@ -360,10 +362,10 @@ def test_dynamic_batch_inputs_get_an_optimization_profile():
         tensors = [SimpleNamespace(name=n, shape=s) for n, s in inputs]
         return SimpleNamespace(num_inputs=len(tensors), get_input=tensors.__getitem__)
 
-    tensorrt_build._batch_profile(builder, network(("frames", (1, 5, 64, 64, 3))), config, 8)
+    tensorrt_plans._batch_profile(builder, network(("frames", (1, 5, 64, 64, 3))), config, 8)
     assert not added  # static batch: no profile
-    tensorrt_build._batch_profile(builder, network(("feats", (-1, 3, 64, 8, 8)), ("whs", (-1, 3, 2, 8, 8))), config, 4)
+    tensorrt_plans._batch_profile(builder, network(("feats", (-1, 3, 64, 8, 8)), ("whs", (-1, 3, 2, 8, 8))), config, 4)
     assert added == [profile]
     assert shapes["feats"] == ((1, 3, 64, 8, 8), (1, 3, 64, 8, 8), (4, 3, 64, 8, 8)) and "whs" in shapes
     with pytest.raises(EngineError, match="dynamic axes besides the batch"):
-        tensorrt_build._batch_profile(builder, network(("frames", (-1, 5, -1, 64, 3))), config, 8)
+        tensorrt_plans._batch_profile(builder, network(("frames", (-1, 5, -1, 64, 3))), config, 8)

@@ -15,10 +15,10 @@ pytest.importorskip("onnxruntime")
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
+from edge_stad.backends import open_backend  # noqa: E402
+from edge_stad.build.pipeline import BuildOptions, build_engine  # noqa: E402
 from edge_stad.engines import manifest as manifest_module  # noqa: E402
 from edge_stad.engines import onnxruntime_backend  # noqa: E402
-from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
-from edge_stad.engines.loader import open_backend  # noqa: E402
 from edge_stad.engines.manifest import read_manifest  # noqa: E402
 from edge_stad.errors import EngineError  # noqa: E402
 

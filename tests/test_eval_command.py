@@ -8,9 +8,9 @@ import pytest
 from synthetic_tubelets import make_dataset
 
 from edge_stad import cli
+from edge_stad.core.windows import window_schedule
 from edge_stad.eval.detections import open_writer, read_detections
 from edge_stad.eval.evaluate import evaluate
-from edge_stad.runtime.windows import window_schedule
 
 
 def write_dataset(folder, gt):

@@ -9,6 +9,8 @@ pytest.importorskip("onnxruntime")
 from model_helpers import calibrate_bn  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
 
+from edge_stad.core.tubelet_decode import decode  # noqa: E402
+from edge_stad.core.windows import clip_ending_at, window_schedule  # noqa: E402
 from edge_stad.data.act import ActDataset  # noqa: E402
 from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, create_session  # noqa: E402
 from edge_stad.errors import ExportError  # noqa: E402
@@ -16,8 +18,6 @@ from edge_stad.export.graphs import TrajectoryAtCells, decode_rows  # noqa: E402
 from edge_stad.export.onnx_export import export_onnx, scaled_error  # noqa: E402
 from edge_stad.models import create_model  # noqa: E402
 from edge_stad.preprocess import normalize_clip, resize  # noqa: E402
-from edge_stad.runtime.decode import decode  # noqa: E402
-from edge_stad.runtime.windows import clip_ending_at, window_schedule  # noqa: E402
 
 BACKBONES = ["resnet18", "mobilenetv2", "shufflenetv2"]
 

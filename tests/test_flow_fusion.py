@@ -374,8 +374,8 @@ def test_presets_follow_the_paper_and_the_cli_passes_the_options():
 
 
 def test_validation_links_frame_detections_with_road(tiny):
-    from edge_stad.engines.torch_ssd_backend import TorchSSDBackend
     from edge_stad.eval.predict_ssd import predict_ssd_detections
+    from edge_stad.torch_backends.ssd import TorchSSDBackend
 
     torch.manual_seed(0)
     model = create_model("flow-fusion-lite", num_classes=len(tiny.labels), input_size=64, backbone="shufflenetv2")

@@ -45,6 +45,8 @@ def test_frame_samples_clip_ends_at_the_key_frame(tiny):
 class FakeFrameBackend:
     """One anchor, two classes, a 2x2 grid: a confident class-1 box on cell (0, 0) only."""
 
+    kind, manifest, labels = "frame", None, ()
+
     config = {"name": "menet-lite", "clip_len": 3, "srm_frames": 2, "input_size": [64, 64], "num_classes": 2,
               "anchors": [[1.0, 1.0]]}
 
@@ -143,7 +145,7 @@ def stream_video(runtime, dataset, video):
 
 @pytest.mark.parametrize("refresh", [1, 4])
 def test_runtime_streams_a_frame_detector_like_the_offline_path(tiny, refresh):
-    from edge_stad.runtime.linking import link_video
+    from edge_stad.core.linking import link_video
     from edge_stad.runtime.stream import Runtime
 
     video = tiny.test_videos[0]
@@ -166,9 +168,9 @@ def test_runtime_streams_a_frame_detector_like_the_offline_path(tiny, refresh):
 
 def test_runtime_streams_a_torch_menet_lite_exactly(tiny):
     torch = pytest.importorskip("torch")
-    from edge_stad.engines.torch_backend import TorchFrameBackend
     from edge_stad.models import create_model
     from edge_stad.runtime.stream import Runtime
+    from edge_stad.torch_backends.streaming import TorchFrameBackend
 
     torch.manual_seed(0)
     model = create_model("menet-lite", num_classes=8, input_size=64, clip_len=4, width_3d=0.5).eval()

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import edge_stad
+from edge_stad.core.linking import HostMatrices
 from edge_stad.errors import KernelError, MissingDependencyError
 from edge_stad.kernels import loader, reference
 from edge_stad.kernels.ops import CudaLinkMatrices
-from edge_stad.runtime.linking import HostMatrices
 
 NVCC = shutil.which("nvcc")
 

@@ -115,7 +115,7 @@ def test_block_pairs_enumerate_each_block_row_major():
 
 def test_host_matrices_of_several_labels_equal_the_per_label_references():
     """The linker's default computes every label of a window in one call, bit for bit as label by label."""
-    from edge_stad.runtime.linking import HostMatrices
+    from edge_stad.core.linking import HostMatrices
 
     rng = np.random.default_rng(3)
     K = 3

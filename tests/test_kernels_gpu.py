@@ -6,10 +6,10 @@ Runs wherever a CUDA driver, a GPU and cuda-python or pycuda are present; skips 
 import numpy as np
 import pytest
 
+from edge_stad.core.linking import HostMatrices
 from edge_stad.errors import EdgeStadError
 from edge_stad.kernels import loader, reference
 from edge_stad.kernels.ops import CudaKernels, CudaLinkMatrices
-from edge_stad.runtime.linking import HostMatrices
 
 
 def _kernels():

@@ -4,8 +4,7 @@ import pytest
 from act_reference import plain_build_tubes, plain_tubelet_nms
 from synthetic_tubelets import make_video
 
-from edge_stad.errors import ConfigError, TubeletError
-from edge_stad.runtime.linking import (
+from edge_stad.core.linking import (
     ENDED,
     GREW,
     SEGMENT,
@@ -17,7 +16,8 @@ from edge_stad.runtime.linking import (
     nms_groups,
     tubelet_nms,
 )
-from edge_stad.runtime.windows import Window, window_schedule
+from edge_stad.core.windows import Window, window_schedule
+from edge_stad.errors import ConfigError, TubeletError
 
 
 def test_window_schedule_known_values():
@@ -233,7 +233,7 @@ def test_runtime_and_eval_import_without_heavy_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, edge_stad.runtime.linking, edge_stad.eval.evaluate, edge_stad.eval.report, "
+    code = ("import sys, edge_stad.core.linking, edge_stad.eval.evaluate, edge_stad.eval.report, "
             "edge_stad.data.annotations, edge_stad.commands.eval; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnxruntime', 'onnx', 'matplotlib'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

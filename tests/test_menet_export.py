@@ -13,16 +13,16 @@ pytest.importorskip("onnxruntime")
 from synth_data import tiny_synth  # noqa: E402
 
 from edge_stad import cli  # noqa: E402
+from edge_stad.backends import open_backend  # noqa: E402
 from edge_stad.commands import build as build_command  # noqa: E402
 from edge_stad.data.act import ActDataset  # noqa: E402
-from edge_stad.engines.loader import open_backend  # noqa: E402
 from edge_stad.engines.onnxruntime_backend import OnnxRuntimeFrameBackend  # noqa: E402
-from edge_stad.engines.torch_backend import TorchFrameBackend  # noqa: E402
 from edge_stad.errors import ConfigError, EngineError, FrameError  # noqa: E402
 from edge_stad.eval.predict_frames import predict_frame_rows  # noqa: E402
 from edge_stad.export.onnx_export import example_inputs, export_onnx, scaled_error  # noqa: E402
 from edge_stad.models import create_model, save_checkpoint  # noqa: E402
 from edge_stad.preprocess import normalize_clip  # noqa: E402
+from edge_stad.torch_backends.streaming import TorchFrameBackend  # noqa: E402
 
 SIZE, T, CLASSES = 64, 4, 3
 
@@ -172,14 +172,14 @@ def test_tensorrt_frame_backend_plumbing_streams_like_onnxruntime(int8_engine, t
     Runtime stream."""
     import test_tensorrt_backend as trt_stub
 
-    from edge_stad.engines import tensorrt_backend, tensorrt_build
+    from edge_stad.engines import tensorrt_backend, tensorrt_runtime
     from edge_stad.engines.tensorrt_backend import TensorRTFrameBackend
     from edge_stad.runtime.stream import Runtime
 
     cudart, engines = trt_stub.FakeCudart(), []
-    monkeypatch.setattr(tensorrt_build, "tensorrt",
+    monkeypatch.setattr(tensorrt_runtime, "tensorrt",
                         lambda: trt_stub.fake_tensorrt(getattr(trt_stub, engine_class), engines))
-    monkeypatch.setattr(tensorrt_backend, "_cudart", lambda: cudart)
+    monkeypatch.setattr(tensorrt_backend, "cudart", lambda: cudart)
     folder = trt_stub.with_plans(int8_engine / "engine", tmp_path / "plans")
     reference = open_backend(folder, "onnxruntime")
     backend = open_backend(folder)                         # auto: plans, and TensorRT imports
@@ -209,21 +209,21 @@ def test_tensorrt_frame_backend_plumbing_streams_like_onnxruntime(int8_engine, t
 def _tensorrt_runs_here():
     from test_tensorrt_backend import cuda_python_available
 
-    from edge_stad.engines import tensorrt_build
+    from edge_stad.engines import tensorrt_runtime
 
-    return tensorrt_build.available() and cuda_python_available()
+    return tensorrt_runtime.available() and cuda_python_available()
 
 
 @pytest.mark.skipif(not _tensorrt_runs_here(), reason="TensorRT and cuda-python are not both importable here")
 def test_tensorrt_fp16_frame_plans_match_onnxruntime(model, fp32_graphs, tmp_path):
-    from edge_stad.engines import tensorrt_build
-    from edge_stad.engines.build import BuildOptions, build_engine
+    from edge_stad.build.pipeline import BuildOptions, build_engine
+    from edge_stad.engines import tensorrt_runtime
     from edge_stad.engines.tensorrt_backend import TensorRTFrameBackend
 
     manifest = build_engine(model, tmp_path / "e", BuildOptions(backend="tensorrt", precision="fp16"),
                             log=lambda _: None)
     assert manifest["plans"] == {"encoder3d": "encoder3d.plan", "detector": "detector.plan"}
-    if tensorrt_build.major_version(tensorrt_build.tensorrt()) < 11:
+    if tensorrt_runtime.major_version(tensorrt_runtime.tensorrt()) < 11:
         assert manifest["tensorrt"]["fp32_layers"] > 0            # the detector's channel attention
     folder, _ = fp32_graphs
     reference = OnnxRuntimeFrameBackend(folder / "encoder3d.onnx", folder / "detector.onnx", model.config)

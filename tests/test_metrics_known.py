@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
+from edge_stad.core.linking import Tube
 from edge_stad.data.annotations import GroundTruth
 from edge_stad.eval.frame_errors import frame_errors
 from edge_stad.eval.frame_map import default_mode, frame_ap, frame_map
 from edge_stad.eval.video_map import tube_iou, video_ap, video_map_range
-from edge_stad.runtime.linking import Tube
 
 BOX = [10.0, 10.0, 49.0, 49.0]  # 40 x 40 pixels
 FAR = [200.0, 200.0, 239.0, 239.0]

@@ -4,11 +4,11 @@ import pytest
 from act_reference import plain_frame_ap, plain_frame_detections, plain_frame_errors, plain_video_ap
 from synthetic_tubelets import make_dataset
 
+from edge_stad.core.frame_detections import frame_detections
+from edge_stad.core.linking import link_video
 from edge_stad.eval.frame_errors import frame_errors
 from edge_stad.eval.frame_map import frame_map
 from edge_stad.eval.video_map import video_maps
-from edge_stad.runtime.frame_detections import frame_detections
-from edge_stad.runtime.linking import link_video
 
 CASES = [(2, 3, "stream"), (3, 4, "normal"), (4, 3, "stream"), (5, 2, "normal")]
 

@@ -209,7 +209,7 @@ def engine(tmp_path_factory):
     pytest.importorskip("onnx")
     from test_export import tiny_model
 
-    from edge_stad.engines.build import BuildOptions, build_engine
+    from edge_stad.build.pipeline import BuildOptions, build_engine
 
     out = tmp_path_factory.mktemp("property") / "engine"
     build_engine(tiny_model("shufflenetv2", K=2, size=64), out, BuildOptions(backend="onnxruntime"),
@@ -237,7 +237,7 @@ def hostile_manifests(draw, manifest, secret):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to see what a descriptor opened")
 def test_manifests_never_open_a_file_outside_the_engine_folder(engine, tmp_path_factory, monkeypatch):
-    from edge_stad.engines.loader import open_backend
+    from edge_stad.backends import open_backend
 
     root = tmp_path_factory.mktemp("hostile")
     secret = root / "secret.onnx"

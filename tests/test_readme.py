@@ -15,7 +15,7 @@ from synth_data import tiny_synth  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import cli  # noqa: E402
-from edge_stad.engines.build import BuildOptions, build_engine  # noqa: E402
+from edge_stad.build.pipeline import BuildOptions, build_engine  # noqa: E402
 from edge_stad.runtime.stream import Runtime  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from edge_stad.core.road_linking import RoadLinker, label_path, path_tubes, road_link_video
 from edge_stad.errors import ConfigError, TubeletError
-from edge_stad.runtime.road_linking import RoadLinker, label_path, path_tubes, road_link_video
 
 C = 2
 

@@ -16,10 +16,10 @@ from test_engine_build import broken_copies  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
+from edge_stad.core.frame_detections import frame_detections  # noqa: E402
+from edge_stad.core.linking import ENDED, link_video  # noqa: E402
 from edge_stad.errors import ConfigError, EngineError, FrameError  # noqa: E402
 from edge_stad.eval.predict import predict_windows  # noqa: E402
-from edge_stad.runtime.frame_detections import frame_detections  # noqa: E402
-from edge_stad.runtime.linking import ENDED, link_video  # noqa: E402
 
 K, N = 3, 5
 
@@ -59,7 +59,7 @@ class FrameList:
 class Delegating:
     """An engine's backend (with in-graph decode) behind a wrapper that tests override."""
 
-    decodes_in_graph = True
+    kind, decodes_in_graph, device_resident, link_matrices, manifest, labels = "tubelet", True, False, None, None, ()
 
     def __init__(self, backend):
         self.backend, self.config = backend, backend.config
@@ -274,7 +274,7 @@ def test_pipeline_errors(engine):
         with pytest.raises(ConfigError, match="pipeline must be a bool or the number of windows"):
             Runtime(backend, pipeline=bad)
     frame_model = type("FrameBackend", (), {"config": {"clip_len": N, "input_size": (64, 64), "num_classes": 2},
-                                            "encode_3d": None})()
+                                            "kind": "frame", "manifest": None, "labels": ()})()
     with pytest.raises(ConfigError, match="pipeline=True needs a tubelet"):
         Runtime(frame_model, pipeline=True)
 
@@ -468,7 +468,7 @@ def test_a_reused_frame_buffer_gives_the_results_of_fresh_arrays(engine, hw, pip
 
 @pytest.mark.parametrize("pipeline", [False, 2])
 def test_long_tubes_come_out_in_segments_without_changing_any_frame_result(engine, pipeline):
-    from edge_stad.runtime.linking import SEGMENT
+    from edge_stad.core.linking import SEGMENT
 
     frames = video(90, hw=(64, 64), seed=13)
     runs = {}

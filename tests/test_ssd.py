@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edge_stad.errors import ConfigError
-from edge_stad.runtime.ssd import (
+from edge_stad.core.ssd_decode import (
     ROAD_LINKING,
     boxes_per_location,
     check_prior_spec,
@@ -15,6 +14,7 @@ from edge_stad.runtime.ssd import (
     frames_for_key,
     prior_boxes,
 )
+from edge_stad.errors import ConfigError
 
 torch = pytest.importorskip("torch")
 

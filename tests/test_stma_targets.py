@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
+from edge_stad.core.snippet_decode import decode_stma, softmax
 from edge_stad.data.snippets import snippet_layout
 from edge_stad.data.stma_targets import BETA, build_stma_targets, gaussian_area
-from edge_stad.runtime.stma_decode import decode_stma, softmax
 
 # One instance over K=3 frames, grid units (stride 8): 6x8 cells, moving right by one cell a frame.
 BOXES = np.array([[2, 2, 8, 10], [3, 2, 9, 10], [4, 2, 10, 10]], np.float32)

@@ -108,10 +108,10 @@ def test_evaluation_links_and_scores_the_windows(tiny):
 
 # -- with torch ------------------------------------------------------------------------------------
 torch = pytest.importorskip("torch")
-from edge_stad.engines.torch_snippet_backend import TorchSnippetBackend  # noqa: E402
+from edge_stad.core.snippet_decode import decode_stma  # noqa: E402
+from edge_stad.core.tubelet_decode import to_pixels  # noqa: E402
 from edge_stad.models import create_model, load_checkpoint, save_checkpoint  # noqa: E402
-from edge_stad.runtime.decode import to_pixels  # noqa: E402
-from edge_stad.runtime.stma_decode import decode_stma  # noqa: E402
+from edge_stad.torch_backends.snippet import TorchSnippetBackend  # noqa: E402
 from edge_stad.train.stma_loss import stma_loss  # noqa: E402
 from edge_stad.train.trainer import TrainConfig, Trainer, _collate  # noqa: E402
 
@@ -224,7 +224,7 @@ def test_pretrained_2d_and_3d_weights_load_by_name(tmp_path):
 
 
 def test_the_runtime_refuses_an_stma_checkpoint_with_a_reason(tmp_path):
-    from edge_stad.engines.loader import open_backend
+    from edge_stad.backends import open_backend
     from edge_stad.errors import EngineError
 
     save_checkpoint(tmp_path / "stma.pt", tiny_model())

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_stad.engines import tensorrt_backend, tensorrt_build
+from edge_stad.engines import tensorrt_backend, tensorrt_runtime
 from edge_stad.engines.manifest import write_manifest
 from edge_stad.engines.tensorrt_backend import TensorRTBackend, open_tensorrt_engine
 from edge_stad.errors import EngineError, MissingDependencyError
 
-REAL_CUDART = tensorrt_backend._cudart
+REAL_CUDART = tensorrt_backend.cudart
 
 
 def quiet(_):
@@ -31,7 +31,7 @@ def build(root, **options):
     pytest.importorskip("onnxruntime")
     from test_export import tiny_model
 
-    from edge_stad.engines.build import BuildOptions, build_engine
+    from edge_stad.build.pipeline import BuildOptions, build_engine
 
     build_engine(tiny_model("shufflenetv2"), root, BuildOptions(**options), log=quiet)
     return root
@@ -85,7 +85,7 @@ def test_folder_without_plans_says_how_to_build_them(engines):
 
 
 def test_plans_without_tensorrt_say_so(engines):
-    if tensorrt_build.available():
+    if tensorrt_runtime.available():
         pytest.skip("TensorRT is importable here")
     with pytest.raises(MissingDependencyError, match="TensorRT is not importable"):
         open_tensorrt_engine(engines["static_plans"])
@@ -267,8 +267,8 @@ def fake_tensorrt(engine_class, engines):
 @pytest.fixture(params=[NamedEngine, BindingEngine], ids=["named", "bindings"])
 def fake(request, monkeypatch):
     cudart, engines = FakeCudart(), []
-    monkeypatch.setattr(tensorrt_build, "tensorrt", lambda: fake_tensorrt(request.param, engines))
-    monkeypatch.setattr(tensorrt_backend, "_cudart", lambda: cudart)
+    monkeypatch.setattr(tensorrt_runtime, "tensorrt", lambda: fake_tensorrt(request.param, engines))
+    monkeypatch.setattr(tensorrt_backend, "cudart", lambda: cudart)
     return SimpleNamespace(cudart=cudart, engines=engines)
 
 
@@ -332,16 +332,16 @@ def test_plans_from_another_tensorrt_are_refused(engines, fake, tmp_path):
 
 
 def test_cuda_errors_and_missing_cuda_python(monkeypatch):
-    monkeypatch.setattr(tensorrt_build, "tensorrt", lambda: fake_tensorrt(NamedEngine, []))
+    monkeypatch.setattr(tensorrt_runtime, "tensorrt", lambda: fake_tensorrt(NamedEngine, []))
 
     class NoDevice(FakeCudart):
         def cudaSetDevice(self, device):
             return (101,)   # cudaErrorInvalidDevice
 
-    monkeypatch.setattr(tensorrt_backend, "_cudart", NoDevice)
+    monkeypatch.setattr(tensorrt_backend, "cudart", NoDevice)
     with pytest.raises(EngineError, match="CUDA cudaSetDevice failed on device 3"):
         TensorRTBackend("encoder.plan", "head.plan", {}, device=3)
-    monkeypatch.setattr(tensorrt_backend, "_cudart", REAL_CUDART)
+    monkeypatch.setattr(tensorrt_backend, "cudart", REAL_CUDART)
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):   # none importable,
         monkeypatch.setitem(sys.modules, name, None)                                # even if imported before
     with pytest.raises(MissingDependencyError, match="pip install cuda-python"):
@@ -358,7 +358,7 @@ def cuda_python_available():
     return True
 
 
-needs_tensorrt = pytest.mark.skipif(not (tensorrt_build.available() and cuda_python_available()),
+needs_tensorrt = pytest.mark.skipif(not (tensorrt_runtime.available() and cuda_python_available()),
                                     reason="TensorRT and cuda-python are not both importable on this machine")
 
 

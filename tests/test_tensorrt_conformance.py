@@ -66,7 +66,8 @@ def test_the_uses_carry_the_codes_version_branches(analysis):
                   "config.set_timing_cache(ignore_mismatch=)", "tensor.shape", "trt.nptype"):
         assert len(reached(chain)) == 4, chain
     files = {u.path for u in analysis.uses}
-    assert {os.path.join("edge_stad", "engines", f) for f in ("tensorrt_backend.py", "tensorrt_build.py")} <= files
+    assert {os.path.join("edge_stad", "engines", "tensorrt_backend.py"),
+            os.path.join("edge_stad", "build", "tensorrt_plans.py")} <= files
 
 
 def test_names_are_read_from_the_module_strings_tails_included(tmp_path):
@@ -114,7 +115,7 @@ def _copy_with(tmp_path, path, old, new):
      "ok = self.context.execute_async_v2([pointers[n] for n in self.names], int(cuda.stream))",
      {("10.3.0", "execute_async_v2"), ("10.16.1.11", "execute_async_v2"), ("11.4.0.106", "execute_async_v2")}),
     # a weakly typed builder flag outside `if major < 11`: 11 lacks it
-    ("edge_stad/engines/tensorrt_build.py", "    _batch_profile(builder, network, config, max_batch)\n",
+    ("edge_stad/build/tensorrt_plans.py", "    _batch_profile(builder, network, config, max_batch)\n",
      "    _batch_profile(builder, network, config, max_batch)\n    config.set_flag(trt.BuilderFlag.FP16)\n",
      {("11.4.0.106", "FP16")}),
     # a name no version has

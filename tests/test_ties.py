@@ -22,15 +22,15 @@ from act_reference import (
 from synthetic_tubelets import make_dataset
 
 from edge_stad import cli
+from edge_stad.core.frame_detections import frame_detections
+from edge_stad.core.linking import link_video, tubelet_nms
+from edge_stad.core.windows import Window
 from edge_stad.data.annotations import GroundTruth
 from edge_stad.errors import ConfigError
 from edge_stad.eval.detections import Detections, write_detections
 from edge_stad.eval.evaluate import evaluate
 from edge_stad.eval.frame_map import frame_map
 from edge_stad.eval.video_map import video_maps
-from edge_stad.runtime.frame_detections import frame_detections
-from edge_stad.runtime.linking import link_video, tubelet_nms
-from edge_stad.runtime.windows import Window
 
 GT_BOX = [0.0, 0.0, 99.0, 99.0]
 GOOD = [10.0, 0.0, 109.0, 99.0]   # IoU 90/110 = 0.82 with GT_BOX

@@ -12,9 +12,9 @@ from test_export import tiny_model  # noqa: E402
 from test_runtime import stream, video  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
-from edge_stad.engines.torch_backend import TorchBackend  # noqa: E402
-from edge_stad.engines.torch_cuda_backend import ReferenceTensorOps, TorchCudaBackend  # noqa: E402
 from edge_stad.preprocess import STD_BGR, normalize_clip  # noqa: E402
+from edge_stad.torch_backends.cuda import ReferenceTensorOps, TorchCudaBackend  # noqa: E402
+from edge_stad.torch_backends.streaming import TorchBackend  # noqa: E402
 
 K, SIZE = 3, 64
 

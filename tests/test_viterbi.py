@@ -3,10 +3,10 @@ import itertools
 import numpy as np
 import pytest
 
+from edge_stad.core.region_decode import box_iou
 from edge_stad.data.annotations import GroundTruth
 from edge_stad.eval.video_map import video_map
 from edge_stad.eval.viterbi import viterbi_link_video, viterbi_link_videos
-from edge_stad.runtime.region_decode import box_iou
 
 LEFT, RIGHT = [0, 0, 10, 10], [20, 0, 30, 10]
 

@@ -2,7 +2,7 @@
 checked against the names the real Python bindings of each TensorRT version define.
 
 The code side is an AST walk over the package and ``benchmarks/`` (every module that imports ``tensorrt`` or
-calls a function returning it, e.g. ``tensorrt_build.tensorrt()``). A value is a TensorRT value when it comes
+calls a function returning it, e.g. ``tensorrt_runtime.tensorrt()``). A value is a TensorRT value when it comes
 from the module, from an attribute or a call of a TensorRT value (``builder.create_network(...)``), or from
 such a value passed into a function or stored on ``self``; lists built from TensorRT values carry it to their
 loop variables. Every attribute read or written on a TensorRT value, and every keyword argument of a call of

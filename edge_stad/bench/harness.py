@@ -1,6 +1,6 @@
 """The benchmark run matrix behind ``edge-stad bench``: model x backbone x K x precision x backend.
 
-For every model x backbone x K the harness builds the engines asked for (:func:`edge_stad.engines.build.build_engine`;
+For every model x backbone x K the harness builds the engines asked for (:func:`edge_stad.build.pipeline.build_engine`;
 INT8 calibrated on synthetic training frames, or on the labelled set when one is given), opens them next
 to the same-run baseline (the FP32 PyTorch model behind the same Runtime), and streams one fixed
 synthetic video through all of them in interleaved rounds (:mod:`~edge_stad.bench.streaming`) while
@@ -109,9 +109,9 @@ def resolve_device(device):
         return device
     import onnxruntime
 
-    from edge_stad.engines import tensorrt_build
+    from edge_stad.engines import tensorrt_runtime
 
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() or tensorrt_build.available():
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() or tensorrt_runtime.available():
         return "cuda:0"
     try:
         import torch
@@ -133,11 +133,11 @@ def skip_reason(backend, precision, device):
         if gpu and not torch.cuda.is_available():
             return f"this torch ({torch.__version__}) sees no CUDA device"
     elif backend == "tensorrt":
-        from edge_stad.engines import tensorrt_build
+        from edge_stad.engines import tensorrt_runtime
 
         if not gpu:
             return "TensorRT runs on NVIDIA GPUs and this run is on the CPU (--device cuda)"
-        if not tensorrt_build.available():
+        if not tensorrt_runtime.available():
             return "tensorrt is not importable here (pip install tensorrt; on JetPack: python3-libnvinfer)"
     elif gpu:
         import onnxruntime
@@ -237,8 +237,8 @@ def _calibration_data(cfg, config, log):
 
 
 def _build(cfg, model, labels, precision, backend, device, log):
-    from edge_stad.engines.build import BuildOptions, build_engine, engine_name
-    from edge_stad.engines.loader import open_backend
+    from edge_stad.backends import open_backend
+    from edge_stad.build.pipeline import BuildOptions, build_engine, engine_name
 
     name = engine_name(model.config, precision)
     size = "x".join(map(str, model.config["input_size"]))
@@ -255,7 +255,7 @@ def _build(cfg, model, labels, precision, backend, device, log):
 
 
 def _torch_runner(model, device):
-    from edge_stad.engines.torch_backend import torch_backend
+    from edge_stad.torch_backends.streaming import torch_backend
 
     model = model if device == "cpu" else copy.deepcopy(model).to(device)
     size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / MB
@@ -269,7 +269,7 @@ def _accuracy(runner, dataset):
     if runner.backend.config["num_classes"] != len(dataset.labels):
         return telemetry.unavailable(f"the model has {runner.backend.config['num_classes']} classes, the labelled "
                                      f"set {len(dataset.labels)}")
-    frame_model = hasattr(runner.backend, "encode_3d")
+    frame_model = runner.backend.kind == "frame"
     ev = (evaluate_frame_backend if frame_model else evaluate_backend)(runner.backend, dataset)
     return {"frame_mAP@0.5": 100 * float(ev.frame.mean), "video_mAP@0.5": 100 * float(ev.video[0.5].mean),
             "test_videos": len(ev.videos)}

@@ -3,7 +3,7 @@ import os
 import platform
 import sys
 
-from edge_stad import __version__
+from edge_stad.version import __version__
 
 # (distribution, module): a module already imported reports its own version (JetPack's apt-installed
 # TensorRT has no pip metadata), any other the installed distribution's.

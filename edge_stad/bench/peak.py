@@ -108,7 +108,7 @@ def _torch(n, chains, precision, device):
 
 
 def _tensorrt(n, chains, precision, device, int8_flavor, folder):
-    from edge_stad.engines import tensorrt_build
+    from edge_stad.build import tensorrt_plans
     from edge_stad.engines.tensorrt_backend import open_plan
 
     feed = {"x": _input(n, precision)}
@@ -117,7 +117,7 @@ def _tensorrt(n, chains, precision, device, int8_flavor, folder):
         onnx_path, plan_path = (os.path.join(folder, f"gemm{r}.{ext}") for ext in ("onnx", "plan"))
         with open(onnx_path, "wb") as f:
             f.write(gemm_onnx(n, r, precision, int8_flavor))
-        tensorrt_build.build_plan(onnx_path, plan_path, precision)
+        tensorrt_plans.build_plan(onnx_path, plan_path, precision)
         plans[r] = open_plan(plan_path, int(device.partition(":")[2] or 0))
 
     def close():

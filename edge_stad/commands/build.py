@@ -30,7 +30,7 @@ host), into engines/<model>_<3D backbone>_t<T>_<precision>. FP16 keeps the SRM a
 channel attention's energy/softmax in FP32; INT8 calibrates on clips of --calib-data and their
 latest frames, keeps the attention MatMul/Softmax in float, and gates on decoded-box agreement
 and the frame-level frame-mAP. `edge-stad eval --engine` scores such an engine;
-edge_stad.engines.loader.open_backend opens it (a frame backend: edge_stad.eval.predict_frames).
+edge_stad.backends.open_backend opens it (a frame backend: edge_stad.eval.predict_frames).
 
 Without --checkpoint the demo checkpoint (runs/demo/best.pt, from `edge-stad demo`) is
 used; --random-weights builds an untrained model, for speed benchmarks only.
@@ -160,7 +160,7 @@ def run(args):
 
 def build_from_args(args):
     """Build from parsed arguments; options the parser lacks (``edge-stad export``) keep their defaults."""
-    from edge_stad.engines.build import BuildOptions, build_engine, engine_name
+    from edge_stad.build.pipeline import BuildOptions, build_engine, engine_name
     from edge_stad.engines.onnxruntime_backend import is_frame_model
 
     model, labels = load_model(args)
@@ -177,7 +177,7 @@ def build_from_args(args):
         print(f"warning: INT8 accuracy gate {verdict}: the engine's accuracy is unchecked", file=sys.stderr)
     print(f"evaluate it: edge-stad eval --data DATASET --engine {out}")
     if is_frame_model(model.config):
-        print(f"python: edge_stad.engines.loader.open_backend({out!r}) (a frame backend)")
+        print(f"python: edge_stad.backends.open_backend({out!r}) (a frame backend)")
         return 0
     print(f"run it: edge-stad run VIDEO --engine {out} --out annotated.mp4")
     print(f"python: edge_stad.Runtime({out!r})")

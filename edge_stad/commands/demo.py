@@ -117,7 +117,7 @@ def _summary(lines, began):
 
 def _build_engine(ckpt, engine, args):
     """The demo's INT8 engine, in the demo's run folder (its calibration report beside it)."""
-    from edge_stad.engines.build import BuildOptions, build_engine
+    from edge_stad.build.pipeline import BuildOptions, build_engine
     from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
 
     print("\nbuilding the INT8 engine ...")

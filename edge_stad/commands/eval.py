@@ -92,8 +92,8 @@ def _run_engine(args):
 
     from tqdm import tqdm
 
+    from edge_stad.backends import open_backend
     from edge_stad.data.act import ActDataset
-    from edge_stad.engines.loader import open_backend
     from edge_stad.eval.evaluate import split_videos
     from edge_stad.eval.predict import predict
     from edge_stad.eval.predict_frames import predict_frame_detections
@@ -111,6 +111,6 @@ def _run_engine(args):
                               f"{list(dataset.labels)}: an engine built for another dataset")
     videos = split_videos(dataset.gt, args.split)
     with tqdm(total=len(videos), desc="engine", unit="video", file=sys.stderr) as bar:
-        if hasattr(backend, "encode_3d"):
+        if backend.kind == "frame":
             return predict_frame_detections(backend, dataset, videos, linker=args.linker, progress=bar)
         return predict(backend, dataset, videos, progress=bar)

@@ -157,9 +157,9 @@ def run(args):
 
     from tqdm import tqdm
 
+    from edge_stad.core.linking import STARTED
     from edge_stad.eval.detections import open_writer
     from edge_stad.runtime.drawing import VideoSink, draw_status, draw_tubes, video_codec
-    from edge_stad.runtime.linking import STARTED
     from edge_stad.runtime.sources import open_source
     from edge_stad.runtime.stream import Runtime
 

@@ -14,8 +14,8 @@ sorts by width).
 """
 import numpy as np
 
+from edge_stad.core.region_decode import box_iou
 from edge_stad.errors import ConfigError
-from edge_stad.runtime.region_decode import box_iou
 
 #: YOWO's k-means anchors (``cfg/ucf24.yaml``, ``cfg/jhmdb.yaml``), grid cells of a 7x7 output.
 UCF24_ANCHORS = ((0.70458, 1.18803), (1.26654, 2.55121), (1.59382, 4.08321), (2.30548, 4.94180), (3.52332, 5.91979))

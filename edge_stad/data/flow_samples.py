@@ -2,7 +2,7 @@
 frame reads, the key frame's boxes and, for the flow sub-network, pseudo ground-truth flow.
 
 ``FlowFusionSamples`` gives ``{"clips": float32 (3T, H, W), "boxes": float32 (MAX_BOXES, 5)}`` items
-(:func:`~edge_stad.runtime.ssd.frames_for_key` frames, the key frame's boxes as
+(:func:`~edge_stad.core.ssd_decode.frames_for_key` frames, the key frame's boxes as
 :func:`~edge_stad.data.frame_samples.box_rows`), plus ``"flow": float32 (T - 1, 2, H, W)`` when given a
 flow cache: the flow of each adjacent frame pair in pixels of the input size.
 
@@ -15,13 +15,13 @@ longer fits the frames, so DIS runs on the augmented, resized frames instead (sa
 """
 import numpy as np
 
+from edge_stad.core.ssd_decode import frames_for_key
 from edge_stad.data.flow import compute_flow, dequantize_flow, quantize_flow
 from edge_stad.data.frame_samples import annotated_frames, box_rows
 from edge_stad.data.samples import Samples
 from edge_stad.data.sampling import tube_boxes_at
 from edge_stad.errors import ConfigError
 from edge_stad.preprocess import normalize_clip, resize
-from edge_stad.runtime.ssd import frames_for_key
 
 
 class FlowFusionSamples(Samples):

@@ -10,10 +10,10 @@ sample, the same for all its frames), seeded by ``(seed, epoch, index)``.
 """
 import numpy as np
 
+from edge_stad.core.windows import clip_ending_at
 from edge_stad.data.samples import Samples
 from edge_stad.data.sampling import tube_boxes_at
 from edge_stad.preprocess import normalize_clip, resize
-from edge_stad.runtime.windows import clip_ending_at
 
 MAX_BOXES = 32
 

@@ -5,7 +5,7 @@ at ``e_k = max(1, f - (K-1-k) * clip_len)`` and holds ``max(1, e_k - n + 1) .. e
 the clips tile ``[f - K*n + 1, f]`` without overlap, frame 1 repeated before the start
 (reference section 3.1). Ground-truth boxes are taken at the K clip-end frames.
 """
-from edge_stad.runtime.windows import clip_ending_at, first_frame, regular_window
+from edge_stad.core.windows import clip_ending_at, first_frame, regular_window
 
 
 def clip_frames(frame, K, clip_len):

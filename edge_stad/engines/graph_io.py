@@ -10,10 +10,10 @@ graph the class count is then not visible). No torch here.
 """
 import json
 
+from edge_stad.core.region_decode import detector_frames
 from edge_stad.errors import EngineError
 from edge_stad.model_config import graph_names
 from edge_stad.preprocess import DOWN_RATIO
-from edge_stad.runtime.region_decode import detector_frames
 
 METADATA_KEY = "edge_stad.model"
 STAMPED = ("name", "K", "clip_len", "input_size", "num_classes", "num_anchors", "srm_frames")

@@ -1,24 +1,21 @@
-"""Pick and open the backend that runs an engine: ONNX Runtime, native TensorRT or PyTorch.
+"""Pick and open the backend that runs an engine folder: ONNX Runtime or native TensorRT.
 
 ``auto`` takes the TensorRT plans when the folder has them and TensorRT imports, else
-ONNX Runtime, with its CUDA provider when onnxruntime-gpu has one. A checkpoint file
-(``.pt``/``.pth``) instead of an engine folder runs the PyTorch model itself, the
-reference every engine is compared with. Only the backend asked for is imported.
+ONNX Runtime, with its CUDA provider when onnxruntime-gpu has one. Only the backend asked
+for is imported. (:func:`edge_stad.backends.open_backend` also opens checkpoints, through
+:mod:`edge_stad.torch_backends`.)
 
-MENet / MENet-Lite engines and checkpoints open as *frame backends*
-(:mod:`edge_stad.eval.predict_frames`): ONNX Runtime's :class:`OnnxRuntimeFrameBackend`,
-TensorRT's ``TensorRTFrameBackend`` or PyTorch's ``TorchFrameBackend``.
+MENet / MENet-Lite engines open as *frame backends* (:mod:`edge_stad.engines.protocols`):
+ONNX Runtime's :class:`OnnxRuntimeFrameBackend` or TensorRT's ``TensorRTFrameBackend``.
 """
 import os
-import warnings
 
 from edge_stad.engines.manifest import read_manifest, verified_files
 from edge_stad.engines.onnxruntime_backend import is_frame_model
 from edge_stad.errors import ConfigError, EngineError
-from edge_stad.model_config import GRAPHS, SNIPPET, graph_names
+from edge_stad.model_config import GRAPHS, graph_names
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
+ENGINE_BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 def default_providers(available=None):
@@ -54,31 +51,19 @@ def check_model(source, manifest):
                           f"graph (it has {', '.join(manifest['graphs'])}): rebuild it with `edge-stad build`")
 
 
-def open_backend(source, backend="auto", threads=None, providers=None, device=0):
-    """A backend (:mod:`edge_stad.eval.predict` interface; a frame backend for MENet) with ``manifest``
-    and ``labels`` set.
-
-    ``source`` is an engine folder (manifest and checksums verified first) or a
-    checkpoint file. ``threads`` sets ONNX Runtime's intra-op threads (CPU), ``providers``
-    its execution providers, ``device`` the CUDA device of TensorRT and PyTorch.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def open_engine(source, backend="auto", threads=None, providers=None, device=0):
+    """The backend that runs the engine folder ``source`` (manifest checked; each graph's sha256 verified as it
+    is loaded), with ``manifest`` and ``labels`` set. ``backend``: ``auto``, ``onnxruntime`` or ``tensorrt``."""
     source = os.fspath(source)
-    if os.path.isfile(source) and source.endswith(CHECKPOINT_SUFFIXES):
-        if backend not in ("auto", "torch"):
-            raise ConfigError(f"{source} is a checkpoint; only the torch backend runs it (build an engine for "
-                              f"{backend}: edge-stad build --checkpoint {source})")
-        return _torch_backend(source, device)
-    if backend == "torch":
-        raise ConfigError(f"the torch backend runs a checkpoint file (.pt), not the engine folder {source}")
+    if backend not in ENGINE_BACKENDS:
+        raise ConfigError(f"an engine folder runs on {', '.join(ENGINE_BACKENDS)}, not {backend!r}")
     manifest = read_manifest(source, verify=False)   # the schema; the files are verified as they are loaded
     check_model(source, manifest)
     frame_model = is_frame_model(manifest["model"])
     if backend == "auto":
-        from edge_stad.engines import tensorrt_build
+        from edge_stad.engines import tensorrt_runtime
 
-        backend = auto_backend(manifest, tensorrt_build.available)[0]
+        backend = auto_backend(manifest, tensorrt_runtime.available)[0]
     if backend == "tensorrt":
         from edge_stad.engines.tensorrt_backend import open_tensorrt_engine
 
@@ -94,40 +79,3 @@ def open_backend(source, backend="auto", threads=None, providers=None, device=0)
     opened.manifest = manifest
     opened.labels = tuple(manifest.get("labels") or ())
     return opened
-
-
-def _torch_backend(path, device):
-    import torch
-
-    from edge_stad.engines.torch_backend import TorchBackend, TorchFrameBackend
-    from edge_stad.models.checkpoint import load_checkpoint, read_checkpoint
-
-    model = load_checkpoint(path)
-    if model.config["name"] not in GRAPHS:   # STMA, flow-fusion: offline evaluation only, for now
-        offline = "predict_snippets" if model.config["name"] in SNIPPET else "predict_ssd"
-        raise EngineError(f"{path} holds a {model.config['name']} model, which the Runtime cannot stream yet; "
-                          f"evaluate it with edge_stad.eval.{offline}")
-    target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
-    opened = None
-    if is_frame_model(model.config):
-        opened = TorchFrameBackend(model.to(target))
-    elif torch.cuda.is_available():
-        opened = _torch_cuda_backend(model, target)
-    if opened is None:
-        opened = TorchBackend(model.to(target))
-    opened.manifest = None
-    opened.labels = tuple(read_checkpoint(path)["meta"].get("labels") or ())
-    return opened
-
-
-def _torch_cuda_backend(model, device):
-    """The kernels' GPU path for ``model``, or None (with a warning saying why) where they cannot load."""
-    from edge_stad.engines.torch_cuda_backend import TorchCudaBackend
-    from edge_stad.errors import KernelError, MissingDependencyError
-
-    try:
-        return TorchCudaBackend(model, device)
-    except (KernelError, MissingDependencyError) as e:
-        warnings.warn(f"running PyTorch on {device} without edge_stad's CUDA kernels (host preprocessing and "
-                      f"linking): {e}", stacklevel=3)
-        return None

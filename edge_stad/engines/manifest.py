@@ -23,10 +23,10 @@ import os
 import re
 import stat
 
-from edge_stad import __version__
 from edge_stad.atomic import write_json
 from edge_stad.errors import EngineError
 from edge_stad.model_config import check_labels, check_model_config, short_repr
+from edge_stad.version import __version__
 
 MANIFEST = "manifest.json"
 FORMAT = "edge_stad.engine"

@@ -7,17 +7,17 @@
 * :class:`OnnxRuntimeFrameBackend` (MENet, MENet-Lite: ``encoder3d`` + ``detector``) implements the
   frame backend interface of :mod:`edge_stad.eval.predict_frames`.
 
-Open an engine folder with :func:`edge_stad.engines.loader.open_backend`.
+Open an engine folder with :func:`edge_stad.backends.open_backend`.
 """
 import os
 
 import numpy as np
 
+from edge_stad.core.region_decode import detector_frames
+from edge_stad.core.tubelet_decode import decode
 from edge_stad.engines.graph_io import check_graph_io
 from edge_stad.errors import EngineError, FrameError, MissingDependencyError
 from edge_stad.model_config import GRAPHS
-from edge_stad.runtime.decode import decode
-from edge_stad.runtime.region_decode import detector_frames
 
 TUBELET_GRAPHS = GRAPHS["amma"]
 FRAME_GRAPHS = GRAPHS["menet"]
@@ -75,6 +75,11 @@ class OnnxRuntimeBackend:
     ``encoder`` and ``head`` are paths or the graphs' bytes (what the loader verified); ``where`` names
     the engine in errors."""
 
+    kind = "tubelet"
+    device_resident = False
+    link_matrices = None
+    labels = ()
+
     def __init__(self, encoder, head, config, threads=None, providers=None, where="engine"):
         self.config = config
         self.manifest = None
@@ -115,12 +120,15 @@ def _run(session, feed):
 
 class OnnxRuntimeFrameBackend:
     """A MENet engine: ``encode_3d`` on T-frame clips, ``detect`` on the latest S frames and those
-    features -> the raw region map (decoded on the host, :mod:`edge_stad.runtime.region_decode`).
+    features -> the raw region map (decoded on the host, :mod:`edge_stad.core.region_decode`).
 
     Inputs are checked against the graphs, and the graphs against ``config`` (the manifest's
     model) when the sessions open, so that a manifest describing another model, or frames of
     another size, fail with a message instead of ONNX Runtime's shape error or garbage boxes.
     """
+
+    kind = "frame"
+    labels = ()
 
     def __init__(self, encoder3d, detector, config, threads=None, providers=None, where="engine"):
         self.config = config

@@ -19,14 +19,15 @@ import os
 
 import numpy as np
 
-from edge_stad.engines import tensorrt_build
+from edge_stad.core.region_decode import detector_frames
+from edge_stad.core.tubelet_decode import decode
+from edge_stad.engines import tensorrt_runtime
 from edge_stad.engines.graph_io import check_graph_io
 from edge_stad.engines.manifest import read_manifest, verified_files
 from edge_stad.engines.onnxruntime_backend import frame_input, is_frame_model
-from edge_stad.errors import EngineError, MissingDependencyError
+from edge_stad.engines.tensorrt_runtime import cudart
+from edge_stad.errors import EngineError
 from edge_stad.model_config import graph_names
-from edge_stad.runtime.decode import decode
-from edge_stad.runtime.region_decode import detector_frames
 
 # inputs, and the accepted output sets, of each graph as exported (edge_stad.export.onnx_export, frame_graphs)
 IO = {"encoder": (["frames"], (["feat", "wh"],)),
@@ -40,25 +41,11 @@ def _rebuild(folder):
             f"--out {folder} --force (plans do not move between TensorRT versions or GPUs)")
 
 
-def _cudart():
-    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.x, 13.x) or ``cuda.cudart`` (11.x, JetPack 5)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as e:
-            raise MissingDependencyError(
-                "the TensorRT backend needs cuda-python for device memory and streams: pip install cuda-python "
-                "(the major version of the device's CUDA, e.g. 'cuda-python==11.*' on JetPack 5)") from e
-    return cudart
-
-
 class _Cuda:
     """The device and its one stream; calls cuda-python (which returns ``(error, *values)``) and checks the error."""
 
     def __init__(self, device):
-        self.rt = _cudart()
+        self.rt = cudart()
         self.device = int(device)
         self("cudaSetDevice", self.device)
         self.stream = self("cudaStreamCreate")
@@ -183,7 +170,7 @@ class _PlanSet:
     """The plans of one engine, run in turn on one CUDA stream of device ``device``."""
 
     def __init__(self, sources, config, device=0, folder=None):
-        trt = tensorrt_build.tensorrt()
+        trt = tensorrt_runtime.tensorrt()
         self.config = config
         self.manifest = None
         self.plans = {}
@@ -230,6 +217,11 @@ class TensorRTBackend(_PlanSet):
     """AMMA's encoder and head plans (paths, or bytes from engine ``folder``) on CUDA device ``device``;
     see :func:`open_tensorrt_engine`."""
 
+    kind = "tubelet"
+    device_resident = False
+    link_matrices = None
+    labels = ()
+
     def __init__(self, encoder_plan, head_plan, config, device=0, folder=None):
         super().__init__({"encoder": encoder_plan, "head": head_plan}, config, device, folder)
         self.decodes_in_graph = self.plans["head"].outputs == ["tubelets"]
@@ -259,6 +251,9 @@ class TensorRTBackend(_PlanSet):
 class TensorRTFrameBackend(_PlanSet):
     """MENet's encoder3d and detector plans on CUDA device ``device`` (the frame backend interface of
     :mod:`edge_stad.eval.predict_frames`; the region map is decoded on the host)."""
+
+    kind = "frame"
+    labels = ()
 
     def __init__(self, encoder3d_plan, detector_plan, config, device=0, folder=None):
         super().__init__({"encoder3d": encoder3d_plan, "detector": detector_plan}, config, device, folder)
@@ -291,7 +286,7 @@ class _OwnPlan(_Plan):
 def open_plan(path, device=0):
     """One plan of any graph on CUDA device ``device``, for measurements (the GEMM peak of
     :mod:`edge_stad.bench.peak`): ``run({input: array}) -> {output: array}``; ``close()`` frees it all."""
-    trt = tensorrt_build.tensorrt()
+    trt = tensorrt_runtime.tensorrt()
     cuda = _Cuda(device)
     try:
         return _OwnPlan(trt, os.fspath(path), cuda)
@@ -325,7 +320,7 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     rels = [plans.get(graph, f"{graph}.plan") for graph in graph_names(manifest["model"])]
     if any(rel not in manifest["files"] for rel in rels):
         raise EngineError(f"engine {folder} has no TensorRT plans; {_rebuild(folder)}")
-    trt = tensorrt_build.tensorrt()
+    trt = tensorrt_runtime.tensorrt()
     problem = plan_version_problem(folder, manifest, trt.__version__)
     if problem:
         raise EngineError(problem)

@@ -17,11 +17,11 @@ from typing import Dict, List, NamedTuple, Tuple
 import numpy as np
 
 from edge_stad.atomic import atomic_write
+from edge_stad.core.linking import Tube
+from edge_stad.core.windows import MODES, Window
 from edge_stad.data.annotations import MAX_NFRAMES
 from edge_stad.errors import DetectionsFormatError
 from edge_stad.model_config import MAX_CLIP_LEN, MAX_K, short_repr
-from edge_stad.runtime.linking import Tube
-from edge_stad.runtime.windows import MODES, Window
 
 FORMAT = "edge_stad.detections"
 VERSION = 1
@@ -31,7 +31,7 @@ MAX_COORDINATE = 1e6   # pixels; frames are at most 16384 on a side, and 1e30 ov
 class Detections(NamedTuple):
     """The content of a detections file, grouped by video (videos in order of appearance).
 
-    ``windows[v]``: :class:`~edge_stad.runtime.windows.Window` s in frame order;
+    ``windows[v]``: :class:`~edge_stad.core.windows.Window` s in frame order;
     ``frames[v]``: float32 ``(n, 7)`` rows ``frame, label, score, x1, y1, x2, y2`` sorted by
     frame (file order within a frame); ``tubes[v]``: ``{label: [Tube, ...]}``.
     """
@@ -112,7 +112,7 @@ class DetectionsWriter:
                    '"detections": ' + _rows(array[:, 0].astype(np.int64).tolist(), array[:, 1:]))
 
     def tube(self, video, tube):
-        """A linked :class:`~edge_stad.runtime.linking.Tube` (rows ``frame, x1, y1, x2, y2, score``)."""
+        """A linked :class:`~edge_stad.core.linking.Tube` (rows ``frame, x1, y1, x2, y2, score``)."""
         boxes = self._finite(f"tube {tube.tube_id} of {video!r}", tube.boxes, 6)
         rows = _rows(boxes[:, 0].astype(np.int64).tolist(), boxes[:, 1:])
         self._line({"type": "tube", "video": video, "label": int(tube.label)},

@@ -2,7 +2,7 @@
 
 Frame-level detections come from a video's ``frame`` records when it has any, else
 they are built from its tubelet windows; tubes come from its ``tube`` records when it
-has any, else the windows are linked (:func:`~edge_stad.runtime.linking.link_video`).
+has any, else the windows are linked (:func:`~edge_stad.core.linking.link_video`).
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Dict, List, NamedTuple, Tuple
 import numpy as np
 
 from edge_stad.boxes import check_ties
+from edge_stad.core.frame_detections import frame_detections
+from edge_stad.core.linking import link_video
 from edge_stad.errors import ConfigError, EvaluationError
 from edge_stad.eval.ap import MAP
 from edge_stad.eval.frame_errors import ErrorBreakdown, frame_errors
 from edge_stad.eval.frame_map import FRAME_MODES, default_mode, frame_map
 from edge_stad.eval.video_map import RANGE_THRESHOLDS, video_maps
-from edge_stad.runtime.frame_detections import frame_detections
-from edge_stad.runtime.linking import link_video
 
 #: Video-mAP thresholds reported on their own; the 0.5:0.95 mean is reported as well.
 VIDEO_THRESHOLDS = (0.2, 0.5, 0.75)

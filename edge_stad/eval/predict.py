@@ -7,9 +7,9 @@ calls on NumPy arrays:
 * ``encode(frames)``: resized uint8 BGR clips ``(N, n, H, W, 3)``, oldest frame first
   -> clip features ``(N, 64, h, w)`` and size maps ``(N, 2, h, w)``;
 * ``detect(feats, whs)``: one window ``(1, K, 64, h, w)``, ``(1, K, 2, h, w)``, oldest
-  clip first -> decoded rows ``(1, N, 4K+2)`` (:func:`edge_stad.runtime.decode.decode`).
+  clip first -> decoded rows ``(1, N, 4K+2)`` (:func:`edge_stad.core.tubelet_decode.decode`).
 
-The PyTorch model (:class:`edge_stad.engines.torch_backend.TorchBackend`) and the ONNX
+The PyTorch model (:class:`edge_stad.torch_backends.streaming.TorchBackend`) and the ONNX
 Runtime engines both qualify, so training validation, the INT8 accuracy gate and
 ``edge-stad eval --engine`` measure the same thing. Stream mode encodes every clip once
 and keeps a FIFO of clip features (the paper's feature caching); normal mode is the
@@ -17,15 +17,15 @@ same code with a window at every frame. No torch here.
 """
 import numpy as np
 
+from edge_stad.core.tubelet_decode import to_pixels
+from edge_stad.core.windows import Window, clip_ending_at, window_schedule
 from edge_stad.eval.detections import Detections
 from edge_stad.eval.evaluate import evaluate, split_videos
 from edge_stad.preprocess import grid_size, resize
-from edge_stad.runtime.decode import to_pixels
-from edge_stad.runtime.windows import Window, clip_ending_at, window_schedule
 
 
 def predict_windows(backend, dataset, video, mode="stream", reference_y_rounding=False):
-    """:class:`~edge_stad.runtime.windows.Window` s of one video, tubelets in video pixels."""
+    """:class:`~edge_stad.core.windows.Window` s of one video, tubelets in video pixels."""
     cfg = backend.config
     K, n = cfg["K"], cfg["clip_len"]
     size = tuple(cfg["input_size"])

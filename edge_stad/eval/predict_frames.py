@@ -16,19 +16,19 @@ does (``linker="viterbi"``, what the paper's video-mAP used).
 """
 import numpy as np
 
+from edge_stad.core.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
+from edge_stad.core.windows import clip_ending_at
 from edge_stad.errors import ConfigError
 from edge_stad.eval.detections import Detections
 from edge_stad.eval.evaluate import evaluate, split_videos
 from edge_stad.preprocess import resize
-from edge_stad.runtime.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
-from edge_stad.runtime.windows import clip_ending_at
 
 LINKERS = ("online", "viterbi")
 
 
 def predict_frame_rows(backend, dataset, video, refresh=1, modes=("per_class",)):
     """Float32 ``(n, 7)`` rows ``frame, label, score, x1, y1, x2, y2`` of every frame of one video, decoded
-    (:func:`~edge_stad.runtime.region_decode.decode_region`, YOWO's thresholds) in each of ``modes``;
+    (:func:`~edge_stad.core.region_decode.decode_region`, YOWO's thresholds) in each of ``modes``;
     a dict by mode when several are asked for."""
     if refresh < 1:
         raise ConfigError(f"refresh (frames between 3D-branch runs) must be >= 1, got {refresh}")

@@ -8,7 +8,7 @@ A *snippet backend* has ``config`` (the STMA model config) and three calls on Nu
   feature (models with a 3D branch only);
 * ``detect(feats, whs, acts, feat3d)``: one window's cached outputs ``(1, K, ...)``, ``(1, K, ...)``,
   ``(1, L, ...)`` (or None) and the 3D feature (or None) -> decoded rows ``(1, N, 4K+2)``
-  (:func:`edge_stad.runtime.stma_decode.decode_stma`).
+  (:func:`edge_stad.core.snippet_decode.decode_stma`).
 
 The window of every frame ``e`` from K on holds the snippet ``e - K + 1 .. e``; each frame goes
 through the 2D backbone once. The 3D branch runs on the first window's clip and then every
@@ -18,13 +18,13 @@ frame-mAP pools every tubelet covering a frame and the online linker links them,
 """
 import numpy as np
 
+from edge_stad.core.tubelet_decode import to_pixels
+from edge_stad.core.windows import Window, window_schedule
 from edge_stad.data.snippets import head_grid, layout_of
 from edge_stad.errors import ConfigError
 from edge_stad.eval.detections import Detections
 from edge_stad.eval.evaluate import evaluate, split_videos
 from edge_stad.preprocess import resize
-from edge_stad.runtime.decode import to_pixels
-from edge_stad.runtime.windows import Window, window_schedule
 
 
 def _stacked(cache, numbers, part):
@@ -33,7 +33,7 @@ def _stacked(cache, numbers, part):
 
 
 def predict_snippet_windows(backend, dataset, video, refresh=1):
-    """:class:`~edge_stad.runtime.windows.Window` s of one video, tubelets in video pixels."""
+    """:class:`~edge_stad.core.windows.Window` s of one video, tubelets in video pixels."""
     if refresh < 1:
         raise ConfigError(f"refresh (windows between 3D-branch runs) must be >= 1, got {refresh}")
     cfg = backend.config

@@ -4,22 +4,22 @@ An *SSD backend* has ``config`` (the model config: ``frames``, ``lookahead``, ``
 ``num_classes``, ``priors``) and one call on NumPy arrays:
 
 * ``detect(frames)``: resized uint8 BGR frames ``(N, T, H, W, 3)``, oldest first, the
-  :func:`~edge_stad.runtime.ssd.frames_for_key` of N key frames -> ``(loc (N, P, 4), conf (N, P, C+1))``.
+  :func:`~edge_stad.core.ssd_decode.frames_for_key` of N key frames -> ``(loc (N, P, 4), conf (N, P, C+1))``.
 
-Every frame is a key frame. Its frame-mAP rows are :func:`~edge_stad.runtime.ssd.decode_ssd` with
+Every frame is a key frame. Its frame-mAP rows are :func:`~edge_stad.core.ssd_decode.decode_ssd` with
 ROAD's evaluation settings; tubes come from ROAD's online linker (``linker="road"``, the paper's,
 fed with ROAD's per-frame filter), the project's online tubelet linker over one K=1 window per
 frame (``"online"``), or YOWO's offline Viterbi linker (``"viterbi"``).
 """
 import numpy as np
 
+from edge_stad.core.region_decode import frame_window, to_frame_rows
+from edge_stad.core.road_linking import RoadLinker
+from edge_stad.core.ssd_decode import ROAD_LINKING, decode_ssd, frames_for_key, prior_boxes
 from edge_stad.errors import ConfigError
 from edge_stad.eval.detections import Detections
 from edge_stad.eval.evaluate import evaluate, split_videos
 from edge_stad.preprocess import resize
-from edge_stad.runtime.region_decode import frame_window, to_frame_rows
-from edge_stad.runtime.road_linking import RoadLinker
-from edge_stad.runtime.ssd import ROAD_LINKING, decode_ssd, frames_for_key, prior_boxes
 
 LINKERS = ("road", "online", "viterbi")
 

@@ -6,7 +6,7 @@ all videos are ranked by tube score; a tube is a true positive when, among the s
 unmatched ground-truth tubes of its class in its video, the one it overlaps most has
 spatio-temporal IoU >= the threshold; that tube is then used up.
 
-Tubes are :class:`~edge_stad.runtime.linking.Tube` s (``boxes``: one row per frame,
+Tubes are :class:`~edge_stad.core.linking.Tube` s (``boxes``: one row per frame,
 ``frame, x1, y1, x2, y2[, score]``, no gaps), given as ``{video: {label: [Tube, ...]}}``.
 Equal scores keep their input order (videos in list order, tubes as given); with
 ``ties="reference"`` the tube NMS and the ranking order them as the authors' code does

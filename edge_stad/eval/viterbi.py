@@ -28,10 +28,10 @@ from typing import Dict, List
 
 import numpy as np
 
+from edge_stad.core.linking import Tube
+from edge_stad.core.region_decode import box_iou
 from edge_stad.errors import TubeletError
 from edge_stad.eval.video_map import tube_nms
-from edge_stad.runtime.linking import Tube
-from edge_stad.runtime.region_decode import box_iou
 
 MAX_PATHS = 3
 TUBE_NMS = 0.3
@@ -87,7 +87,7 @@ def viterbi_link_video(detections, nframes=None, max_paths=MAX_PATHS, nms_thresh
     """Tubes of one video from ``{frame: (N, 6) rows x1, y1, x2, y2, score, label}`` (pixels).
 
     Frames run from the first frame with a row to the last one, or over ``1..nframes``
-    when given (the whole video, as YOWO). Returns :class:`~edge_stad.runtime.linking.Tube` s
+    when given (the whole video, as YOWO). Returns :class:`~edge_stad.core.linking.Tube` s
     (boxes ``float32`` rows ``frame, x1, y1, x2, y2, score``) by label, best first
     within a label; ids count from 0 in that order.
     """

@@ -5,7 +5,7 @@
   refreshes every s frames. Normalisation in the graph, as AMMA's encoder does it.
 * :class:`DetectorGraph`: the latest ``S = max(srm_frames, 1)`` frames ``(B, S, H, W, 3)`` and a
   cached ``feat3d`` -> the raw YOLOv2 ``region (B, A*(5+C), H/32, W/32)``, decoded on the
-  host (:func:`edge_stad.runtime.region_decode.decode_region`).
+  host (:func:`edge_stad.core.region_decode.decode_region`).
 
 ``half=True`` makes FP16 graphs with FP32 inputs and outputs: the 3D backbone (and non-local
 block), the 2D detector, the CFAM and the final conv are FP16; the normalisation, the SRM (the

@@ -9,7 +9,7 @@
   channel axis of the interleaved frames (ONNX Runtime, ShuffleNetV2 at 128x128).
 * :class:`HeadGraph`: the K cached features and size maps, oldest first -> ``hm``
   (after sigmoid), ``mov``, ``wh``; or, with ``decode=True``, the decoded tubelet rows
-  ``(B, N, 4K+2)`` of :func:`edge_stad.runtime.decode.decode`, computed in the graph
+  ``(B, N, 4K+2)`` of :func:`edge_stad.core.tubelet_decode.decode`, computed in the graph
   (3x3 max-pool peak filter and two TopK) so that only N rows leave the device; the
   trajectory branch then runs at those N cells only (:class:`TrajectoryAtCells`).
 
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_stad.core.tubelet_decode import TOP_N
 from edge_stad.models.deploy import fold_model
 from edge_stad.preprocess import MEAN_BGR, STD_BGR
-from edge_stad.runtime.decode import TOP_N
 
 
 def inference_copy(model, half=False):
@@ -144,7 +144,7 @@ class TrajectoryAtCells(nn.Module):
 
 
 def decode_rows(hm, mov, wh, n, stable=False):
-    """Torch twin of :func:`edge_stad.runtime.decode.decode` (correct ``idx // W`` rows), traceable to ONNX.
+    """Torch twin of :func:`edge_stad.core.tubelet_decode.decode` (correct ``idx // W`` rows), traceable to ONNX.
 
     Equal scores rank the lower index first in ONNX ``TopK`` and the host decode, not in
     ``torch.topk``; ``stable=True`` ranks with a stable sort instead, for PyTorch itself.

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from edge_stad.atomic import atomic_write
+from edge_stad.core.tubelet_decode import decode as decode_rows_host
 from edge_stad.engines.onnxruntime_backend import create_session, is_frame_model
 from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
 from edge_stad.export.graphs import EncoderGraph, HeadGraph
 from edge_stad.models.deform_conv import deform_conv2d_op
-from edge_stad.runtime.decode import decode as decode_rows_host
 
 OPSET = 17
 DCN_OPSET = 19  # first opset with DeformConv

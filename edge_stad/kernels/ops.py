@@ -99,7 +99,7 @@ def _threads(widest):
 class CudaLinkMatrices:
     """The linker's two matrices for every label of a window: one upload, one launch, one download each.
 
-    Drop-in for :class:`edge_stad.runtime.linking.HostMatrices` (``Linker(..., matrices=...)``).
+    Drop-in for :class:`edge_stad.core.linking.HostMatrices` (``Linker(..., matrices=...)``).
     Inputs are packed into one host buffer and copied in one transfer; the packed matrices
     come back in one transfer. Device buffers grow to the largest window seen and are reused.
     """

@@ -13,13 +13,13 @@ import re
 
 import torch
 
-from edge_stad import __version__
 from edge_stad.atomic import atomic_write
 from edge_stad.errors import CheckpointError, ConfigError
 from edge_stad.model_config import CHECKPOINT_FAMILIES, check_labels, check_model_config, short_repr
 from edge_stad.models.amma import canonical_backbone
 from edge_stad.models.head import CLIP_CHANNELS
 from edge_stad.models.registry import create_model
+from edge_stad.version import __version__
 
 log = logging.getLogger(__name__)
 

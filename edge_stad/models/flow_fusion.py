@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_stad.core.ssd_decode import boxes_per_location, check_prior_spec, prior_boxes
 from edge_stad.errors import ConfigError
 from edge_stad.models.micro_motion import MicroMotion
 from edge_stad.models.pwcnet import FLOW_SCALE, PWCNet
 from edge_stad.models.ssd_backbones import VGGRFB, SSDLite
-from edge_stad.runtime.ssd import boxes_per_location, check_prior_spec, prior_boxes
 
 VARIANTS = ("flow-fusion", "flow-fusion-lite")
 FUSIONS = ("m-concat", "m-sum", "m-average", "stfp")
@@ -168,7 +168,7 @@ class FlowFusion(nn.Module):
     ``frames``: frames read per detection (3 for flow; micro-motion reads 4), ``lookahead``: how
     many of them follow the key frame. ``flow_size``: the square size PWC-Net runs at (the paper
     resizes to 320 because PWC-Net needs multiples of 64); None runs it on the input size.
-    ``priors``: a prior spec (:func:`~edge_stad.runtime.ssd.check_prior_spec`), by default
+    ``priors``: a prior spec (:func:`~edge_stad.core.ssd_decode.check_prior_spec`), by default
     :func:`default_priors`; stored in ``config`` so that a runtime without torch decodes the output.
     """
 

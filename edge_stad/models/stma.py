@@ -36,7 +36,7 @@ Streaming contract (the graphs a streaming runtime exports; ``forward`` is exact
   frames' cached ``feat``/``wh`` and the L motion frames' cached ``act`` (``layout.motion``).
 
 Choices the paper leaves open (each made once, here and in :mod:`edge_stad.data.stma_targets`,
-:mod:`edge_stad.train.stma_loss`, :mod:`edge_stad.runtime.stma_decode`):
+:mod:`edge_stad.train.stma_loss`, :mod:`edge_stad.core.snippet_decode`):
 
 * down-sampling: ``log2(32 / stride)`` 3x3 stride-2 Conv-BN-ReLU layers (72 -> 9 cells at 288 for
   DLA-34), to ``action_channels`` (256); the paper writes one stride-2 conv, which cannot match the

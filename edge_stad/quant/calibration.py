@@ -20,11 +20,11 @@ import os
 
 import numpy as np
 
+from edge_stad.core.windows import clip_ending_at, regular_window
 from edge_stad.data.act import ActDataset, is_act_dataset
 from edge_stad.data.frames import IMAGE_EXTENSIONS, iter_clip_frames
 from edge_stad.errors import DataError
 from edge_stad.preprocess import resize
-from edge_stad.runtime.windows import clip_ending_at, regular_window
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 

@@ -13,7 +13,7 @@ largest region-map difference, which say something where no box scores ``min_sco
 """
 import numpy as np
 
-from edge_stad.runtime.region_decode import box_iou, decode_region, detector_frames
+from edge_stad.core.region_decode import box_iou, decode_region, detector_frames
 
 TOP = 10
 MIN_SCORE = 0.1

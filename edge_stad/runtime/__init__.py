@@ -1,6 +1,6 @@
-"""Streaming runtime: ``Runtime`` (stream.py), frame checks, window schedule, decode, online
-tube linking, per-frame detections, and the video sources and drawing of ``edge-stad run``.
+"""Streaming runtime: ``Runtime`` (stream.py) over the shared tube core (:mod:`edge_stad.core`), the video
+sources and drawing of ``edge-stad run``, and the event sinks.
 
-The core (everything but sources and drawing, which add OpenCV) imports only NumPy, so
-it runs on a device that has the inference stack alone (Python 3.8+, no torch).
+``Runtime`` and the core import only NumPy (sources and drawing add OpenCV), so they run on a device
+that has the inference stack alone (Python 3.8+, no torch).
 """

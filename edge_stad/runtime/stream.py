@@ -3,7 +3,7 @@
 The runtime follows the streaming contract (the evaluation's stream mode): a tubelet
 window is processed every ``clip_len`` frames, the encoder runs once per new clip and
 its features wait in a K-deep FIFO (NumPy on the CPU), the head and decode run once
-per window, the online :class:`~edge_stad.runtime.linking.Linker` grows the
+per window, the online :class:`~edge_stad.core.linking.Linker` grows the
 tubes, and at the end of a stream (:meth:`Runtime.flush`) the last frame gets its
 uneven window. The windows, tubes and per-frame detections are exactly those of the
 offline path (:func:`edge_stad.eval.predict.predict_windows` then
@@ -42,19 +42,21 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
 import numpy as np
 
+from edge_stad.core.frame_detections import FrameDetections
+from edge_stad.core.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
+from edge_stad.core.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
+from edge_stad.core.tubelet_decode import decode, to_pixels
+from edge_stad.core.windows import Window, clip_ending_at, regular_window, window_schedule
 from edge_stad.defaults import MIN_TUBE_SCORE
+from edge_stad.engines.protocols import STREAMING_KINDS
 from edge_stad.errors import ConfigError, FrameError
 from edge_stad.preprocess import grid_size, resize
-from edge_stad.runtime.decode import decode, to_pixels
-from edge_stad.runtime.frame_detections import FrameDetections
 from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
-from edge_stad.runtime.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
-from edge_stad.runtime.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
-from edge_stad.runtime.windows import Window, clip_ending_at, regular_window, window_schedule
 
 STAGES = ("preprocess", "encoder", "head", "decode", "link", "results")
 
@@ -249,32 +251,36 @@ class Runtime:
     soon after each encoder call; on Linux its workers run :data:`WORKER_NICE` nice levels below the
     caller's thread, which the pipeline waits on. :meth:`close` stops the workers and restores the interval.
     ``segment_frames``: an open tube longer than this is handed out in segments
-    (:data:`~edge_stad.runtime.linking.SEGMENT_FRAMES`, 9000; ``None``: never), so that memory stays
+    (:data:`~edge_stad.core.linking.SEGMENT_FRAMES`, 9000; ``None``: never), so that memory stays
     bounded on an endless stream; the offline evaluation links with the same default.
     """
 
     def __init__(self, engine, backend="auto", *, streams=1, threads=None, providers=None, device=0,
                  min_tube_score=MIN_TUBE_SCORE, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1,
                  pipeline=False, segment_frames=SEGMENT_FRAMES):
-        if hasattr(engine, "config") and any(hasattr(engine, a) for a in ("encode", "encode_3d", "device_resident")):
+        if not isinstance(engine, (str, os.PathLike)):   # an opened backend (edge_stad.engines.protocols)
+            if getattr(engine, "kind", None) not in STREAMING_KINDS:
+                raise ConfigError(f"Runtime streams an engine folder, a checkpoint path or an opened backend of kind "
+                                  f"{' or '.join(STREAMING_KINDS)}; got {type(engine).__name__} "
+                                  f"(kind {getattr(engine, 'kind', None)!r})")
             self.backend = engine
         else:
-            from edge_stad.engines.loader import open_backend
+            from edge_stad.backends import open_backend
 
             if pipeline and threads is None:
                 threads = pipeline_threads()
             self.backend = open_backend(os.fspath(engine), backend, threads=threads, providers=providers,
                                         device=device)
-            warn_if_unchecked(os.fspath(engine), getattr(self.backend, "manifest", None))
+            warn_if_unchecked(os.fspath(engine), self.backend.manifest)
         if int(streams) < 1:
             raise ConfigError(f"streams must be >= 1, got {streams}")
         cfg = self.backend.config
-        self._frame_model = hasattr(self.backend, "encode_3d")
+        self._frame_model = self.backend.kind == "frame"
         if self._frame_model and int(refresh) < 1:
             raise ConfigError(f"refresh (frames between 3D-branch runs) must be >= 1, got {refresh}")
         self.refresh = int(refresh)
         # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
-        self._on_device = bool(getattr(self.backend, "device_resident", False))
+        self._on_device = not self._frame_model and self.backend.device_resident
         if isinstance(pipeline, bool) or pipeline is None:
             pipeline = int(bool(pipeline))
         if not isinstance(pipeline, (int, np.integer)) or pipeline < 0:
@@ -287,12 +293,12 @@ class Runtime:
         self.K, self.clip_len = (1, 1) if self._frame_model else (int(cfg["K"]), int(cfg["clip_len"]))
         self.input_size = tuple(cfg["input_size"])
         self.num_classes = int(cfg["num_classes"])
-        self.labels = tuple(getattr(self.backend, "labels", ()) or ()) or tuple(map(str, range(self.num_classes)))
+        self.labels = tuple(self.backend.labels or ()) or tuple(map(str, range(self.num_classes)))
         self.min_tube_score = float(min_tube_score)
         self.max_side = int(max_side)
         self._grid = grid_size(self.input_size)
-        self._in_graph = bool(getattr(self.backend, "decodes_in_graph", False))
-        matrices = getattr(self.backend, "link_matrices", None)   # the linking kernels, on a GPU backend
+        self._in_graph = not self._frame_model and self.backend.decodes_in_graph
+        matrices = None if self._frame_model else self.backend.link_matrices   # the linking kernels, on a GPU
         self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
                          if self._frame_model else
                          _Stream(self.K, self.clip_len, frame_detections, matrices, segment_frames)
@@ -460,11 +466,12 @@ class Runtime:
         self._busy += time.perf_counter() - start
         return results
 
-    def _timed(self, stage, fn, *args):
+    @contextmanager
+    def _stage(self, stage):
+        """``with self._stage("head"): ...`` adds the block's wall time to the stage's total (see :meth:`stats`)."""
         start = time.perf_counter()
-        out = fn(*args)
+        yield
         self._times[stage] += time.perf_counter() - start
-        return out
 
     def _process(self, jobs):
         """Run the windows ``[(stream, window frames)]``: new clips through the encoder, then the head.
@@ -520,8 +527,8 @@ class Runtime:
         """``(feat, wh)`` of new clips (nothing to do without any)."""
         if not len(frames):
             return None
-        return self._timed("encoder", self.backend.encode_prepared if self._on_device else self.backend.encode,
-                           frames)
+        with self._stage("encoder"):
+            return self.backend.encode_prepared(frames) if self._on_device else self.backend.encode(frames)
 
     def _store(self, clips, encoded):
         """Put the new clips' features into their streams' FIFOs."""
@@ -534,18 +541,26 @@ class Runtime:
         feats = [[self._streams[i].features[e][0] for e in w] for i, w in jobs]
         whs = [[self._streams[i].features[e][1] for e in w] for i, w in jobs]
         if self._on_device:   # head and decode on the device: only the tubelet rows come back
-            rows = self._timed("head", self.backend.detect_prepared, feats, whs)
+            with self._stage("head"):
+                rows = self.backend.detect_prepared(feats, whs)
         elif self._in_graph:
-            rows = self._timed("head", self.backend.detect, np.stack(feats), np.stack(whs))
+            with self._stage("head"):
+                rows = self.backend.detect(np.stack(feats), np.stack(whs))
         else:
-            rows = self._timed("decode", decode, *self._timed("head", self.backend.head, np.stack(feats),
-                                                              np.stack(whs)))
+            with self._stage("head"):
+                outputs = self.backend.head(np.stack(feats), np.stack(whs))
+            with self._stage("decode"):
+                rows = decode(*outputs)
         for (i, window), window_rows in zip(jobs, rows):
             state = self._streams[i]
-            tubelets = self._timed("decode", to_pixels, window_rows, self.num_classes, self._grid, state.image_hw)
-            self._record(i, self._timed("link", state.linker.push, window[-1], tubelets, window))
+            with self._stage("decode"):
+                tubelets = to_pixels(window_rows, self.num_classes, self._grid, state.image_hw)
+            with self._stage("link"):
+                events = state.linker.push(window[-1], tubelets, window)
+            self._record(i, events)
             if state.collector is not None:
-                self._timed("results", state.collector.add, Window(window, tubelets))
+                with self._stage("results"):
+                    state.collector.add(Window(window, tubelets))
             self._windows.append((i, Window(window, tubelets)))
             state.processed(window)
         self._counts["windows"] += len(jobs)
@@ -556,20 +571,25 @@ class Runtime:
         due = [(i, w[-1]) for i, w in jobs if (w[-1] - 1) % self.refresh == 0]
         if due:
             clips = np.stack([np.stack(self._streams[i].clip(f)) for i, f in due])
-            feat3d = self._timed("encoder", self.backend.encode_3d, clips)
+            with self._stage("encoder"):
+                feat3d = self.backend.encode_3d(clips)
             for j, (i, _) in enumerate(due):
                 self._streams[i].feat3d = feat3d[j]
             self._counts["clips"] += len(due)
         S = detector_frames(self.backend.config)
         latest = np.stack([np.stack(self._streams[i].clip(w[-1])[-S:]) for i, w in jobs])
-        regions = self._timed("head", self.backend.detect, latest, np.stack([self._streams[i].feat3d for i, _ in jobs]))
+        with self._stage("head"):
+            regions = self.backend.detect(latest, np.stack([self._streams[i].feat3d for i, _ in jobs]))
         cfg = self.backend.config
         for (i, window), region in zip(jobs, regions):
             state, frame = self._streams[i], window[-1]
-            found = self._timed("decode", decode_region, region, cfg["anchors"], self.num_classes)
+            with self._stage("decode"):
+                found = decode_region(region, cfg["anchors"], self.num_classes)
             rows = to_frame_rows(found, frame, state.image_hw)
             tubelets = frame_window(frame, rows, self.num_classes)
-            self._record(i, self._timed("link", state.linker.push, frame, tubelets.tubelets, window))
+            with self._stage("link"):
+                events = state.linker.push(frame, tubelets.tubelets, window)
+            self._record(i, events)
             if state.detections is not None:
                 state.detections[frame] = rows[:, 1:]
             self._windows.append((i, tubelets))

@@ -102,7 +102,7 @@ class FlowFusionTask(Task):
         return total / world, {k: v / world for k, v in parts.items()}
 
     def evaluate(self, model, dataset, split, progress=None):
-        from edge_stad.engines.torch_ssd_backend import TorchSSDBackend
         from edge_stad.eval.predict_ssd import evaluate_ssd_backend
+        from edge_stad.torch_backends.ssd import TorchSSDBackend
 
         return evaluate_ssd_backend(TorchSSDBackend(model), dataset, split, progress=progress)

@@ -16,7 +16,7 @@ in [0, 1] with label 0-based and padding rows labelled -1.
 import torch
 import torch.nn.functional as F
 
-from edge_stad.runtime.ssd import VARIANCE
+from edge_stad.core.ssd_decode import VARIANCE
 
 MATCH_THRESHOLD = 0.5
 NEG_POS = 3

@@ -1,7 +1,7 @@
 """YOWO's region loss for MENet's head (YOWO ``core/region_loss.py``, ``RegionLoss``).
 
 The head output is ``(B, A*(5+C), h, w)``; per anchor ``tx, ty, tw, th, conf, cls_0..``
-(see :mod:`edge_stad.runtime.region_decode`). Ground truth is ``boxes (B, M, 5)`` rows
+(see :mod:`edge_stad.core.region_decode`). Ground truth is ``boxes (B, M, 5)`` rows
 ``x1, y1, x2, y2, label`` in [0, 1] image coordinates; rows with ``label < 0`` are
 padding. Each GT box is handled by the cell holding its centre and, there, by the anchor
 whose shape overlaps it most (first anchor on ties). The terms, as YOWO sums them:
@@ -29,8 +29,8 @@ from typing import Dict, NamedTuple, Tuple
 import torch
 import torch.nn.functional as F
 
+from edge_stad.core.region_decode import check_anchors
 from edge_stad.errors import ConfigError, DataError
-from edge_stad.runtime.region_decode import check_anchors
 
 OBJECT_SCALE, NOOBJECT_SCALE, CLASS_SCALE, COORD_SCALE = 5.0, 1.0, 1.0, 1.0  # YOWO cfg/ucf24.yaml, jhmdb.yaml
 IGNORE_THRESHOLD = 0.6

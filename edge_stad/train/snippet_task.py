@@ -49,7 +49,7 @@ class SnippetTask(Task):
         return stma_loss(output, batch, global_counts(normalizers(batch), world))
 
     def evaluate(self, model, dataset, split, progress=None):
-        from edge_stad.engines.torch_snippet_backend import TorchSnippetBackend
         from edge_stad.eval.predict_snippets import evaluate_snippet_backend
+        from edge_stad.torch_backends.snippet import TorchSnippetBackend
 
         return evaluate_snippet_backend(TorchSnippetBackend(model), dataset, split, progress=progress)

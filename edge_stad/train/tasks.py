@@ -60,8 +60,8 @@ class TubeletTask(Task):
         return amma_loss(output, batch, global_counts(normalizers(batch), world))
 
     def evaluate(self, model, dataset, split, progress=None):
-        from edge_stad.engines.torch_backend import TorchBackend
         from edge_stad.eval.predict import evaluate_backend
+        from edge_stad.torch_backends.streaming import TorchBackend
 
         return evaluate_backend(TorchBackend(model), dataset, split, progress=progress)
 
@@ -104,8 +104,8 @@ class FrameTask(Task):
         return total / world, {k: v / world for k, v in parts.items()}
 
     def evaluate(self, model, dataset, split, progress=None):
-        from edge_stad.engines.torch_backend import TorchFrameBackend
         from edge_stad.eval.predict_frames import evaluate_frame_backend
+        from edge_stad.torch_backends.streaming import TorchFrameBackend
 
         return evaluate_frame_backend(TorchFrameBackend(model), dataset, split, progress=progress)
 

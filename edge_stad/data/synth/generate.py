@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge_stad import __version__
 from edge_stad.atomic import write_json
 from edge_stad.data.act import FRAMES_DIR, frame_name, write_gt
 from edge_stad.data.staging import staged_dir
@@ -29,6 +28,7 @@ from edge_stad.data.synth import actors, scene
 from edge_stad.data.synth.motions import CLASSES, sway
 from edge_stad.data.synth.presets import PRESETS
 from edge_stad.errors import ConfigError
+from edge_stad.version import __version__
 
 GENERATOR_VERSION = 2
 DATASET_NAME = "Synth"          # -> Synth-GT.pkl

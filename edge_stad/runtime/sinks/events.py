@@ -32,10 +32,10 @@ from typing import Dict, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
+from edge_stad.core.linking import ENDED, GREW
 from edge_stad.engines.manifest import MANIFEST, sha256
 from edge_stad.errors import ConfigError
 from edge_stad.runtime.frame_input import check_frame
-from edge_stad.runtime.linking import ENDED, GREW
 
 SCHEMA = 1
 TYPES = ("started", "updated", "ended", "discarded")

@@ -33,8 +33,8 @@ same in normalised and pixel coordinates.
 import numpy as np
 
 from edge_stad.boxes import descending
+from edge_stad.core.windows import Window
 from edge_stad.errors import ConfigError
-from edge_stad.runtime.windows import Window
 
 MODES = ("per_class", "yowo_frame", "yowo_video")
 

@@ -28,8 +28,8 @@ import math
 import numpy as np
 
 from edge_stad.boxes import descending
+from edge_stad.core.region_decode import nms
 from edge_stad.errors import ConfigError
-from edge_stad.runtime.region_decode import nms
 
 VARIANCE = (0.1, 0.2)
 #: ROAD's frame-level evaluation (frame-mAP rows).

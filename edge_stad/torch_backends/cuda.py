@@ -15,11 +15,11 @@ any device, which is how the CPU test suite checks this backend's plumbing).
 import numpy as np
 import torch
 
-from edge_stad.engines.torch_backend import TorchBackend
+from edge_stad.core.tubelet_decode import TOP_N
 from edge_stad.export.graphs import decode_rows, inference_copy
 from edge_stad.kernels import reference
 from edge_stad.kernels.ops import CudaKernels, CudaLinkMatrices
-from edge_stad.runtime.decode import TOP_N
+from edge_stad.torch_backends.streaming import TorchBackend
 
 
 class ReferenceTensorOps:

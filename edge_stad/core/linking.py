@@ -46,9 +46,9 @@ from typing import Dict, List, NamedTuple, Optional
 import numpy as np
 
 from edge_stad.boxes import check_ties, nms_order
+from edge_stad.core import link_math
+from edge_stad.core.windows import Window, interpolate, regular_window
 from edge_stad.errors import ConfigError, TubeletError
-from edge_stad.kernels import reference
-from edge_stad.runtime.windows import Window, interpolate, regular_window
 
 STARTED, GREW, ENDED, SEGMENT = "started", "grew", "ended", "segment"
 SEGMENT_FRAMES = 9000   # frames of an open tube handed out at once: 6 minutes at 25 frames/s
@@ -153,12 +153,12 @@ def _greedy(hit):
 def tubelet_nms(tubelets, threshold=0.6, top_k=10, overlap=None, ties="stable"):
     """:func:`nms_groups` of one label's ``(m, 4K+1)`` tubelets: the ``top_k`` best, by rescaled score.
 
-    ``overlap``: the ``(m, m)`` summed IoUs of :func:`edge_stad.kernels.reference.nms_overlap`,
+    ``overlap``: the ``(m, m)`` summed IoUs of :func:`edge_stad.core.link_math.nms_overlap`,
     when a kernel computed them already.
     """
     K = (tubelets.shape[1] - 1) // 4
     if overlap is None:
-        overlap = reference.nms_overlap(tubelets[:, :4 * K].reshape(-1, K, 4))
+        overlap = link_math.nms_overlap(tubelets[:, :4 * K].reshape(-1, K, 4))
     return nms_groups([tubelets], [overlap], threshold, top_k, ties)[0]
 
 
@@ -177,10 +177,10 @@ class HostMatrices:
         sizes = [len(boxes) for boxes in groups]
         boxes, n = np.concatenate(groups), sum(sizes)
         if 2 * sum(m * m for m in sizes) > n * n:   # one label dominates: the whole matrix, by broadcasting
-            whole, ends = reference.nms_overlap(boxes), np.cumsum(sizes)
+            whole, ends = link_math.nms_overlap(boxes), np.cumsum(sizes)
             return [whole[e - m:e, e - m:e] for e, m in zip(ends.tolist(), sizes)]
-        first, second, starts = reference.block_pairs(sizes, sizes)   # many labels: only their blocks
-        flat = reference.nms_overlap_pairs(boxes, first, second)
+        first, second, starts = link_math.block_pairs(sizes, sizes)   # many labels: only their blocks
+        flat = link_math.nms_overlap_pairs(boxes, first, second)
         return [flat[starts[g]:starts[g + 1]].reshape(m, m) for g, m in enumerate(sizes)]
 
     @staticmethod
@@ -189,8 +189,8 @@ class HostMatrices:
         if not groups:
             return []
         rows, cols = [len(g[0]) for g in groups], [len(g[2]) for g in groups]
-        tube, candidate, starts = reference.block_pairs(rows, cols)
-        flat = reference.match_iou_pairs(*(np.concatenate(part) for part in zip(*groups)), tube, candidate)
+        tube, candidate, starts = link_math.block_pairs(rows, cols)
+        flat = link_math.match_iou_pairs(*(np.concatenate(part) for part in zip(*groups)), tube, candidate)
         return [flat[starts[g]:starts[g + 1]].reshape(r, c) for g, (r, c) in enumerate(zip(rows, cols))]
 
 
@@ -606,8 +606,8 @@ def _span_at(windows, rows, frame):
 def link_video(windows, K, clip_len, **params):
     """BuildTubes over one whole video: ``{label: [Tube, ...]}`` in the reference's order.
 
-    ``windows`` are :class:`~edge_stad.runtime.windows.Window` s in frame order, their
-    frames as processed (see :func:`~edge_stad.runtime.windows.window_schedule`; the
+    ``windows`` are :class:`~edge_stad.core.windows.Window` s in frame order, their
+    frames as processed (see :func:`~edge_stad.core.windows.window_schedule`; the
     last window of a stream-mode video is uneven). ``params`` go to :class:`Linker`.
     Every label that appears in a window has an entry, possibly empty.
     """

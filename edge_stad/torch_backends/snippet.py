@@ -6,8 +6,8 @@ model's own stream calls (``encode``, ``encode_3d``, ``head``), host decoding.
 import numpy as np
 import torch
 
+from edge_stad.core.snippet_decode import TOP_N, decode_stma, softmax
 from edge_stad.preprocess import normalize_clip
-from edge_stad.runtime.stma_decode import TOP_N, decode_stma, softmax
 
 
 def _numpy(x):
@@ -15,6 +15,10 @@ def _numpy(x):
 
 
 class TorchSnippetBackend:
+    kind = "snippet"
+    manifest = None
+    labels = ()
+
     def __init__(self, model, top_n=TOP_N):
         self.model, self.top_n = model, top_n
         self.config = model.config

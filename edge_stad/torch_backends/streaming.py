@@ -7,11 +7,18 @@ uint8 frames), the model's own stream calls, host decoding.
 import numpy as np
 import torch
 
+from edge_stad.core.tubelet_decode import decode
 from edge_stad.preprocess import normalize_clip
-from edge_stad.runtime.decode import decode
 
 
 class TorchBackend:
+    kind = "tubelet"
+    device_resident = False
+    link_matrices = None
+    decodes_in_graph = False
+    manifest = None
+    labels = ()
+
     def __init__(self, model):
         self.model = model
         self.config = model.config
@@ -36,6 +43,10 @@ class TorchBackend:
 class TorchFrameBackend:
     """A MENet model: ``encode_3d`` on the T-frame clip (cached, refreshed every s frames) and
     ``detect`` per frame on the latest frames and that cached feature -> the raw region map."""
+
+    kind = "frame"
+    manifest = None
+    labels = ()
 
     def __init__(self, model):
         self.model = model

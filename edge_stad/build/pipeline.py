@@ -31,11 +31,12 @@ from typing import Optional
 
 import numpy as np
 
-from edge_stad import __version__
+from edge_stad.version import __version__
 from edge_stad.atomic import atomic_write, write_json
 from edge_stad.data.staging import check_output_dir, staged_dir
 from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
-from edge_stad.engines import tensorrt_build
+from edge_stad.build import tensorrt_plans
+from edge_stad.engines import tensorrt_runtime
 from edge_stad.engines.graph_io import METADATA_KEY, stamp
 from edge_stad.engines.manifest import write_manifest
 from edge_stad.engines.onnxruntime_backend import (
@@ -334,8 +335,8 @@ def _versions():
 
     versions = {"edge_stad": __version__, "python": platform.python_version(), "onnx": onnx.__version__,
                 "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "numpy": np.__version__}
-    if tensorrt_build.available():
-        versions["tensorrt"] = tensorrt_build.tensorrt().__version__
+    if tensorrt_runtime.available():
+        versions["tensorrt"] = tensorrt_runtime.tensorrt().__version__
     return versions
 
 
@@ -367,11 +368,11 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {opts.precision!r}")
     if opts.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {opts.backend!r}")
-    use_trt = opts.backend == "tensorrt" or (opts.backend == "auto" and tensorrt_build.available())
+    use_trt = opts.backend == "tensorrt" or (opts.backend == "auto" and tensorrt_runtime.available())
     if opts.precision == "int8":
         opts = resolve_int8_flavor(opts, use_trt, log)
     if opts.backend == "tensorrt":
-        tensorrt_build.tensorrt()  # fail before any work when it is missing
+        tensorrt_runtime.tensorrt()  # fail before any work when it is missing
     check_output_dir(out, opts.force)   # before any work: calibration alone takes a while
     config = dict(model.config)
     if labels and len(labels) != config["num_classes"]:
@@ -421,13 +422,13 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
             for g in kind.graphs:
                 _say(log, "tensorrt", f"building {g}.plan")
                 plans[g] = f"{g}.plan"
-                info = tensorrt_build.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
+                info = tensorrt_plans.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
                                                  opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
                                                  fp32_scopes=kind.float_scopes)
                 if opts.trt_calib_cache and opts.precision == "int8":
                     cache = os.path.join(reports, f"{g}.trt-calibration.cache")
                     _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
-                    tensorrt_build.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
+                    tensorrt_plans.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
                                               opts.workspace_mb, None, opts.dla_core, feeds[g], cache,
                                               fp32_scopes=kind.float_scopes)
         manifest = {
@@ -444,7 +445,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         if use_trt:
             manifest["tensorrt"] = info
             try:
-                check = tensorrt_build.verify_plans(folder, plans)
+                check = tensorrt_plans.verify_plans(folder, plans)
                 manifest["tensorrt"]["max_abs_error_vs_onnxruntime"] = check
                 _say(log, "tensorrt", f"plans vs ONNX Runtime (max abs): {check}")
             except MissingDependencyError as e:

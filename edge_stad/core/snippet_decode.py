@@ -1,4 +1,4 @@
-"""Tubelet decoding of STMA head outputs, in NumPy: the project's tubelet rows (:mod:`edge_stad.runtime.decode`).
+"""Tubelet decoding of STMA head outputs, in NumPy: the project's tubelet rows (:mod:`edge_stad.core.tubelet_decode`).
 
 As the paper's section 2.5: the top N (10) peaks of the class-agnostic heatmap (cells equal to their
 3x3 maximum, CenterNet's peak NMS) are the centres; each is labelled with the clip's most probable
@@ -9,11 +9,11 @@ and ONNX ``Round`` round; clamped into the grid) and
 the box is placed around that cell, where the targets trained it. With a class heatmap (the
 baseline) the top N over all classes are taken and labelled by their channel, as AMMA's decode.
 
-Ties rank the lower index first, as :func:`edge_stad.runtime.decode.decode` and ONNX ``TopK``.
+Ties rank the lower index first, as :func:`edge_stad.core.tubelet_decode.decode` and ONNX ``TopK``.
 """
 import numpy as np
 
-from edge_stad.runtime.decode import top_peaks
+from edge_stad.core.tubelet_decode import top_peaks
 
 TOP_N = 10
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_stad.boxes import check_ties, soft_nms
+from edge_stad.core.windows import MODES, Window, interpolate
 from edge_stad.errors import ConfigError
-from edge_stad.runtime.windows import MODES, Window, interpolate
 
 CAP = 10000
 EMPTY = np.zeros((0, 7), dtype=np.float32)
@@ -47,7 +47,7 @@ class FrameDetections:
             self._counts[frame] = have + take
 
     def add(self, window):
-        """Spread one :class:`~edge_stad.runtime.windows.Window` 's tubelets over its frames."""
+        """Spread one :class:`~edge_stad.core.windows.Window` 's tubelets over its frames."""
         K = self.K
         frames = window.frames
         for label in sorted(window.tubelets):
@@ -100,7 +100,7 @@ class FrameDetections:
 def frame_detections(windows, K, mode, cap=CAP, nms_threshold=0.6, ties="stable"):
     """``float32 (n, 7)`` rows ``frame, label, score, x1, y1, x2, y2`` of one video.
 
-    ``windows`` are :class:`~edge_stad.runtime.windows.Window` s in processing order.
+    ``windows`` are :class:`~edge_stad.core.windows.Window` s in processing order.
     Rows come frame by frame (ascending), within a frame in arrival order. ``ties``: how the
     soft-NMS visits equal scores (:func:`edge_stad.boxes.check_ties`).
     """

@@ -7,6 +7,10 @@ from edge_stad.preprocess import normalize_clip
 
 
 class TorchSSDBackend:
+    kind = "ssd"
+    manifest = None
+    labels = ()
+
     def __init__(self, model):
         self.model = model
         self.config = model.config

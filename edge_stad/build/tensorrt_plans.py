@@ -21,31 +21,9 @@ import os
 import numpy as np
 
 from edge_stad.atomic import atomic_write
+from edge_stad.engines import tensorrt_runtime
+from edge_stad.engines.tensorrt_runtime import major_version
 from edge_stad.errors import ConfigError, EngineError, MissingDependencyError
-
-
-def tensorrt():
-    """The ``tensorrt`` module, or a :class:`MissingDependencyError` saying how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise MissingDependencyError(
-            "TensorRT is not importable here: it ships with JetPack on Jetson and with NVIDIA's "
-            "TensorRT packages on desktop GPUs (the PyPI bindings alone do not carry its libraries); "
-            "use --backend onnxruntime, or build on the target device") from e
-    return trt
-
-
-def available():
-    try:
-        tensorrt()
-    except MissingDependencyError:
-        return False
-    return True
-
-
-def major_version(trt):
-    return int(trt.__version__.split(".")[0])
 
 
 def _network_flags(trt):
@@ -63,10 +41,7 @@ class _EntropyCalibrator:
 
     @staticmethod
     def create(trt, batches, cache_path):
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError as e:
-            raise MissingDependencyError("implicit INT8 calibration needs cuda-python (pip install cuda-python)") from e
+        cudart = tensorrt_runtime.cudart()   # cuda.bindings.runtime (12.x, 13.x) or cuda.cudart (11.x)
 
         def check(result):
             err = result[0] if isinstance(result, tuple) else result
@@ -165,7 +140,7 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
     (TensorRT <= 10 only). Layers under ``fp32_scopes`` stay FP32 (:func:`pin_fp32`).
     Returns a dict for the manifest.
     """
-    trt = tensorrt()
+    trt = tensorrt_runtime.tensorrt()
     major = major_version(trt)
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"unknown precision {precision!r}")

@@ -5,7 +5,7 @@ incremental_linking.m``, ``actionPaths.m``, ``gentube/PARactionPathSmoother.m``,
 ``convert2eval.m``), per class:
 
 * each frame's candidates are the decoder's rows of that class filtered as ROAD does
-  (:data:`~edge_stad.runtime.ssd.ROAD_LINKING`: score > 0.001, best 50, NMS 0.45, 10 kept);
+  (:data:`~edge_stad.core.ssd_decode.ROAD_LINKING`: score > 0.001, best 50, NMS 0.45, 10 kept);
 * live paths, in the order of the previous frame's ranking, each take the highest-scored free
   box whose IoU with the path's last box is >= ``iou_threshold`` (0.1; the edge cost is the box
   score, ``costtype = 'score'``); a taken box is no longer free; a path without a match counts a
@@ -34,8 +34,8 @@ from typing import List
 import numpy as np
 
 from edge_stad.boxes import descending, iou
+from edge_stad.core.linking import Tube
 from edge_stad.errors import ConfigError, TubeletError
-from edge_stad.runtime.linking import Tube
 
 IOU_THRESHOLD = 0.1
 JUMP_GAP = 3
@@ -103,7 +103,7 @@ class RoadLinker:
     """ROAD's online linker over every class at once: :meth:`push` one frame's rows, get the tubes that ended.
 
     Rows are ``(n, 6 + C)``: ``x1, y1, x2, y2, score, label`` in pixels, then the C class
-    probabilities of the box (what :func:`~edge_stad.runtime.ssd.decode_ssd` with
+    probabilities of the box (what :func:`~edge_stad.core.ssd_decode.decode_ssd` with
     ``ROAD_LINKING`` gives, scaled to pixels). Frames must increase; a skipped frame number
     counts as a frame without detections.
     """
