@@ -124,6 +124,65 @@ def test_int8_engine_with_gate_report(int8_engine):
     assert manifest["calibration"]["passed"] and manifest["precision"] == "int8"
     assert manifest["int8_flavor"] == "cpu"   # auto without TensorRT
     assert (root / "calibration" / "engine" / "encoder.ranges.json").is_file()
+    # the report travels inside the engine folder too, hashed like the graphs
+    assert json.loads((root / "engine" / "int8_report.json").read_text()) == report
+    assert "int8_report.json" in read_manifest(root / "engine")["files"]
+
+
+def test_graphs_describe_themselves_in_their_metadata(fp32_engine):
+    import onnx
+
+    out, manifest = fp32_engine
+    for graph in ("encoder", "head"):
+        meta = {p.key: p.value for p in onnx.load(out / f"{graph}.onnx").metadata_props}
+        assert meta["edge_stad.graph"] == graph and meta["edge_stad.precision"] == "fp32"
+        assert meta["edge_stad.version"] == manifest["edge_stad"]
+        assert json.loads(meta["edge_stad.labels"]) == ["a", "b", "c", "d"]
+        assert json.loads(meta["edge_stad.model_config"]) == manifest["model"]
+        assert json.loads(meta["edge_stad.model"])["K"] == 2
+    inputs = json.loads({p.key: p.value for p in onnx.load(out / "encoder.onnx").metadata_props}["edge_stad.inputs"])
+    assert inputs == {"frames": {"shape": ["batch", 5, 64, 64, 3],
+                                 "dtype": "uint8 BGR, resized with cv2.INTER_LINEAR; normalised in the graph"}}
+
+
+def test_int8_from_windows_or_a_calibration_reader_given_in_python(int8_engine, tmp_path, tmp_path_factory):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from edge_stad.quant.calibration import calibration_windows
+
+    root, _ = int8_engine
+    model = tiny_model("shufflenetv2", size=64)
+    windows = calibration_windows(tiny_synth(tmp_path_factory), model.config, 4)
+    opts = BuildOptions(precision="int8", backend="onnxruntime", calib_clips=4, gate_windows=4, min_fp32_map=0.0,
+                        calibration_dir=str(tmp_path / "calibration"))
+    manifest = build_engine(model, tmp_path / "from_windows", opts, log=quiet, calibration=iter(windows))
+    report = manifest["calibration"]
+    assert report["calibration"] == {"source": "windows given to build_engine", "windows": 4, "method": "minmax",
+                                     "gate_windows": 4} and report["verdict"] == "passed"
+    # the same calibration data gives the same quantized graphs as from the ACT folder
+    same = json.loads((root / "calibration" / "engine" / "encoder.ranges.json").read_text())
+    assert json.loads((tmp_path / "calibration" / "from_windows" / "encoder.ranges.json").read_text()) == same
+
+    class Clips(CalibrationDataReader):   # the encoder's feeds, clip by clip, as onnxruntime.quantization reads them
+        def __init__(self):
+            self.feeds = iter([{"frames": clip[None]} for window in windows for clip in window])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    build_engine(model, tmp_path / "from_reader", opts, log=quiet, calibration=Clips())
+    assert (json.loads((tmp_path / "calibration" / "from_reader" / "encoder.ranges.json").read_text()) == same)
+    with pytest.raises(DataError, match=r"window 0 is uint8 \(2, 5, 32, 32, 3\); expected uint8 \(2, 5, 64"):
+        build_engine(model, tmp_path / "bad", opts, log=quiet, calibration=[np.zeros((2, 5, 32, 32, 3), np.uint8)])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_families_without_a_build_strategy_are_refused_by_name(tmp_path):
+    from edge_stad.models import create_model
+
+    with pytest.raises(ConfigError, match="no strategy for stma-lite models yet"):
+        build_engine(create_model("stma-lite", num_classes=2, input_size=64), tmp_path / "e",
+                     BuildOptions(backend="onnxruntime"), log=quiet)
 
 
 def test_int8_flavour_resolution():

@@ -37,8 +37,8 @@ from edge_stad.data.staging import check_output_dir, staged_dir
 from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
 from edge_stad.build import tensorrt_plans
 from edge_stad.engines import tensorrt_runtime
-from edge_stad.engines.graph_io import METADATA_KEY, stamp
-from edge_stad.engines.manifest import write_manifest
+from edge_stad.engines.graph_io import graph_metadata
+from edge_stad.engines.manifest import INT8_REPORT, write_manifest
 from edge_stad.engines.onnxruntime_backend import (
     FRAME_GRAPHS,
     TUBELET_GRAPHS,
@@ -182,9 +182,18 @@ class _FrameModel:
                                      "detector.feat3d": feat3d, "detector.region": backend.detect(frames, feat3d)})
 
 
+#: The build strategy of each model family: what to export, how to calibrate and how to gate. A new
+#: family that streams adds its strategy here (docs/architecture.md, "Adding a model family").
+STRATEGIES = {"amma": _TubeletModel, "menet": _FrameModel, "menet-lite": _FrameModel}
+
+
 def model_kind(config):
-    """:class:`_FrameModel` for MENet configs, else :class:`_TubeletModel`: what differs along the build."""
-    return _FrameModel if is_frame_model(config) else _TubeletModel
+    """The build strategy of the model ``config``, or a ConfigError for a family without one yet."""
+    name = config.get("name", "amma")
+    if name not in STRATEGIES:
+        raise ConfigError(f"edge-stad build has no strategy for {name} models yet (it builds "
+                          f"{', '.join(STRATEGIES)}); evaluate the checkpoint offline with edge-stad eval")
+    return STRATEGIES[name]
 
 
 def _quantize(work, fp32, feeds, opts, exclude, graphs):
@@ -208,10 +217,16 @@ def _gate(kind, model_config, fp32_backend, int8_paths, gate_windows, eval_datas
     return result, message
 
 
-def calibration_sets(model_config, opts, log):
-    """Calibration and gate windows (read before any export, so bad data fails fast)."""
-    from edge_stad.quant.calibration import calibration_windows
+def calibration_sets(model_config, opts, log, given=None):
+    """Calibration and gate windows (read before any export, so bad data fails fast): from ``given`` (windows
+    or a CalibrationDataReader, :func:`edge_stad.quant.calibration.user_windows`) or ``opts.calib_data``."""
+    from edge_stad.quant.calibration import calibration_windows, user_windows
 
+    if given is not None:
+        windows = user_windows(given, model_config, opts.calib_clips)
+        _say(log, "int8", f"calibrating on {len(windows)} windows given by the caller ({opts.calib_method}); gate on "
+                          f"{min(len(windows), opts.gate_windows)} of them (no test split)")
+        return windows, windows[:opts.gate_windows], False
     if opts.calib_data is None:
         raise ConfigError("INT8 needs calibration data: --calib-data DIR (an ACT dataset such as the synthetic "
                           "set, a folder of videos, or a .npy of windows)")
@@ -239,7 +254,8 @@ def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, label
     fp32_backend = kind.backend(fp32, model_config)
     feeds = kind.feeds(windows, fp32_backend)
     eval_dataset = ActDataset(opts.calib_data) if labelled else None
-    report = {"calibration": {"source": os.path.abspath(opts.calib_data), "windows": len(windows),
+    source = "windows given to build_engine" if opts.calib_data is None else os.path.abspath(opts.calib_data)
+    report = {"calibration": {"source": source, "windows": len(windows),
                               "method": opts.calib_method, "gate_windows": len(gate_windows)},
               "max_map_drop": opts.max_map_drop, "attempts": []}
     always = kind.always_float(fp32)
@@ -306,19 +322,23 @@ def save_reference_io(folder, backend, config, seed=0):
     _write_reference_io(folder, arrays)
 
 
-def _stamped_copy(source, target, config):
-    """Copy the ONNX graph ``source`` to ``target`` with the model fields its shapes depend on in its
-    metadata (:func:`edge_stad.engines.graph_io.stamp`), which the backends compare with the manifest."""
+def _stamped_copy(source, target, config, graph, labels, precision):
+    """Copy the ONNX graph ``source`` to ``target`` describing itself in its ``metadata_props``
+    (:func:`edge_stad.engines.graph_io.graph_metadata`): the model fields its shapes depend on, which the
+    backends compare with the manifest, and the model, version, class names and input contract, for tools
+    that see the ONNX file alone (Netron, onnx.load)."""
     import onnx
 
     from edge_stad.export.onnx_export import save_model
 
     proto = onnx.load(source)
-    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    entries = graph_metadata(config, graph, labels, precision)
+    kept = [p for p in proto.metadata_props if p.key not in entries]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, stamp(config)
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     save_model(proto, target)
 
 
@@ -357,10 +377,13 @@ def resolve_int8_flavor(opts, use_trt, log):
     return replace(opts, int8_flavor=flavor)
 
 
-def build_engine(model, out, opts, labels=(), command=None, log=print):
+def build_engine(model, out, opts, labels=(), command=None, log=print, calibration=None):
     """Build the engine folder ``out`` for ``model`` (an AMMA or MENet in eval mode); returns its manifest.
 
     ``labels`` names the classes (from the checkpoint); ``command`` is recorded in the manifest.
+    ``calibration``: INT8 calibration data from Python instead of ``opts.calib_data``: an iterable of
+    windows ``uint8 (K, clip_len, H, W, 3)`` or an ONNX Runtime ``CalibrationDataReader`` of the first
+    graph's feeds (the gate then runs on those windows: there is no test split).
     """
     from edge_stad.export.onnx_export import export_onnx
 
@@ -382,7 +405,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
     # Reports and caches are kept per engine folder, so builds into other --out folders never collide.
     reports = os.path.join(opts.calibration_dir, os.path.basename(os.path.normpath(os.fspath(out))))
     report = None
-    calibration = calibration_sets(config, opts, log) if opts.precision == "int8" else None
+    calibration = calibration_sets(config, opts, log, calibration) if opts.precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
         _say(log, "export", f"{name}: FP32 ONNX, checking against PyTorch")
         fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in kind.graphs}
@@ -402,6 +425,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
         elif opts.precision == "int8":
             final, report, feeds = build_int8(config, fp32, work, opts, log, *calibration)
             write_json(os.path.join(reports, "report.json"), report)
+            write_json(os.path.join(folder, INT8_REPORT), report)   # travels with the engine, hashed in its manifest
             for g in kind.graphs:
                 shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
             if report["passed"] is False:
@@ -414,7 +438,7 @@ def build_engine(model, out, opts, labels=(), command=None, log=print):
             _say(log, "int8", f"report: {reports}/report.json")
         graphs = {g: f"{g}.onnx" for g in kind.graphs}
         for g in kind.graphs:
-            _stamped_copy(final[g], os.path.join(folder, graphs[g]), config)
+            _stamped_copy(final[g], os.path.join(folder, graphs[g]), config, g, labels, opts.precision)
         backend = kind.backend({g: os.path.join(folder, graphs[g]) for g in kind.graphs}, config)
         kind.reference_io(folder, backend, config)
         plans = {}

@@ -14,6 +14,7 @@ from edge_stad.core.region_decode import detector_frames
 from edge_stad.errors import EngineError
 from edge_stad.model_config import graph_names
 from edge_stad.preprocess import DOWN_RATIO
+from edge_stad.version import __version__
 
 METADATA_KEY = "edge_stad.model"
 STAMPED = ("name", "K", "clip_len", "input_size", "num_classes", "num_anchors", "srm_frames")
@@ -23,6 +24,20 @@ MENET_STRIDE = 32
 def stamp(config):
     """The metadata value ``edge-stad build`` writes into each graph: the model fields its shapes depend on."""
     return json.dumps({k: config[k] for k in STAMPED if k in config}, sort_keys=True)
+
+
+def graph_metadata(config, graph, labels=(), precision="fp32"):
+    """The ``metadata_props`` of an engine's graph ``graph``: :data:`METADATA_KEY` (checked at open) and what
+    describes the file alone: its model config, version, class names, precision and input contract."""
+    inputs, _ = expected_io(config)[graph]
+    contract = {name: {"shape": ["batch" if d is None else d for d in shape],
+                       "dtype": "uint8 BGR, resized with cv2.INTER_LINEAR; normalised in the graph"
+                       if name in ("frames", "clip") else "float32"}
+                for name, shape in inputs.items()}
+    return {METADATA_KEY: stamp(config), "edge_stad.graph": graph, "edge_stad.version": __version__,
+            "edge_stad.precision": precision, "edge_stad.model_config": json.dumps(config, sort_keys=True),
+            "edge_stad.labels": json.dumps(list(labels) or [f"class_{i}" for i in range(config["num_classes"])]),
+            "edge_stad.inputs": json.dumps(contract, sort_keys=True)}
 
 
 def expected_io(config):

@@ -29,6 +29,7 @@ from edge_stad.model_config import check_labels, check_model_config, short_repr
 from edge_stad.version import __version__
 
 MANIFEST = "manifest.json"
+INT8_REPORT = "int8_report.json"   # the INT8 build's calibration and gate report, inside the engine folder
 FORMAT = "edge_stad.engine"
 FORMAT_VERSION = 1
 REQUIRED = ("format", "format_version", "model", "precision", "graphs", "files")

@@ -24,6 +24,7 @@ from edge_stad.core.windows import clip_ending_at, regular_window
 from edge_stad.data.act import ActDataset, is_act_dataset
 from edge_stad.data.frames import IMAGE_EXTENSIONS, iter_clip_frames
 from edge_stad.errors import DataError
+from edge_stad.model_config import short_repr
 from edge_stad.preprocess import resize
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -119,3 +120,37 @@ def calibration_windows(source, config, count=64, part="train"):
         return _from_clips([source], config, count)
     raise DataError(f"{source}: no such calibration file or folder (for the synthetic set: "
                     f"edge-stad synth --out {source})")
+
+
+def user_windows(data, config, count=64):
+    """Up to ``count`` calibration windows from what a Python caller hands ``build_engine``: an iterable of
+    windows ``uint8 (K, n, H, W, 3)`` (what :func:`calibration_windows` returns), or an ONNX Runtime
+    ``CalibrationDataReader`` of the first graph's feeds (AMMA's encoder: ``{"frames": (1, n, H, W, 3)}``
+    per clip, K consecutive clips making a window; MENet's encoder3d: ``{"clip": (1, n, H, W, 3)}``)."""
+    K, n, (h, w) = _clips_per_window(config), config["clip_len"], config["input_size"]
+    expected = f"uint8 ({K}, {n}, {h}, {w}, 3) windows for this model (K={K}, clip_len={n}, input {h}x{w})"
+    if hasattr(data, "get_next"):   # onnxruntime.quantization.CalibrationDataReader
+        clips = []
+        while len(clips) < count * K:
+            feed = data.get_next()
+            if feed is None:
+                break
+            if not isinstance(feed, dict) or len(feed) != 1:
+                raise DataError(f"the calibration reader gave {short_repr(feed)}; expected one-input feeds of the "
+                                "first graph ({'frames': clip} or {'clip': clip})")
+            clip = np.asarray(next(iter(feed.values())))
+            clips.extend(clip if clip.ndim == 5 else [clip])
+        data = [np.stack(clips[i:i + K]) for i in range(0, len(clips) - K + 1, K)]
+    windows = []
+    for window in data:
+        window = np.asarray(window)
+        if window.dtype != np.uint8 or window.shape != (K, n, h, w, 3):
+            raise DataError(f"calibration window {len(windows)} is {window.dtype} {tuple(window.shape)}; expected "
+                            + expected)
+        windows.append(window)
+        if len(windows) == count:
+            break
+    if not windows:
+        raise DataError("no calibration windows in the data given; expected " + expected)
+    return windows
+
