@@ -2,8 +2,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_stad.models.backbones import BACKBONES, MobileNetV2, ResNet18, ShuffleNetV2  # noqa: E402
+from edge_stad.models.backbones import MobileNetV2, ResNet18, ShuffleNetV2  # noqa: E402
 from edge_stad.models.backbones.shufflenetv2 import channel_shuffle  # noqa: E402
+from edge_stad.models.registry import available, create_backbone  # noqa: E402
 
 # (channels, stride) of every stage at input 288, from the reference's shape table.
 STAGES = {
@@ -16,9 +17,9 @@ TAIL = {"resnet18": 512, "mobilenetv2": 1280, "shufflenetv2": 1024}
 PARAMS = {"resnet18": 11_689_512 - 513_000, "mobilenetv2": 3_504_872 - 1_281_000, "shufflenetv2": 2_278_604 - 1_025_000}
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", available("2d"))
 def test_stage_outputs_and_params(name):
-    net = BACKBONES[name]().eval()
+    net = create_backbone("2d", name).eval()
     x = torch.randn(1, 3, 288, 288)
     with torch.no_grad():
         outs = net.forward_stages(x)

@@ -9,9 +9,10 @@ from edge_stad import cli  # noqa: E402
 from edge_stad.bench.complexity import count_macs, profile_menet  # noqa: E402
 from edge_stad.errors import ConfigError  # noqa: E402
 from edge_stad.models import create_model  # noqa: E402
-from edge_stad.models.backbones3d import BACKBONES_3D, NonLocalBlock3D, create_backbone_3d  # noqa: E402
+from edge_stad.models.backbones3d import NonLocalBlock3D, create_backbone_3d  # noqa: E402
 from edge_stad.models.darknet import YOLOv2Tiny, darknet_reorg  # noqa: E402
 from edge_stad.models.menet import YOWO_UCF24_ANCHORS, ChannelAttention  # noqa: E402
+from edge_stad.models.registry import available  # noqa: E402
 
 M, G = 1e6, 1e9
 # 3D depthwise convolutions are slow on CPU: real forward passes use 6 frames at 32x64 (a 1x2 grid).
@@ -185,7 +186,7 @@ def test_attention_blocks_start_as_identity():
 
 def test_backbones_3d_levels_line_up():
     video = torch.zeros(1, 3, 16, 224, 224, device="meta")
-    for name in BACKBONES_3D:
+    for name in available("3d"):
         with torch.device("meta"):
             net = create_backbone_3d(name)
         levels = net.forward_levels(video)

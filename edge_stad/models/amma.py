@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from edge_stad.errors import ConfigError
-from edge_stad.models.backbones import ALIASES, BACKBONES
+from edge_stad.models.backbones import ALIASES
 from edge_stad.models.decoder import Decoder
-from edge_stad.models.fused_backbones import FUSED_BACKBONES, LateralFusion
+from edge_stad.models.fused_backbones import LateralFusion
 from edge_stad.models.head import TubeletHead
 from edge_stad.models.micro_motion import MicroMotion
+from edge_stad.models.registry import available, create_backbone
 from edge_stad.preprocess import grid_size
 
 MOTIONS = ("conv", "diff")   # micro-motion (MM_Conv_Diff) or the raw RGB difference (MM_Diff)
@@ -27,8 +28,8 @@ MOTIONS = ("conv", "diff")   # micro-motion (MM_Conv_Diff) or the raw RGB differ
 
 def canonical_backbone(name):
     name = ALIASES.get(name, name)
-    if name not in BACKBONES:
-        raise ConfigError("unknown backbone {!r}; choose one of {}".format(name, ", ".join(BACKBONES)))
+    if name not in available("fused"):
+        raise ConfigError("unknown backbone {!r}; choose one of {}".format(name, ", ".join(available("fused"))))
     return name
 
 
@@ -64,7 +65,7 @@ class AMMA(nn.Module):
         self.K, self.num_classes, self.clip_len = K, num_classes, clip_len
         self.mm = MicroMotion(clip_len, pairs, pool=mm_pool, learned=motion == "conv") if fusion_stages else None
         motion_channels = self.mm.out_channels if self.mm is not None else 3
-        self.backbone = FUSED_BACKBONES[backbone](fusion_stages, motion_channels)
+        self.backbone = create_backbone("fused", backbone, fusion_stages, motion_channels)
         self.deconv_layer = Decoder(decoder)
         self.branch = TubeletHead(K, num_classes, head_conv=head_conv)
         self.config = {

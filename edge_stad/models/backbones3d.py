@@ -10,7 +10,6 @@ cut into four levels at spatial strides 4, 8, 16 and 32 (temporal strides 2, 4, 
 last one being its output: a flow teacher and a smaller student then pair up level by level
 for multi-level distillation (seed 003).
 """
-from functools import partial
 from itertools import accumulate
 
 import torch
@@ -243,13 +242,6 @@ class NonLocalBlock3D(nn.Module):
         return x + self.W(y.reshape(b, -1, t, h, w))
 
 
-BACKBONES_3D = {
-    "resnext50": partial(ResNeXt3D, 50),
-    "resnext101": partial(ResNeXt3D, 101),
-    "resnext152": partial(ResNeXt3D, 152),
-    "shufflenetv2": ShuffleNetV2_3D,
-    "mobilenetv2": MobileNetV2_3D,
-}
 # Width multiplier used when none is given (None: the backbone has none); 2.0x / 1.0x are YOWO's lite choices.
 DEFAULT_WIDTH_3D = {"resnext50": None, "resnext101": None, "resnext152": None, "shufflenetv2": 2.0,
                     "mobilenetv2": 1.0}
@@ -257,8 +249,8 @@ DEFAULT_WIDTH_3D = {"resnext50": None, "resnext101": None, "resnext152": None, "
 
 def resolve_width_3d(name, width_mult=None):
     """The width a 3D backbone is built with (its default when ``width_mult`` is None); ConfigError if it has none."""
-    if name not in BACKBONES_3D:
-        raise ConfigError("unknown 3D backbone {!r}; choose one of {}".format(name, ", ".join(BACKBONES_3D)))
+    if name not in DEFAULT_WIDTH_3D:
+        raise ConfigError("unknown 3D backbone {!r}; choose one of {}".format(name, ", ".join(DEFAULT_WIDTH_3D)))
     default = DEFAULT_WIDTH_3D[name]
     if width_mult is None:
         return default
@@ -268,7 +260,9 @@ def resolve_width_3d(name, width_mult=None):
 
 
 def create_backbone_3d(name, width_mult=None, in_channels=3):
+    """The registry's 3D backbone ``name`` (:func:`edge_stad.models.registry.create_backbone`) at its width."""
+    from edge_stad.models.registry import create_backbone
+
     width = resolve_width_3d(name, width_mult)
-    if width is None:
-        return BACKBONES_3D[name](in_channels=in_channels)
-    return BACKBONES_3D[name](width, in_channels=in_channels)
+    return create_backbone("3d", name, in_channels=in_channels) if width is None else \
+        create_backbone("3d", name, width, in_channels=in_channels)

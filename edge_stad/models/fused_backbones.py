@@ -145,5 +145,3 @@ class AMMAShuffleNetV2(LateralFusion, ShuffleNetV2):
     def neck(self, x):
         return self.shrink(x)
 
-
-FUSED_BACKBONES = {"resnet18": AMMAResNet18, "mobilenetv2": AMMAMobileNetV2, "shufflenetv2": AMMAShuffleNetV2}

@@ -62,8 +62,8 @@ from edge_stad.models.amma import canonical_backbone, input_hw
 from edge_stad.models.backbones3d import create_backbone_3d, resolve_width_3d
 from edge_stad.models.decoder import DECODERS, Decoder
 from edge_stad.models.dla import DLASeg
-from edge_stad.models.fused_backbones import FUSED_BACKBONES
 from edge_stad.models.head import CLIP_CHANNELS
+from edge_stad.models.registry import create_backbone
 from edge_stad.models.stma_branches import ActionRecognition, SpatialDetection
 
 VARIANTS = ("stma", "stma-lite")
@@ -116,7 +116,7 @@ class STMA(nn.Module):
         if backbone == "dla34":
             self.backbone, self.deconv_layer, self.shrink = DLASeg(deformable=decoder == "dcn"), None, None
         else:   # AMMA's RGB-only backbone and decoder, then AMMA's 1x1 shrink to 64 channels
-            self.backbone = FUSED_BACKBONES[backbone](0)
+            self.backbone = create_backbone("fused", backbone, 0)
             self.deconv_layer = Decoder(decoder)
             self.shrink = nn.Sequential(nn.Conv2d(256, CLIP_CHANNELS, 1, bias=False), nn.BatchNorm2d(CLIP_CHANNELS))
         self.backbone_3d = create_backbone_3d(backbone_3d, width_3d) if backbone_3d is not None else None
