@@ -37,8 +37,8 @@ GPU = ["cuda-python>=12,<14", "nvidia-ml-py>=11.0", "polygraphy>=0.49"]
 JETSON = ['cuda-python>=11.4,<12; python_version < "3.9"', 'cuda-python>=12,<13; python_version >= "3.9"',
           'pycuda>=2022.1; platform_machine == "aarch64"', "jetson-stats>=4.2", "polygraphy>=0.49"]
 # NVRTC (pip wheels, no GPU needed) lets the tests compile every CUDA kernel on any Linux x86-64 machine
-NVRTC = ['cuda-bindings>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"',
-         'nvidia-cuda-nvrtc>=13,<14; platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"']
+_LINUX_X86_64 = 'platform_system == "Linux" and platform_machine == "x86_64" and python_version >= "3.10"'
+NVRTC = ["cuda-bindings>=13,<14; " + _LINUX_X86_64, "nvidia-cuda-nvrtc>=13,<14; " + _LINUX_X86_64]
 # Action events to an MQTT broker (edge_stad.runtime.sinks.MqttSink, `edge-stad run --mqtt`)
 MQTT = ["paho-mqtt>=2.0"]
 # the tests also validate events against docs/events_schema.json (jsonschema) and generate inputs (hypothesis)

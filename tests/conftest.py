@@ -29,7 +29,7 @@ def tiny_engine(tmp_path_factory):
 
     def get(labels):
         if labels not in built:
-            from test_export import tiny_model
+            from model_helpers import tiny_model
 
             from edge_stad.build.pipeline import BuildOptions, build_engine
 

@@ -1,5 +1,7 @@
-"""Helpers shared by the model tests."""
+"""Helpers shared by the model tests: a BN-calibrated tiny AMMA and the backbones it comes in."""
 import torch
+
+from edge_stad.models import create_model
 
 
 def calibrate_bn(model, x):
@@ -14,3 +16,12 @@ def calibrate_bn(model, x):
     with torch.no_grad():
         model(x)
     return model.eval()
+
+
+BACKBONES = ["resnet18", "mobilenetv2", "shufflenetv2"]
+
+
+def tiny_model(backbone, K=2, size=64, decoder="conv", seed=0, num_classes=4):
+    torch.manual_seed(seed)
+    model = create_model("amma", backbone=backbone, K=K, num_classes=num_classes, input_size=size, decoder=decoder)
+    return calibrate_bn(model, torch.randn(2, K, 15, size, size))

@@ -6,8 +6,11 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from model_helpers import calibrate_bn  # noqa: E402
-from test_export import BACKBONES, tiny_model  # noqa: E402
+from model_helpers import (  # noqa: E402
+    BACKBONES,
+    calibrate_bn,  # noqa: E402
+    tiny_model,
+)
 
 from edge_stad.export.graphs import EncoderGraph, normalization  # noqa: E402
 from edge_stad.export.onnx_export import export_onnx  # noqa: E402

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from test_tensorrt_backend import build, with_plans
+from engine_helpers import build, with_plans
 
 import edge_stad
 from edge_stad import diagnosis

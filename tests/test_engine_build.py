@@ -9,8 +9,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from engine_helpers import broken_copies  # noqa: E402
+from model_helpers import tiny_model  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
-from test_export import tiny_model  # noqa: E402
 
 from edge_stad import cli  # noqa: E402
 from edge_stad.backends import open_backend  # noqa: E402
@@ -61,22 +62,6 @@ def test_reference_io_reproduces_on_the_engine(fp32_engine):
     np.testing.assert_array_equal(feat, ref["encoder.feat"])
     assert backend.decodes_in_graph   # an AMMA engine's default
     np.testing.assert_array_equal(backend.detect(ref["head.feats"], ref["head.whs"]), ref["head.tubelets"])
-
-
-def broken_copies(engine, folder):
-    """Two copies of ``engine``: one with a modified head.onnx, one whose manifest claims format version 99."""
-    import shutil
-
-    tampered, other = folder / "tampered", folder / "other_version"
-    shutil.copytree(engine, tampered)
-    with open(tampered / "head.onnx", "r+b") as f:
-        f.seek(100)
-        f.write(b"\x00\x01\x02")
-    shutil.copytree(engine, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["format_version"] = 99
-    (other / "manifest.json").write_text(json.dumps(manifest))
-    return tampered, other
 
 
 def test_manifest_catches_a_modified_or_missing_file(fp32_engine, tmp_path):

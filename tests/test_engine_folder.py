@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from test_export import tiny_model  # noqa: E402
+from model_helpers import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
 from edge_stad.backends import open_backend  # noqa: E402

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 pytest.importorskip("torch")
 jsonschema = pytest.importorskip("jsonschema")
 
-from test_runtime import video  # noqa: E402
+from media import video  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
 from edge_stad.errors import ConfigError  # noqa: E402
@@ -306,8 +306,8 @@ def test_sinks_import_without_torch_or_paho_and_mqtt_says_what_to_install():
 
 def test_run_command_sends_one_ended_event_and_writes_one_clip_per_tube(engine, broker, tmp_path, capsys):
     """The acceptance run: `edge-stad run video.mp4 --engine ENG --mqtt mqtt://127.0.0.1:PORT --clips out/`."""
+    from media import write_video
     from mosquitto import Subscriber
-    from test_sources import write_video
 
     from edge_stad import cli
     from edge_stad.runtime.sources import open_source

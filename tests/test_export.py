@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from model_helpers import calibrate_bn  # noqa: E402
+from model_helpers import BACKBONES, tiny_model  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
 
 from edge_stad.core.tubelet_decode import decode  # noqa: E402
@@ -16,16 +16,7 @@ from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, create_ses
 from edge_stad.errors import ExportError  # noqa: E402
 from edge_stad.export.graphs import TrajectoryAtCells, decode_rows  # noqa: E402
 from edge_stad.export.onnx_export import export_onnx, scaled_error  # noqa: E402
-from edge_stad.models import create_model  # noqa: E402
 from edge_stad.preprocess import normalize_clip, resize  # noqa: E402
-
-BACKBONES = ["resnet18", "mobilenetv2", "shufflenetv2"]
-
-
-def tiny_model(backbone, K=2, size=64, decoder="conv", seed=0, num_classes=4):
-    torch.manual_seed(seed)
-    model = create_model("amma", backbone=backbone, K=K, num_classes=num_classes, input_size=size, decoder=decoder)
-    return calibrate_bn(model, torch.randn(2, K, 15, size, size))
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

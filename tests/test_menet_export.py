@@ -207,7 +207,7 @@ def test_tensorrt_frame_backend_plumbing_streams_like_onnxruntime(int8_engine, t
 
 
 def _tensorrt_runs_here():
-    from test_tensorrt_backend import cuda_python_available
+    from engine_helpers import cuda_python_available
 
     from edge_stad.engines import tensorrt_runtime
 

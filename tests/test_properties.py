@@ -207,7 +207,7 @@ def test_detections_lines_pass_or_raise_the_typed_error(record, header):
 def engine(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from test_export import tiny_model
+    from model_helpers import tiny_model
 
     from edge_stad.build.pipeline import BuildOptions, build_engine
 
@@ -293,7 +293,7 @@ garbage_frames = st.one_of(
 
 @pytest.mark.parametrize("pipeline", [False, 2])
 def test_rejected_frames_leave_the_stream_bit_identical(engine, pipeline):
-    from test_runtime import stream, video
+    from media import stream, video
 
     from edge_stad import Runtime
 

@@ -9,9 +9,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
+from model_helpers import tiny_model  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
-from test_export import tiny_model  # noqa: E402
 
 from edge_stad.engines.onnxruntime_backend import DISABLED_OPTIMIZERS, OnnxRuntimeBackend, create_session  # noqa: E402
 from edge_stad.errors import DataError  # noqa: E402

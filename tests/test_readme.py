@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+from model_helpers import tiny_model  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
-from test_export import tiny_model  # noqa: E402
 
 from edge_stad import cli  # noqa: E402
 from edge_stad.build.pipeline import BuildOptions, build_engine  # noqa: E402

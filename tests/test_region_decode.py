@@ -106,7 +106,7 @@ def test_bad_inputs_name_what_was_expected():
 
 
 def test_imports_without_torch_and_parses_as_python_3_8():
-    path = pathlib.Path(__file__).parents[1] / "edge_stad" / "runtime" / "region_decode.py"
+    path = pathlib.Path(__file__).parents[1] / "edge_stad" / "core" / "region_decode.py"
     ast.parse(path.read_text(), feature_version=(3, 8))
     code = "import sys; sys.modules['torch'] = None; import edge_stad.core.region_decode"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=path.parents[2])

@@ -11,9 +11,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from engine_helpers import broken_copies  # noqa: E402
+from media import faststart, stream, video, write_video  # noqa: E402
+from model_helpers import tiny_model  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
-from test_engine_build import broken_copies  # noqa: E402
-from test_export import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
 from edge_stad.core.frame_detections import frame_detections  # noqa: E402
@@ -27,19 +28,6 @@ K, N = 3, 5
 @pytest.fixture(scope="module")
 def engine(tiny_engine):
     return tiny_engine(("a", "b", "c", "d"))   # K = 3
-
-
-def video(nframes, hw=(72, 96), seed=0):
-    """Frames with a bright block drifting over smooth noise: enough structure for peaks and tubes."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (hw[0] // 8, hw[1] // 8, 3), dtype=np.uint8)
-    frames = []
-    for t in range(nframes):
-        frame = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
-        x = 8 + 2 * t % (hw[1] - 30)
-        frame[20:50, x:x + 20] = (230, 200, 40)
-        frames.append(frame)
-    return frames
 
 
 class FrameList:
@@ -69,13 +57,6 @@ class Delegating:
 
     def detect(self, feats, whs):
         return self.backend.detect(feats, whs)
-
-
-def stream(runtime, frames, stream_id=0):
-    pushed = []
-    for i, frame in enumerate(frames, start=1):
-        pushed += [(i, r) for r in runtime.push(frame, timestamp=i / 25, stream=stream_id)]
-    return pushed + [(len(frames) + 1, r) for r in runtime.flush(stream_id)]
 
 
 def check_against_offline(engine, frames, dataset=None, name="v", pipeline=False):
@@ -608,7 +589,6 @@ def test_run_command_reports_what_the_api_gives(engine, tmp_path, capsys):
 
 
 def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys):
-    from test_sources import write_video
 
     from edge_stad import cli
 
@@ -627,7 +607,6 @@ def test_run_command_on_a_truncated_video_ends_cleanly(engine, tmp_path, capsys)
 
 def test_run_command_strict_refuses_a_truncated_video_and_a_bad_image(engine, tmp_path, capsys):
     import cv2
-    from test_sources import faststart, write_video
 
     from edge_stad import cli
 

@@ -4,6 +4,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from media import faststart, write_video
 
 from edge_stad.errors import FrameError, SourceError
 from edge_stad.runtime.drawing import VideoSink, draw_status, draw_tubes, tube_colour
@@ -22,17 +23,6 @@ def square_frame(i):
 def square_left(frame):
     """Left edge of the white square, robust to MJPG's small compression errors."""
     return int(np.flatnonzero((frame[18] > 200).all(axis=1))[0])
-
-
-def write_video(path, frames, fourcc="MJPG", fps=FPS):
-    """Encode BGR ``frames`` into ``path`` with OpenCV; returns the path as a string."""
-    path = str(path)
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 @pytest.fixture
@@ -138,36 +128,6 @@ def test_image_folder_skips_and_counts_unreadable_images(tmp_path):
     with pytest.raises(SourceError, match=r"000003\.jpg is not a readable image \(--strict\)"):
         list(strict)
     assert strict.frames_read == 2
-
-
-def faststart(data):
-    """An MP4 with its ``moov`` atom moved before ``mdat`` and its chunk offsets shifted (what
-    ``qt-faststart`` and ``ffmpeg -movflags faststart`` write): cut short, such a file still opens."""
-    import struct
-
-    def atoms(buf, start, end):
-        while start + 8 <= end:
-            size, kind = struct.unpack(">I4s", buf[start:start + 8])
-            yield kind, start, size
-            start += size
-
-    def shift(buf, start, end, by):
-        for kind, at, size in atoms(buf, start, end):
-            if kind in (b"trak", b"mdia", b"minf", b"stbl"):
-                shift(buf, at + 8, at + size, by)
-            elif kind == b"stco":
-                count = struct.unpack(">I", buf[at + 12:at + 16])[0]
-                offsets = struct.unpack(f">{count}I", buf[at + 16:at + 16 + 4 * count])
-                buf[at + 16:at + 16 + 4 * count] = struct.pack(f">{count}I", *(o + by for o in offsets))
-
-    top = list(atoms(data, 0, len(data)))
-    _, at, size = next(a for a in top if a[0] == b"moov")
-    moov = bytearray(data[at:at + size])
-    shift(moov, 8, len(moov), size)
-    out = b""
-    for kind, start, length in top:
-        out += (bytes(moov) if kind == b"mdat" else b"") + (data[start:start + length] if kind != b"moov" else b"")
-    return out
 
 
 def test_truncated_faststart_mp4_plays_what_decodes_and_says_how_much(tmp_path):

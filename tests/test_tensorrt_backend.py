@@ -3,8 +3,6 @@ static-batch loop, in-graph decoding) on a stand-in TensorRT that runs the ONNX 
 memory; and, where TensorRT and cuda-python are importable, real FP32 plans against ONNX Runtime."""
 import ctypes
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections import namedtuple
@@ -12,9 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from engine_helpers import build, cuda_python_available, with_plans
 
 from edge_stad.engines import tensorrt_backend, tensorrt_runtime
-from edge_stad.engines.manifest import write_manifest
 from edge_stad.engines.tensorrt_backend import TensorRTBackend, open_tensorrt_engine
 from edge_stad.errors import EngineError, MissingDependencyError
 
@@ -23,31 +21,6 @@ REAL_CUDART = tensorrt_backend.cudart
 
 def quiet(_):
     pass
-
-
-def build(root, **options):
-    pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from test_export import tiny_model
-
-    from edge_stad.build.pipeline import BuildOptions, build_engine
-
-    build_engine(tiny_model("shufflenetv2"), root, BuildOptions(**options), log=quiet)
-    return root
-
-
-def with_plans(folder, out, **manifest_changes):
-    """A copy of an ONNX Runtime engine folder whose ``*.plan`` are its ONNX files, listed as a TensorRT build lists
-    them (what the stand-in TensorRT below deserializes)."""
-    shutil.copytree(folder, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    for graph in manifest["graphs"]:
-        shutil.copyfile(out / f"{graph}.onnx", out / f"{graph}.plan")
-    manifest.update(plans={graph: f"{graph}.plan" for graph in manifest["graphs"]}, **manifest_changes)
-    os.remove(out / "manifest.json")
-    write_manifest(out, {k: v for k, v in manifest.items() if k != "files"})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -349,13 +322,6 @@ def test_cuda_errors_and_missing_cuda_python(monkeypatch):
 
 
 # Real TensorRT plans on this machine's GPU.
-
-def cuda_python_available():
-    try:
-        REAL_CUDART()
-    except MissingDependencyError:
-        return False
-    return True
 
 
 needs_tensorrt = pytest.mark.skipif(not (tensorrt_runtime.available() and cuda_python_available()),

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_export import tiny_model  # noqa: E402
-from test_runtime import stream, video  # noqa: E402
+from media import stream, video  # noqa: E402
+from model_helpers import tiny_model  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
 from edge_stad.preprocess import STD_BGR, normalize_clip  # noqa: E402

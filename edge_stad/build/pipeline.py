@@ -384,9 +384,10 @@ def build_engine(model, out, opts, labels=(), command=None, log=print, calibrati
     ``calibration``: INT8 calibration data from Python instead of ``opts.calib_data``: an iterable of
     windows ``uint8 (K, clip_len, H, W, 3)`` or an ONNX Runtime ``CalibrationDataReader`` of the first
     graph's feeds (the gate then runs on those windows: there is no test split).
-    """
-    from edge_stad.export.onnx_export import export_onnx
 
+    The stages, each below: checks (before any work), export, precision, the engine's files, TensorRT
+    plans, the manifest. Everything is written into a staged folder renamed to ``out`` at the end.
+    """
     if opts.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {opts.precision!r}")
     if opts.backend not in BACKENDS:
@@ -401,62 +402,20 @@ def build_engine(model, out, opts, labels=(), command=None, log=print, calibrati
     if labels and len(labels) != config["num_classes"]:
         raise ConfigError(f"{len(labels)} class names for a model of {config['num_classes']} classes: {list(labels)}")
     kind = model_kind(config)
-    name = engine_name(config, opts.precision)
     # Reports and caches are kept per engine folder, so builds into other --out folders never collide.
     reports = os.path.join(opts.calibration_dir, os.path.basename(os.path.normpath(os.fspath(out))))
-    report = None
     calibration = calibration_sets(config, opts, log, calibration) if opts.precision == "int8" else None
     with tempfile.TemporaryDirectory(prefix="edge_stad_build_") as work, staged_dir(out, opts.force) as folder:
-        _say(log, "export", f"{name}: FP32 ONNX, checking against PyTorch")
-        fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in kind.graphs}
-        fold = opts.precision == "int8" and opts.int8_flavor == "cpu"  # the graph quantized for ONNX Runtime's CPU
-        decode = not is_frame_model(config) if opts.decode_in_graph is None else opts.decode_in_graph
-        export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=decode, fold=fold)
-        for g in fp32:
-            os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
-        _say(log, "export", f"opset {export['opset']}; error vs PyTorch (max abs): " + _errors(export))
-        final = fp32
-        if opts.precision == "fp16":
-            os.mkdir(os.path.join(work, "fp16"))
-            export["fp16"] = export_onnx(model, os.path.join(work, "fp16"), dynamic_batch=opts.dynamic_batch,
-                                         decode=decode, half=True)
-            final = {g: os.path.join(work, "fp16", f"{g}.onnx") for g in fp32}
-            _say(log, "fp16", f"FP16 graphs ({kind.fp16_float}); error vs FP32 PyTorch: " + _errors(export["fp16"]))
-        elif opts.precision == "int8":
-            final, report, feeds = build_int8(config, fp32, work, opts, log, *calibration)
-            write_json(os.path.join(reports, "report.json"), report)
-            write_json(os.path.join(folder, INT8_REPORT), report)   # travels with the engine, hashed in its manifest
-            for g in kind.graphs:
-                shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
-            if report["passed"] is False:
-                last = report["attempts"][-1]
-                kept = sum(map(len, last["kept_float"].values()))
-                raise ExportError(f"INT8 accuracy gate failed: frame-mAP drops {last['frame_mAP_drop']:.2f} points "
-                                  f"(limit {opts.max_map_drop:g}) even with {kept} layers kept in float; see "
-                                  f"{reports}/report.json. No engine was written; "
-                                  "try --calib-method entropy/percentile, more --calib-clips, or --fp16")
-            _say(log, "int8", f"report: {reports}/report.json")
+        fp32, export = _export(model, kind, work, opts, log)
+        final, report, feeds = _precision(model, kind, fp32, export, work, folder, reports, opts, log, calibration)
         graphs = {g: f"{g}.onnx" for g in kind.graphs}
         for g in kind.graphs:
             _stamped_copy(final[g], os.path.join(folder, graphs[g]), config, g, labels, opts.precision)
-        backend = kind.backend({g: os.path.join(folder, graphs[g]) for g in kind.graphs}, config)
-        kind.reference_io(folder, backend, config)
-        plans = {}
-        if use_trt:
-            for g in kind.graphs:
-                _say(log, "tensorrt", f"building {g}.plan")
-                plans[g] = f"{g}.plan"
-                info = tensorrt_plans.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
-                                                 opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
-                                                 fp32_scopes=kind.float_scopes)
-                if opts.trt_calib_cache and opts.precision == "int8":
-                    cache = os.path.join(reports, f"{g}.trt-calibration.cache")
-                    _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
-                    tensorrt_plans.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
-                                              opts.workspace_mb, None, opts.dla_core, feeds[g], cache,
-                                              fp32_scopes=kind.float_scopes)
+        kind.reference_io(folder, kind.backend({g: os.path.join(folder, graphs[g]) for g in kind.graphs}, config),
+                          config)
+        plans, trt = _plans(folder, kind, graphs, fp32, work, reports, feeds, opts, log) if use_trt else ({}, None)
         manifest = {
-            "name": name, "model": config, "precision": opts.precision,
+            "name": engine_name(config, opts.precision), "model": config, "precision": opts.precision,
             "int8_flavor": opts.int8_flavor if opts.precision == "int8" else None,
             "backend": "tensorrt" if use_trt else "onnxruntime", "graphs": graphs, "plans": plans,
             "export": export, "normalization": {"order": "BGR", "input": "uint8, resized with cv2.INTER_LINEAR",
@@ -466,13 +425,84 @@ def build_engine(model, out, opts, labels=(), command=None, log=print, calibrati
             "command": command or " ".join(sys.argv), "options": asdict(opts),
             "speed_only": SPEED_ONLY if opts.random_weights else None,
         }
-        if use_trt:
-            manifest["tensorrt"] = info
-            try:
-                check = tensorrt_plans.verify_plans(folder, plans)
-                manifest["tensorrt"]["max_abs_error_vs_onnxruntime"] = check
-                _say(log, "tensorrt", f"plans vs ONNX Runtime (max abs): {check}")
-            except MissingDependencyError as e:
-                _say(log, "tensorrt", f"plans not checked against ONNX Runtime: {e}")
+        if trt is not None:
+            manifest["tensorrt"] = trt
         manifest = write_manifest(folder, manifest)
     return manifest
+
+
+def _export(model, kind, work, opts, log):
+    """FP32 ONNX graphs of ``model`` in ``work`` (checked against PyTorch); ``({graph: path}, export record)``."""
+    from edge_stad.export.onnx_export import export_onnx
+
+    _say(log, "export", f"{engine_name(model.config, opts.precision)}: FP32 ONNX, checking against PyTorch")
+    fold = opts.precision == "int8" and opts.int8_flavor == "cpu"  # the graph quantized for ONNX Runtime's CPU
+    export = export_onnx(model, work, dynamic_batch=opts.dynamic_batch, decode=_decodes(model.config, opts),
+                         fold=fold)
+    fp32 = {g: os.path.join(work, f"{g}.fp32.onnx") for g in kind.graphs}
+    for g in fp32:
+        os.replace(os.path.join(work, f"{g}.onnx"), fp32[g])
+    _say(log, "export", f"opset {export['opset']}; error vs PyTorch (max abs): " + _errors(export))
+    return fp32, export
+
+
+def _decodes(config, opts):
+    """Whether the head graph decodes the tubelets (AMMA's default; MENet decodes on the host)."""
+    return not is_frame_model(config) if opts.decode_in_graph is None else opts.decode_in_graph
+
+
+def _precision(model, kind, fp32, export, work, folder, reports, opts, log, calibration):
+    """The graphs at ``opts.precision``: ``({graph: path}, INT8 report or None, INT8 calibration feeds or None)``.
+
+    FP16 exports again in half precision; INT8 calibrates, quantizes and gates (:func:`build_int8`),
+    writes its report beside the calibration ranges and into the engine ``folder``, and raises where the
+    gate failed."""
+    if opts.precision == "fp16":
+        os.mkdir(os.path.join(work, "fp16"))
+        from edge_stad.export.onnx_export import export_onnx
+
+        export["fp16"] = export_onnx(model, os.path.join(work, "fp16"), dynamic_batch=opts.dynamic_batch,
+                                     decode=_decodes(model.config, opts), half=True)
+        _say(log, "fp16", f"FP16 graphs ({kind.fp16_float}); error vs FP32 PyTorch: " + _errors(export["fp16"]))
+        return {g: os.path.join(work, "fp16", f"{g}.onnx") for g in fp32}, None, None
+    if opts.precision != "int8":
+        return fp32, None, None
+    final, report, feeds = build_int8(dict(model.config), fp32, work, opts, log, *calibration)
+    write_json(os.path.join(reports, "report.json"), report)
+    write_json(os.path.join(folder, INT8_REPORT), report)   # travels with the engine, hashed in its manifest
+    for g in kind.graphs:
+        shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
+    if report["passed"] is False:
+        last = report["attempts"][-1]
+        kept = sum(map(len, last["kept_float"].values()))
+        raise ExportError(f"INT8 accuracy gate failed: frame-mAP drops {last['frame_mAP_drop']:.2f} points "
+                          f"(limit {opts.max_map_drop:g}) even with {kept} layers kept in float; see "
+                          f"{reports}/report.json. No engine was written; "
+                          "try --calib-method entropy/percentile, more --calib-clips, or --fp16")
+    _say(log, "int8", f"report: {reports}/report.json")
+    return final, report, feeds
+
+
+def _plans(folder, kind, graphs, fp32, work, reports, feeds, opts, log):
+    """TensorRT plans of the engine's graphs, checked against ONNX Runtime where polygraphy is installed;
+    ``({graph: plan}, build record)``."""
+    plans = {}
+    for g in kind.graphs:
+        _say(log, "tensorrt", f"building {g}.plan")
+        plans[g] = f"{g}.plan"
+        info = tensorrt_plans.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
+                                         opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
+                                         fp32_scopes=kind.float_scopes)
+        if opts.trt_calib_cache and opts.precision == "int8":
+            cache = os.path.join(reports, f"{g}.trt-calibration.cache")
+            _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
+            tensorrt_plans.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",
+                                      opts.workspace_mb, None, opts.dla_core, feeds[g], cache,
+                                      fp32_scopes=kind.float_scopes)
+    try:
+        check = tensorrt_plans.verify_plans(folder, plans)
+        info["max_abs_error_vs_onnxruntime"] = check
+        _say(log, "tensorrt", f"plans vs ONNX Runtime (max abs): {check}")
+    except MissingDependencyError as e:
+        _say(log, "tensorrt", f"plans not checked against ONNX Runtime: {e}")
+    return plans, info

@@ -45,24 +45,48 @@ def first_frame(K, clip_len, nframes):
     return min(K * clip_len, nframes) - clip_len + 1
 
 
+def window_due(count, K, clip_len):
+    """The window a stream processes when its frame ``count`` arrives (stream mode), or None.
+
+    The first at frame ``K * clip_len`` (processed frame ``(K - 1) * clip_len + 1``, the first with K
+    whole clips), then one every ``clip_len`` frames."""
+    first = (K - 1) * clip_len + 1
+    if count == K * clip_len:
+        return regular_window(first, K, clip_len)
+    if count > K * clip_len and (count - first) % clip_len == 0:
+        return regular_window(count, K, clip_len)
+    return None
+
+
+def closing_windows(K, clip_len, count, last=None):
+    """The windows that end a stream of ``count`` frames whose last processed frame is ``last`` (None: none
+    was): the whole schedule of a stream shorter than K clips, else the uneven window at its last frame."""
+    if last is None:
+        if count < clip_len:
+            return []
+        start = count - clip_len + 1   # the first processed frame of a stream shorter than K clips
+        windows = [regular_window(start, K, clip_len)]
+        return windows if start == count else windows + [(windows[0] + (count,))[-K:]]
+    if last == count:
+        return []
+    return [(regular_window(last, K, clip_len) + (count,))[-K:]]
+
+
 def window_schedule(K, clip_len, nframes, mode):
     """The windows (tuples of K frames) a video of ``nframes`` frames is processed with.
 
-    Stream mode appends the last frame even when it lies closer than ``clip_len`` to the
-    previous one; its window is the last K frames actually processed (the reference's
-    ``last_k_ind``), not the regular one.
+    Stream mode is what the Runtime does online, frame by frame (:func:`window_due`, then
+    :func:`closing_windows` when the stream ends): the last frame is processed even when it lies closer
+    than ``clip_len`` to the previous one; its window is the last K frames actually processed (the
+    reference's ``last_k_ind``), not the regular one.
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
     start = first_frame(K, clip_len, nframes)
     if mode == "normal":
         return [regular_window(f, K, clip_len) for f in range(start, nframes + 1)]
-    frames = list(range(start, nframes, clip_len))
-    if not frames or frames[-1] != nframes:
-        frames.append(nframes)
-    windows = [regular_window(f, K, clip_len) for f in frames]
-    windows[-1] = (windows[-2] + (nframes,))[-K:] if len(windows) > 1 else windows[-1]
-    return windows
+    due = [w for w in (window_due(c, K, clip_len) for c in range(1, nframes + 1)) if w]
+    return due + closing_windows(K, clip_len, nframes, due[-1][-1] if due else None)
 
 
 def interpolate(lo, hi, offset, gap):

@@ -51,7 +51,7 @@ from edge_stad.core.frame_detections import FrameDetections
 from edge_stad.core.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
 from edge_stad.core.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
 from edge_stad.core.tubelet_decode import decode, to_pixels
-from edge_stad.core.windows import Window, clip_ending_at, regular_window, window_schedule
+from edge_stad.core.windows import Window, clip_ending_at, closing_windows, window_due
 from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.engines.protocols import STREAMING_KINDS
 from edge_stad.errors import ConfigError, FrameError
@@ -174,19 +174,12 @@ class _Stream:
         self.pending.append((self.count, timestamp, hw))
         if self.image_hw is None:
             self.image_hw = hw
-        K, n = self.K, self.clip_len
-        first = K * n - n + 1
-        if self.count == K * n or (self.count > K * n and (self.count - first) % n == 0):
-            return [regular_window(self.count - n + 1 if self.count == K * n else self.count, K, n)]
-        return []
+        due = window_due(self.count, self.K, self.clip_len)
+        return [due] if due else []
 
     def last_windows(self):
         """The windows that end the stream: the whole schedule of a short one, or the uneven last window."""
-        if self.last is None:
-            return window_schedule(self.K, self.clip_len, self.count, "stream") if self.count >= self.clip_len else []
-        if self.last == self.count:
-            return []
-        return [(regular_window(self.last, self.K, self.clip_len) + (self.count,))[-self.K:]]
+        return closing_windows(self.K, self.clip_len, self.count, self.last)
 
     def clip(self, end):
         return [self.frames[f] for f in clip_ending_at(end, self.clip_len)]
