@@ -62,6 +62,8 @@ def test_to_pixels_scales_and_clips():
     inverted = np.array([[3.0, 4.0, 1.0, 5.0, 2.0, 6.0, 2.5, 1.0, 0.8, 1.0]], np.float32)  # K=2: x, then y inverted
     out = to_pixels(inverted, num_classes=2, grid_hw=(8, 8), image_hw=(80, 80))
     np.testing.assert_allclose(out[1], [[20.0, 40.0, 20.0, 50.0, 20.0, 35.0, 25.0, 35.0, 0.8]])   # zero size, centred
+    kept = to_pixels(inverted, num_classes=2, grid_hw=(8, 8), image_hw=(80, 80), reference_inverted_boxes=True)
+    np.testing.assert_allclose(kept[1], [[30.0, 40.0, 10.0, 50.0, 20.0, 60.0, 25.0, 10.0, 0.8]])   # the reference's
 
 
 def reference_steps(hm, mov, wh, n):

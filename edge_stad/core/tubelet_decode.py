@@ -72,7 +72,7 @@ def decode(hm, mov, wh, top_n=TOP_N, reference_y_rounding=False):
     return rows.astype(np.float32)
 
 
-def to_pixels(rows, num_classes, grid_hw, image_hw):
+def to_pixels(rows, num_classes, grid_hw, image_hw, reference_inverted_boxes=False):
     """One window's decoded rows ``(N, 4K+2)`` -> ``{label: float32 (m, 4K+1)}`` boxes in image pixels.
 
     Coordinates scale by image/grid size and are clipped to ``[0, W-1]`` / ``[0, H-1]``
@@ -80,7 +80,8 @@ def to_pixels(rows, num_classes, grid_hw, image_hw):
     (an untrained or weak model's low peaks) gives a zero-size box at its centre where the
     reference keeps an inverted one (``x1 > x2``): a size cannot be negative, the detections
     format requires ``x1 <= x2``, and every IoU of the evaluation gives both at most a pixel's
-    overlap. Every label gets an entry.
+    overlap. ``reference_inverted_boxes=True`` keeps them inverted, as the reference does, for
+    parity with its detections. Every label gets an entry.
     """
     gh, gw = grid_hw
     ih, iw = image_hw
@@ -88,7 +89,7 @@ def to_pixels(rows, num_classes, grid_hw, image_hw):
     boxes = rows[:, :k4].reshape(len(rows), -1, 4).copy()
     boxes[..., 0::2] = np.clip(boxes[..., 0::2] * (iw / gw), 0, iw - 1)
     boxes[..., 1::2] = np.clip(boxes[..., 1::2] * (ih / gh), 0, ih - 1)
-    for low in (0, 1):   # x, then y
+    for low in () if reference_inverted_boxes else (0, 1):   # x, then y
         inverted = boxes[..., low] > boxes[..., low + 2]
         if inverted.any():
             centre = (boxes[..., low] + boxes[..., low + 2]) / 2

@@ -24,8 +24,10 @@ from edge_stad.eval.evaluate import evaluate, split_videos
 from edge_stad.preprocess import grid_size, resize
 
 
-def predict_windows(backend, dataset, video, mode="stream", reference_y_rounding=False):
-    """:class:`~edge_stad.core.windows.Window` s of one video, tubelets in video pixels."""
+def predict_windows(backend, dataset, video, mode="stream", reference_y_rounding=False,
+                    reference_inverted_boxes=False):
+    """:class:`~edge_stad.core.windows.Window` s of one video, tubelets in video pixels. The ``reference_*``
+    switches reproduce the authors' decode where it differs (:mod:`edge_stad.core.tubelet_decode`)."""
     cfg = backend.config
     K, n = cfg["K"], cfg["clip_len"]
     size = tuple(cfg["input_size"])
@@ -48,7 +50,8 @@ def predict_windows(backend, dataset, video, mode="stream", reference_y_rounding
         feats = np.stack([features[e][0] for e in ends])[None]
         whs = np.stack([features[e][1] for e in ends])[None]
         rows = backend.detect(feats, whs, reference_y_rounding=reference_y_rounding)[0]
-        windows.append(Window(tuple(ends), to_pixels(rows, cfg["num_classes"], grid_size(cfg["input_size"]), image_hw)))
+        windows.append(Window(tuple(ends), to_pixels(rows, cfg["num_classes"], grid_size(cfg["input_size"]), image_hw,
+                                                     reference_inverted_boxes)))
         oldest = ends[0]
         for table, keep_from in ((features, oldest), (frames, oldest - n + 1)):
             for key in [k for k in table if k < keep_from]:
@@ -56,12 +59,13 @@ def predict_windows(backend, dataset, video, mode="stream", reference_y_rounding
     return windows
 
 
-def predict(backend, dataset, videos, mode="stream", reference_y_rounding=False, progress=None):
+def predict(backend, dataset, videos, mode="stream", reference_y_rounding=False, progress=None,
+            reference_inverted_boxes=False):
     """:class:`~edge_stad.eval.detections.Detections` of ``videos`` (windows only)."""
     cfg = backend.config
     windows = {}
     for video in videos:
-        windows[video] = predict_windows(backend, dataset, video, mode, reference_y_rounding)
+        windows[video] = predict_windows(backend, dataset, video, mode, reference_y_rounding, reference_inverted_boxes)
         if progress is not None:
             progress.update(1)
     return Detections(K=cfg["K"], clip_len=cfg["clip_len"], mode=mode, labels=tuple(dataset.gt.labels),
