@@ -127,7 +127,7 @@ def test_pipelined_runtime_gives_the_same_results_one_window_later(engine):
         stats = piped.stats()
         assert stats["windows"] == plain.stats()["windows"] and stats["queue_depth"] == 0
         piped.push(frames[0])
-    assert piped._worker is None   # closed: the Runtime runs on
+    assert piped._stepper.worker is None   # closed: the Runtime runs on
     assert [r.frame for r in piped.flush()] == [1]
 
 
@@ -173,7 +173,7 @@ def test_pipelined_runtimes_lower_the_switch_interval_while_open(engine):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice levels are Linux's")
 def test_pipeline_workers_run_below_the_callers_priority(engine):
-    from edge_stad.runtime.stream import WORKER_NICE
+    from edge_stad.runtime.steppers import WORKER_NICE
 
     class Recording(Delegating):
         """The engine's backend, recording the nice level its encoder calls run at."""

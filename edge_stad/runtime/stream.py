@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 import time
 import warnings
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
@@ -49,14 +47,13 @@ import numpy as np
 
 from edge_stad.core.frame_detections import FrameDetections
 from edge_stad.core.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
-from edge_stad.core.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
-from edge_stad.core.tubelet_decode import decode, to_pixels
 from edge_stad.core.windows import Window, clip_ending_at, closing_windows, window_due
 from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.engines.protocols import STREAMING_KINDS
 from edge_stad.errors import ConfigError, FrameError
 from edge_stad.preprocess import grid_size, resize
 from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
+from edge_stad.runtime.steppers import FrameStepper, TubeletStepper
 
 STAGES = ("preprocess", "encoder", "head", "decode", "link", "results")
 
@@ -82,52 +79,6 @@ class FrameResult(NamedTuple):
 def pipeline_threads():
     """Engine threads of a pipelined Runtime: all cores but the one the caller's thread runs on."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-class _SwitchInterval:
-    """Python's thread switch interval, lowered while any pipelined Runtime is open (counted), then restored.
-
-    The worker needs the GIL again when its encoder call returns, and gets it when the caller's
-    thread, busy in Python (linking, results), gives it up: at the latest after the switch
-    interval, 5 ms by default, about a third of a 288x288 clip's encoder time. 0.5 ms gave about
-    20% more frames/s at 288x288 on 2 cores (pipelined INT8, 292 vs 357 frames/s, ad hoc).
-    """
-
-    def __init__(self, seconds):
-        self.seconds, self.users, self.before, self.lock = seconds, 0, None, threading.Lock()
-
-    def hold(self):
-        with self.lock:
-            if not self.users:
-                self.before = sys.getswitchinterval()
-                sys.setswitchinterval(min(self.before, self.seconds))
-            self.users += 1
-
-    def release(self):
-        with self.lock:
-            self.users -= 1
-            if not self.users and sys.getswitchinterval() == min(self.before, self.seconds):   # unless changed since
-                sys.setswitchinterval(self.before)
-
-
-PIPELINE_SWITCH_INTERVAL = _SwitchInterval(0.0005)
-
-#: How much lower a pipelined Runtime's worker threads run than the caller's thread (nice levels, Linux
-#: only). The caller's thread alone runs the head, decode and linking and submits the next clip; at equal
-#: priority the workers' encoder calls took its share of the cores, the pipeline ran dry between windows
-#: and 14-16% of 2 cores sat idle. Lowered, the workers take what the caller leaves: 5-7% idle, and
-#: about 10-15% more frames/s at 288x288 (INT8, 3 windows in flight, ad hoc, interleaved).
-WORKER_NICE = 10
-
-
-def _lower_priority():
-    """Lower the calling thread's scheduling priority by :data:`WORKER_NICE` (Linux: nice is per thread)."""
-    if sys.platform.startswith("linux") and WORKER_NICE:
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
-        except OSError:   # a sandbox that forbids it: the pipeline still works, with less of the CPU
-            pass
 
 
 def warn_if_unchecked(source, manifest):
@@ -241,8 +192,9 @@ class Runtime:
     encoder calls in flight on N worker threads, N windows later. An engine folder is then opened
     with ``threads`` = cores - 1 unless given. While a pipelined Runtime is open, Python's thread switch
     interval (:func:`sys.setswitchinterval`) is at most 0.5 ms, so that the worker gets the GIL back
-    soon after each encoder call; on Linux its workers run :data:`WORKER_NICE` nice levels below the
-    caller's thread, which the pipeline waits on. :meth:`close` stops the workers and restores the interval.
+    soon after each encoder call; on Linux its workers run
+    :data:`~edge_stad.runtime.steppers.WORKER_NICE` nice levels below the caller's thread, which the
+    pipeline waits on. :meth:`close` stops the workers and restores the interval.
     ``segment_frames``: an open tube longer than this is handed out in segments
     (:data:`~edge_stad.core.linking.SEGMENT_FRAMES`, 9000; ``None``: never), so that memory stays
     bounded on an endless stream; the offline evaluation links with the same default.
@@ -301,14 +253,12 @@ class Runtime:
         self._tubes = deque(maxlen=history)
         self._windows = deque(maxlen=history)
         self._times = dict.fromkeys(STAGES, 0.0)
-        self._counts = {"frames": 0, "windows": 0, "clips": 0, "results": 0}
+        self._counts = {"frames": 0, "windows": 0, "results": 0}
         self._busy = 0.0
-        self._depth = int(pipeline)
-        self._worker = (ThreadPoolExecutor(self._depth, thread_name_prefix="edge_stad-model",
-                                           initializer=_lower_priority) if pipeline else None)
-        if pipeline:
-            PIPELINE_SWITCH_INTERVAL.hold()
-        self._inflight = deque()   # (windows, their new clips, the worker's encoder call), oldest first
+        self._stepper = (FrameStepper(self.backend, self._streams, self._stage, self.num_classes, self.refresh)
+                         if self._frame_model else
+                         TubeletStepper(self.backend, self._streams, self._stage, self.num_classes, self._grid,
+                                        int(pipeline)))
 
     # -- public API --------------------------------------------------------------------------
 
@@ -319,7 +269,7 @@ class Runtime:
     @property
     def latency_frames(self):
         """``(min, max)`` frames between a frame's arrival and its result, in a running stream."""
-        lag = self.clip_len * self._depth if self._worker is not None else 0
+        lag = self.clip_len * self._stepper.depth
         return (self.K - 1) * self.clip_len + lag, self.K * self.clip_len - 1 + lag
 
     def push(self, frame, timestamp=None, stream=0):
@@ -379,11 +329,8 @@ class Runtime:
         pipeline's worker thread and restore Python's switch interval once no pipelined Runtime is
         open; a closed pipelined Runtime runs on the caller's thread."""
         with self._lock:
-            if self._worker is not None:
-                self._settle()
-                self._worker.shutdown()
-                self._worker = None
-                PIPELINE_SWITCH_INTERVAL.release()
+            self._settle()
+            self._stepper.close()
 
     def __enter__(self):
         return self
@@ -411,7 +358,7 @@ class Runtime:
             frames = self._counts["frames"]
             per_frame = {k: 1000 * v / frames if frames else 0.0 for k, v in self._times.items()}
             return {
-                "frames": frames, "windows": self._counts["windows"], "clips_encoded": self._counts["clips"],
+                "frames": frames, "windows": self._counts["windows"], "clips_encoded": self._stepper.clips,
                 "seconds": dict(self._times), "ms_per_frame": per_frame,
                 "fps": frames / self._busy if self._busy else 0.0,
                 "queue_depth": sum(len(s.pending) for s in self._streams),
@@ -467,128 +414,31 @@ class Runtime:
         self._times[stage] += time.perf_counter() - start
 
     def _process(self, jobs):
-        """Run the windows ``[(stream, window frames)]``: new clips through the encoder, then the head.
-
-        Pipelined, the encoder call of these windows' new clips goes to the worker thread, and the
-        windows submitted before them run their head, decode and linking here meanwhile.
-        """
-        if not jobs:
-            return
-        if self._frame_model:
-            self._process_frames(jobs)
-            return
-        done = self._collect() if self._worker is not None and len(self._inflight) == self._depth else None
-        clips = []
-        queued = {clip for _, new, _ in self._inflight for clip in new}   # encoding on the worker threads
-        for i, window in jobs:
-            clips += [(i, end) for end in window
-                      if end not in self._streams[i].features and (i, end) not in clips and (i, end) not in queued]
-        frames = [self._streams[i].clip(end) for i, end in clips]
-        if frames and not self._on_device:
-            frames = np.stack([np.stack(c) for c in frames])
-        if self._worker is None:
-            self._store(clips, self._encode(frames))
-            self._consume(jobs)
-        else:
-            self._inflight.append((jobs, clips, self._worker.submit(self._encode, frames)))
-        if done is not None:
-            self._consume(done)
+        """Run the windows ``[(stream, window frames)]`` and link the ones the stepper finished."""
+        self._link(self._stepper.process(jobs))
 
     def _settle(self):
         """Run the in-flight windows to the end now."""
-        while self._inflight:
-            self._consume(self._collect())
+        for done in self._stepper.settle():
+            self._link(done)
 
-    def _collect(self):
-        """Wait for the oldest in-flight encoder call and store its clip features; the windows waiting for them.
-
-        If that call failed, the later ones are waited for and dropped too, and the error raised: their
-        windows would link out of order (so would the windows of the push that raises). The stream goes
-        on; its next window encodes the clips it lacks.
-        """
-        jobs, clips, future = self._inflight.popleft()
-        try:
-            encoded = future.result()
-        except BaseException:
-            while self._inflight:
-                wait([self._inflight.popleft()[2]])
-            raise
-        self._store(clips, encoded)
-        return jobs
-
-    def _encode(self, frames):
-        """``(feat, wh)`` of new clips (nothing to do without any)."""
-        if not len(frames):
-            return None
-        with self._stage("encoder"):
-            return self.backend.encode_prepared(frames) if self._on_device else self.backend.encode(frames)
-
-    def _store(self, clips, encoded):
-        """Put the new clips' features into their streams' FIFOs."""
-        for j, (i, end) in enumerate(clips):
-            self._streams[i].features[end] = (encoded[0][j], encoded[1][j])
-        self._counts["clips"] += len(clips)
-
-    def _consume(self, jobs):
-        """Head, decode and linking of windows whose clip features are all in the FIFOs."""
-        feats = [[self._streams[i].features[e][0] for e in w] for i, w in jobs]
-        whs = [[self._streams[i].features[e][1] for e in w] for i, w in jobs]
-        if self._on_device:   # head and decode on the device: only the tubelet rows come back
-            with self._stage("head"):
-                rows = self.backend.detect_prepared(feats, whs)
-        elif self._in_graph:
-            with self._stage("head"):
-                rows = self.backend.detect(np.stack(feats), np.stack(whs))
-        else:
-            with self._stage("head"):
-                outputs = self.backend.head(np.stack(feats), np.stack(whs))
-            with self._stage("decode"):
-                rows = decode(*outputs)
-        for (i, window), window_rows in zip(jobs, rows):
+    def _link(self, done):
+        """Link the finished windows ``[(stream, window, tubelets, frame rows)]`` in order, record their events,
+        and set aside the results they made final."""
+        for i, window, tubelets, rows in done:
             state = self._streams[i]
-            with self._stage("decode"):
-                tubelets = to_pixels(window_rows, self.num_classes, self._grid, state.image_hw)
             with self._stage("link"):
                 events = state.linker.push(window[-1], tubelets, window)
             self._record(i, events)
+            if rows is not None and state.detections is not None:   # a frame detector's decoded boxes
+                state.detections[window[-1]] = rows[:, 1:]
             if state.collector is not None:
                 with self._stage("results"):
                     state.collector.add(Window(window, tubelets))
             self._windows.append((i, Window(window, tubelets)))
             state.processed(window)
-        self._counts["windows"] += len(jobs)
-        self._finalize_processed(jobs)
-
-    def _process_frames(self, jobs):
-        """A frame detector's windows: the 3D branch where it is due, the 2D branch and decode on every frame."""
-        due = [(i, w[-1]) for i, w in jobs if (w[-1] - 1) % self.refresh == 0]
-        if due:
-            clips = np.stack([np.stack(self._streams[i].clip(f)) for i, f in due])
-            with self._stage("encoder"):
-                feat3d = self.backend.encode_3d(clips)
-            for j, (i, _) in enumerate(due):
-                self._streams[i].feat3d = feat3d[j]
-            self._counts["clips"] += len(due)
-        S = detector_frames(self.backend.config)
-        latest = np.stack([np.stack(self._streams[i].clip(w[-1])[-S:]) for i, w in jobs])
-        with self._stage("head"):
-            regions = self.backend.detect(latest, np.stack([self._streams[i].feat3d for i, _ in jobs]))
-        cfg = self.backend.config
-        for (i, window), region in zip(jobs, regions):
-            state, frame = self._streams[i], window[-1]
-            with self._stage("decode"):
-                found = decode_region(region, cfg["anchors"], self.num_classes)
-            rows = to_frame_rows(found, frame, state.image_hw)
-            tubelets = frame_window(frame, rows, self.num_classes)
-            with self._stage("link"):
-                events = state.linker.push(frame, tubelets.tubelets, window)
-            self._record(i, events)
-            if state.detections is not None:
-                state.detections[frame] = rows[:, 1:]
-            self._windows.append((i, tubelets))
-            state.processed(window)
-        self._counts["windows"] += len(jobs)
-        self._finalize_processed(jobs)
+        self._counts["windows"] += len(done)
+        self._finalize_processed(done)
 
     def _record(self, i, events):
         state = self._streams[i]
@@ -599,9 +449,9 @@ class Runtime:
                     state.ended.append(event.tube)
                 self._tubes.append((i, event.tube))
 
-    def _finalize_processed(self, jobs):
-        """Set aside, for their streams' next push, the results that the windows ``jobs`` made final."""
-        for i in dict.fromkeys(i for i, _ in jobs):
+    def _finalize_processed(self, done):
+        """Set aside, for their streams' next push, the results that the finished windows ``done`` made final."""
+        for i in dict.fromkeys(d[0] for d in done):
             state = self._streams[i]
             state.ready += self._finalize(i, state.last - (self.K - 1) * self.clip_len)
 
