@@ -8,21 +8,19 @@ import torch
 
 from edge_stad.core.snippet_decode import TOP_N, decode_stma, softmax
 from edge_stad.preprocess import normalize_clip
+from edge_stad.torch_backends.base import TorchModelBackend
 
 
 def _numpy(x):
     return None if x is None else x.cpu().numpy()
 
 
-class TorchSnippetBackend:
+class TorchSnippetBackend(TorchModelBackend):
     kind = "snippet"
-    manifest = None
-    labels = ()
 
     def __init__(self, model, top_n=TOP_N):
-        self.model, self.top_n = model, top_n
-        self.config = model.config
-        self.device = next(model.parameters()).device
+        super().__init__(model)
+        self.top_n = top_n
 
     def _tensor(self, x):
         return None if x is None else torch.from_numpy(x).to(self.device)
@@ -36,7 +34,7 @@ class TorchSnippetBackend:
     @torch.no_grad()
     def encode_3d(self, frames):
         """uint8 BGR clips ``(N, T, H, W, 3)`` -> 3D features ``(N, C3, h, w)``."""
-        return _numpy(self.model.encode_3d(self._tensor(np.stack([normalize_clip(list(c)) for c in frames]))))
+        return _numpy(self.model.encode_3d(self._clips(frames)))
 
     @torch.no_grad()
     def head(self, feats, whs, acts=None, feat3d=None):

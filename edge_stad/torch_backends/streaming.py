@@ -4,31 +4,22 @@ windows) and :mod:`edge_stad.eval.predict_frames` (MENet: frame by frame).
 The reference for every exported engine: same preprocessing (NumPy normalisation of
 uint8 frames), the model's own stream calls, host decoding.
 """
-import numpy as np
 import torch
 
 from edge_stad.core.tubelet_decode import decode
-from edge_stad.preprocess import normalize_clip
+from edge_stad.torch_backends.base import TorchModelBackend
 
 
-class TorchBackend:
+class TorchBackend(TorchModelBackend):
     kind = "tubelet"
     device_resident = False
     link_matrices = None
     decodes_in_graph = False
-    manifest = None
-    labels = ()
-
-    def __init__(self, model):
-        self.model = model
-        self.config = model.config
-        self.device = next(model.parameters()).device
 
     @torch.no_grad()
     def encode(self, frames):
         """uint8 BGR clips ``(N, n, H, W, 3)`` -> ``(feat, wh)`` NumPy arrays."""
-        clips = np.stack([normalize_clip(list(clip)) for clip in frames])
-        feat, wh = self.model.encode(torch.from_numpy(clips).to(self.device))
+        feat, wh = self.model.encode(self._clips(frames))
         return feat.cpu().numpy(), wh.cpu().numpy()
 
     @torch.no_grad()
@@ -40,22 +31,11 @@ class TorchBackend:
         return decode(*self.head(feats, whs), reference_y_rounding=reference_y_rounding)
 
 
-class TorchFrameBackend:
+class TorchFrameBackend(TorchModelBackend):
     """A MENet model: ``encode_3d`` on the T-frame clip (cached, refreshed every s frames) and
     ``detect`` per frame on the latest frames and that cached feature -> the raw region map."""
 
     kind = "frame"
-    manifest = None
-    labels = ()
-
-    def __init__(self, model):
-        self.model = model
-        self.config = model.config
-        self.device = next(model.parameters()).device
-
-    def _clips(self, frames):
-        clips = np.stack([normalize_clip(list(clip)) for clip in frames])
-        return torch.from_numpy(clips).to(self.device)
 
     @torch.no_grad()
     def encode_3d(self, frames):
