@@ -69,57 +69,22 @@ _lazy("3d", "shufflenetv2", "edge_stad.models.backbones3d", "ShuffleNetV2_3D")
 _lazy("3d", "mobilenetv2", "edge_stad.models.backbones3d", "MobileNetV2_3D")
 
 
-@register("amma")
-def _amma(**config):
-    from edge_stad.models.amma import AMMA
-
-    return AMMA(**config)
-
-
-@register("menet")
-def _menet(**config):
-    from edge_stad.models.menet import MENet
-
-    return MENet(name="menet", **config)
+def _family(name, module, cls, lite=False, named=True):
+    """Register the model family ``name``: ``module.cls(**config)`` (with ``name=`` where the class serves
+    several families; a lite variant's ``LITE_DEFAULTS`` under the given config)."""
+    @register(name)
+    def build(**config):
+        found = importlib.import_module(module)
+        if lite:
+            config = dict(found.LITE_DEFAULTS, **config)
+        return getattr(found, cls)(**(dict(config, name=name) if named else config))
 
 
-@register("menet-lite")
-def _menet_lite(**config):
-    from edge_stad.models.menet import LITE_DEFAULTS, MENet
-
-    return MENet(name="menet-lite", **dict(LITE_DEFAULTS, **config))
-
-
-@register("stma")
-def _stma(**config):
-    from edge_stad.models.stma import STMA
-
-    return STMA(name="stma", **config)
-
-
-@register("stma-lite")
-def _stma_lite(**config):
-    from edge_stad.models.stma import LITE_DEFAULTS, STMA
-
-    return STMA(name="stma-lite", **dict(LITE_DEFAULTS, **config))
-
-
-@register("flow-fusion")
-def _flow_fusion(**config):
-    from edge_stad.models.flow_fusion import FlowFusion
-
-    return FlowFusion(name="flow-fusion", **config)
-
-
-@register("flow-fusion-lite")
-def _flow_fusion_lite(**config):
-    from edge_stad.models.flow_fusion import LITE_DEFAULTS, FlowFusion
-
-    return FlowFusion(name="flow-fusion-lite", **dict(LITE_DEFAULTS, **config))
-
-
-@register("attention-fusion")
-def _attention_fusion(**config):
-    from edge_stad.models.score_fusion import AttentionScoreFusion
-
-    return AttentionScoreFusion(**config)
+_family("amma", "edge_stad.models.amma", "AMMA", named=False)
+_family("menet", "edge_stad.models.menet", "MENet")
+_family("menet-lite", "edge_stad.models.menet", "MENet", lite=True)
+_family("stma", "edge_stad.models.stma", "STMA")
+_family("stma-lite", "edge_stad.models.stma", "STMA", lite=True)
+_family("flow-fusion", "edge_stad.models.flow_fusion", "FlowFusion")
+_family("flow-fusion-lite", "edge_stad.models.flow_fusion", "FlowFusion", lite=True)
+_family("attention-fusion", "edge_stad.models.score_fusion", "AttentionScoreFusion", named=False)
