@@ -22,10 +22,9 @@ import os
 
 HELP = "synthetic set -> train AMMA-ShuffleNetV2 on CPU -> INT8 engine -> stream the test videos (mAP, FPS, video)"
 ANNOTATED_VIDEOS = 12  # test videos drawn into the annotated demo video
-#: Optimizer steps of the demo: with the `demo` preset the model reaches frame-mAP@0.5 of about 20 on the synthetic
-#: test split, and the README's main command, install included, stays within 10 minutes on 2 idle cores
-#: (benchmarks/results/demo_recipe.md).
-DEMO_STEPS = 480
+#: Optimizer steps of the demo (batch 16, the `demo` preset): what the README's main command, install included,
+#: affords within 10 minutes on 2 idle cores (benchmarks/results/demo_recipe.md has the measurements).
+DEMO_STEPS = 300
 #: Below this test frame-mAP@0.5 the demo calls the model untrained and stops: an engine of it would detect nothing.
 MIN_MAP = 10.0
 
