@@ -242,7 +242,6 @@ class Runtime:
         self.min_tube_score = float(min_tube_score)
         self.max_side = int(max_side)
         self._grid = grid_size(self.input_size)
-        self._in_graph = not self._frame_model and self.backend.decodes_in_graph
         matrices = None if self._frame_model else self.backend.link_matrices   # the linking kernels, on a GPU
         self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
                          if self._frame_model else
