@@ -26,16 +26,27 @@ VARIANTS = {
     "rgb_k1": dict(K=1, clip_len=1, fusion_stages=0),
     "menet_lite": dict(model="menet-lite", srm_frames=4),
     "menet_lite_rgb": dict(model="menet-lite", srm_frames=0),
+    # STMA-Lite (ShuffleNetV2, 3D ShuffleNetV2 1.0x over 8 frames, K=5) with the blocks of the paper's Table 2 rows
+    "stma_base": dict(model="stma-lite", blocks=""),
+    "stma_cal": dict(model="stma-lite", blocks="cal"),
+    "stma_cal_me": dict(model="stma-lite", blocks="cal,me"),
+    "stma_cal_me_sta": dict(model="stma-lite", blocks="cal,me,sta"),
+    "stma_cal_me_gr": dict(model="stma-lite", blocks="cal,me,gr"),
+    "stma_lite": dict(model="stma-lite"),   # all: CAL + ME + STA + GR
 }
 
 
 def complexity(model):
     """Params (M) and GMACs per frame of the trained model as the runtime streams it."""
     from edge_stad.bench.complexity import profile_amma, profile_menet
+    from edge_stad.bench.stma_complexity import profile_stma
 
     if model.config["name"] == "amma":
         p = profile_amma(model)
         return p["params"]["total"] / 1e6, p["macs"]["stream"]["total"] / model.config["clip_len"] / 1e9
+    if model.config["name"] == "stma-lite":   # a new frame: per-frame parts, the 3D branch and the window parts
+        p = profile_stma(model)
+        return p["params"]["total"] / 1e6, p["macs"]["stream"]["1"]["total"] / 1e9
     p = profile_menet(model)
     return p["params"]["total"] / 1e6, p["macs"]["frame"]["total"] / 1e9
 
@@ -95,6 +106,10 @@ def train_variant(name, args, threads=None):
 def _describe(config):
     if config["model"] == "amma":
         return f"AMMA {config['backbone']} K={config['K']} n={config['clip_len']} fusion={config['fusion_stages']}"
+    if config["model"] == "stma-lite":
+        blocks = config["blocks"]
+        blocks = "CAL+ME+STA+GR" if blocks is None else "+".join(blocks.upper().split(",")) or "base"
+        return f"STMA-Lite {config['backbone']} K={config['K']} {blocks}"
     return f"{config['model']} 3D {config['backbone']} T={config['clip_len']} SRM frames={config['srm_frames']}"
 
 

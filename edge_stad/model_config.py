@@ -12,13 +12,16 @@ import math
 import reprlib
 
 # The graphs an engine of each model family holds, in run order.
-GRAPHS = {"amma": ("encoder", "head"), "menet": ("encoder3d", "detector"), "menet-lite": ("encoder3d", "detector")}
+# STMA's encoder3d exists only in models with a 3D branch (graph_names).
+SNIPPET = ("stma", "stma-lite")
+SNIPPET_GRAPHS = ("encoder", "encoder3d", "head")
+GRAPHS = {"amma": ("encoder", "head"), "menet": ("encoder3d", "detector"), "menet-lite": ("encoder3d", "detector"),
+          **{name: SNIPPET_GRAPHS for name in SNIPPET}}
 FAMILIES = tuple(GRAPHS)       # the detectors, which engines hold
 CLASSIFIER = "classifier3d"    # edge-stad distill's 3D video classifier (checkpoints only)
-SNIPPET = ("stma", "stma-lite")                 # checkpoints only until their engines land
 SSD = ("flow-fusion", "flow-fusion-lite")       # checkpoints only until their engines land
 SCORE_FUSION = "attention-fusion"               # edge-stad distill fuse's score fusion (checkpoints only)
-CHECKPOINT_FAMILIES = FAMILIES + SNIPPET + SSD + (CLASSIFIER, SCORE_FUSION)
+CHECKPOINT_FAMILIES = FAMILIES + SSD + (CLASSIFIER, SCORE_FUSION)
 MAX_INPUT_SIDE = 2048   # pixels; a multiple of 32 (the backbones' stride)
 MAX_CLIP_LEN = 128
 MAX_K = 32
@@ -29,8 +32,19 @@ MAX_LEVELS = 16         # an SSD prior spec's feature maps
 
 
 def graph_names(config):
-    """The graphs of an engine of the model ``config`` (``encoder, head`` or ``encoder3d, detector``)."""
-    return GRAPHS["amma"] if config.get("name") not in GRAPHS else GRAPHS[config["name"]]
+    """The graphs of an engine of the model ``config``, in run order (``encoder, head``; ``encoder3d,
+    detector``; ``encoder, encoder3d, head``, without ``encoder3d`` for an STMA without 3D branch)."""
+    names = GRAPHS["amma"] if config.get("name") not in GRAPHS else GRAPHS[config["name"]]
+    if config.get("name") in SNIPPET and config.get("backbone_3d") is None:
+        return tuple(g for g in names if g != "encoder3d")
+    return names
+
+
+def engine_kind(config):
+    """How an engine of the model ``config`` runs (:mod:`edge_stad.engines.protocols`): ``tubelet`` (AMMA),
+    ``frame`` (MENet) or ``snippet`` (STMA)."""
+    name = config.get("name", "amma")
+    return "snippet" if name in SNIPPET else "frame" if name in ("menet", "menet-lite") else "tubelet"
 
 
 def _int(value):
@@ -119,7 +133,7 @@ def check_model_config(config, error, where, prefix="model.", families=FAMILIES)
         return _check_ssd(c, config)
     clip_len = c.int(config, "clip_len", 1, MAX_CLIP_LEN)
     if name in SNIPPET:
-        c.int(config, "K", 1, MAX_K)
+        c.int(config, "K", 1, clip_len)   # the clip holds the snippet
         if config.get("key_frame", "center") not in ("center", "last"):
             c.fail("key_frame", config["key_frame"], "'center' or 'last'")
         for field in ("backbone", "decoder"):

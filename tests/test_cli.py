@@ -52,7 +52,7 @@ CORE = ["edge_stad", "edge_stad.cli", "edge_stad.atomic", "edge_stad.errors", "e
         "edge_stad.bench.harness", "edge_stad.bench.report", "edge_stad.commands.bench",
         "edge_stad.core.region_decode", "edge_stad.eval.predict_frames", "edge_stad.eval.viterbi",
         "edge_stad.data.anchors", "edge_stad.data.flow", "edge_stad.data.frame_samples", "edge_stad.commands.distill",
-        "edge_stad.data.snippets", "edge_stad.data.stma_targets", "edge_stad.data.snippet_samples",
+        "edge_stad.core.snippets", "edge_stad.data.stma_targets", "edge_stad.data.snippet_samples",
         "edge_stad.core.snippet_decode", "edge_stad.eval.predict_snippets", "edge_stad.core.windows",
         "edge_stad.core.ssd_decode", "edge_stad.core.road_linking", "edge_stad.core.frame_detections",
         "edge_stad.core.link_math", "edge_stad.backends", "edge_stad.engines.tensorrt_runtime",

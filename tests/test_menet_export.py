@@ -242,7 +242,7 @@ def test_cli_model_choice(int8_engine, capsys):
     args = parser.parse_args(["--model", "menet-lite", "--random-weights", "--input-size", "64"])
     model, _ = build_command.load_model(args)
     assert model.config["name"] == "menet-lite" and model.config["input_size"] == [64, 64]
-    with pytest.raises(ConfigError, match="--K describe AMMA models, not menet-lite"):
+    with pytest.raises(ConfigError, match="--K describe AMMA and STMA models, not menet-lite"):
         build_command.load_model(parser.parse_args(["--model", "menet-lite", "--random-weights", "--K", "3"]))
     assert cli.main(["build", "--checkpoint", str(int8_engine / "menet.pt"), "--model", "amma"]) == 1
     assert "holds a menet-lite model, not amma" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edge_stad.core.snippet_decode import decode_stma, softmax
-from edge_stad.data.snippets import snippet_layout
+from edge_stad.core.snippets import snippet_layout
 from edge_stad.data.stma_targets import BETA, build_stma_targets, gaussian_area
 
 # One instance over K=3 frames, grid units (stride 8): 6x8 cells, moving right by one cell a frame.

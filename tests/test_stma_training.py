@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from edge_stad.core.snippets import layout_of
 from edge_stad.data.act import ActDataset
 from edge_stad.data.snippet_samples import SnippetSamples
-from edge_stad.data.snippets import layout_of
 from edge_stad.errors import ConfigError
 from edge_stad.eval.predict_snippets import evaluate_snippet_backend, predict_snippet_windows, predict_snippets
 from edge_stad.preprocess import normalize_clip, resize
@@ -221,12 +221,3 @@ def test_pretrained_2d_and_3d_weights_load_by_name(tmp_path):
     assert torch.equal(model.backbone_3d.conv1[0].weight, student["backbone_3d.conv1.0.weight"])
     with pytest.raises(Refused, match="has none"):
         SnippetTask().load_pretrained(tiny_model(backbone_3d=None, width_3d=None), str(tmp_path / "backbone_3d.pt"))
-
-
-def test_the_runtime_refuses_an_stma_checkpoint_with_a_reason(tmp_path):
-    from edge_stad.backends import open_backend
-    from edge_stad.errors import EngineError
-
-    save_checkpoint(tmp_path / "stma.pt", tiny_model())
-    with pytest.raises(EngineError, match="cannot stream yet; evaluate it with edge_stad.eval.predict_snippets"):
-        open_backend(str(tmp_path / "stma.pt"))

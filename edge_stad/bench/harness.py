@@ -30,11 +30,14 @@ from edge_stad.bench.machine import machine_info, versions
 from edge_stad.bench.streaming import interleaved
 from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.errors import ConfigError, EngineError, ExportError, MissingDependencyError
+from edge_stad.model_config import SNIPPET
 from edge_stad.runtime.stream import STAGES
 
-MODELS = ("amma", "menet-lite", "menet")
+MODELS = ("amma", "menet-lite", "menet", "stma-lite")
 BACKBONES = ("resnet18", "mobilenetv2", "shufflenetv2", "resnext101")   # MENet's: its 3D branch
-DEFAULT_BACKBONES = {"amma": "shufflenetv2", "menet-lite": "shufflenetv2", "menet": "resnext101"}
+DEFAULT_BACKBONES = {"amma": "shufflenetv2", "menet-lite": "shufflenetv2", "menet": "resnext101",
+                     "stma-lite": "shufflenetv2"}
+DEFAULT_K = {"amma": 3, "stma-lite": 5}   # the families with tubelets of K frames (--K); the others 1
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 BASELINE = ("torch", "fp32")
@@ -173,9 +176,9 @@ def _load_model(cfg, name, backbone, K, num_classes):
         return load_checkpoint(cfg.checkpoint, **overrides).eval()
     torch.manual_seed(0)
     size = cfg.input_size or RANDOM_INPUT_SIZE
-    if name != "amma":
+    if name not in DEFAULT_K:
         return create_model(name, backbone_3d=backbone, num_classes=num_classes, input_size=size).eval()
-    return create_model("amma", backbone=backbone, K=K, num_classes=num_classes, input_size=size).eval()
+    return create_model(name, backbone=backbone, K=K, num_classes=num_classes, input_size=size).eval()
 
 
 def _groups(cfg):
@@ -191,17 +194,27 @@ def _groups(cfg):
                                   f"{held[name]}")
         return [(config["name"], held["backbone"], held["K"])]
     return [(m, b, k) for m in cfg.models for b in (cfg.backbones or (DEFAULT_BACKBONES[m],))
-            for k in ((cfg.Ks or (3,)) if m == "amma" else (1,))]
+            for k in ((cfg.Ks or (DEFAULT_K[m],)) if m in DEFAULT_K else (1,))]
 
 
 def complexity(model):
     """Params and GMACs per clip: at paper Table 3's setting (:data:`PAPER_SETTING`), and the timed model's
     true streaming cost at its own size (what achieved MAC/s is computed from). A MENet's clip is one
-    frame (the whole model per frame), its paper setting :data:`MENET_PAPER_SETTING`."""
+    frame (the whole model per frame), its paper setting :data:`MENET_PAPER_SETTING`. An STMA's paper
+    column is one window from scratch at :data:`MENET_PAPER_SETTING` (the paper reports no cost); its clip
+    in the stream is one new frame (per-frame outputs cached, the 3D branch every frame)."""
     from edge_stad.bench.complexity import profile_amma, profile_menet
     from edge_stad.models import create_model
 
     config = {k: v for k, v in model.config.items() if k != "name"}
+    if model.config["name"] in SNIPPET:
+        from edge_stad.bench.stma_complexity import profile_stma
+
+        paper = profile_stma(create_model(model.config["name"], **dict(config, **MENET_PAPER_SETTING)))
+        own = profile_stma(model)
+        return {"params_m": paper["params"]["total"] / 1e6, "paper_gmac_per_clip": paper["macs"]["clip"]["total"] / 1e9,
+                "model_params_m": own["params"]["total"] / 1e6,
+                "stream_gmac_per_clip": own["macs"]["stream"]["1"]["total"] / 1e9}
     if model.config["name"] != "amma":
         config.pop("anchors")   # sized for the grid of the trained input; the counts do not depend on them
         paper = profile_menet(create_model(model.config["name"], **dict(config, **MENET_PAPER_SETTING)))
@@ -263,14 +276,12 @@ def _torch_runner(model, device):
 
 
 def _accuracy(runner, dataset):
-    from edge_stad.eval.predict import evaluate_backend
-    from edge_stad.eval.predict_frames import evaluate_frame_backend
+    from edge_stad.eval.predictors import evaluate_backend_of_any_kind
 
     if runner.backend.config["num_classes"] != len(dataset.labels):
         return telemetry.unavailable(f"the model has {runner.backend.config['num_classes']} classes, the labelled "
                                      f"set {len(dataset.labels)}")
-    frame_model = runner.backend.kind == "frame"
-    ev = (evaluate_frame_backend if frame_model else evaluate_backend)(runner.backend, dataset)
+    ev = evaluate_backend_of_any_kind(runner.backend, dataset)
     return {"frame_mAP@0.5": 100 * float(ev.frame.mean), "video_mAP@0.5": 100 * float(ev.video[0.5].mean),
             "test_videos": len(ev.videos)}
 

@@ -39,14 +39,15 @@ from edge_stad.build import tensorrt_plans
 from edge_stad.engines import tensorrt_runtime
 from edge_stad.engines.graph_io import graph_metadata
 from edge_stad.engines.manifest import INT8_REPORT, write_manifest
+from edge_stad.core.snippets import layout_of
 from edge_stad.engines.onnxruntime_backend import (
-    FRAME_GRAPHS,
-    TUBELET_GRAPHS,
     OnnxRuntimeBackend,
     OnnxRuntimeFrameBackend,
+    OnnxRuntimeSnippetBackend,
     is_frame_model,
 )
 from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
+from edge_stad.model_config import SNIPPET, graph_names
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SPEED_ONLY = "random weights (untrained): for speed measurements only, its detections mean nothing"
@@ -90,26 +91,37 @@ def _errors(record):
     return ", ".join(f"{k} {v:.2e}" for k, v in record["parity_max_abs_error"].items())
 
 
-class _TubeletModel:
+class _Strategy:
+    """A family's build strategy for the model ``config`` (one instance per build): its ``graphs``, in run order."""
+
+    float_scopes = ()
+
+    def __init__(self, config):
+        self.graphs = graph_names(config)
+
+    def always_float(self, fp32):
+        """``{graph: [node]}``: the attention products under :attr:`float_scopes` kept out of INT8."""
+        from edge_stad.quant.int8 import attention_nodes
+
+        nodes = {g: attention_nodes(fp32[g], self.float_scopes) for g in self.graphs} if self.float_scopes else {}
+        return {g: found for g, found in nodes.items() if found}
+
+
+class _TubeletModel(_Strategy):
     """AMMA: windows of K clips; the head is calibrated on the encoder's features; the gate compares tubelets."""
 
-    graphs = TUBELET_GRAPHS
     fp16_float = "FP32 I/O, normalisation, micro-motion and decode"
     float_scopes = ()
 
     @staticmethod
     def backend(paths, config):
-        return OnnxRuntimeBackend(*(paths[g] for g in TUBELET_GRAPHS), config)
+        return OnnxRuntimeBackend(*(paths[g] for g in graph_names(config)), config)
 
     @staticmethod
     def feeds(windows, fp32_backend):
         from edge_stad.quant.int8 import encoder_feeds, head_feeds
 
         return {"encoder": encoder_feeds(windows), "head": head_feeds(windows, fp32_backend.encode)}
-
-    @staticmethod
-    def always_float(fp32):
-        return {}
 
     @staticmethod
     def agreement(reference, candidate, windows):
@@ -129,11 +141,10 @@ class _TubeletModel:
         save_reference_io(folder, backend, config)
 
 
-class _FrameModel:
+class _FrameModel(_Strategy):
     """MENet: one-clip windows; the detector is calibrated on each clip's latest frames and the FP32
     encoder3d's feature of it; the gate compares decoded boxes; the attention products stay float."""
 
-    graphs = FRAME_GRAPHS
     fp16_float = "FP32 I/O, normalisation, SRM and attention energy/softmax"
     float_scopes = ("/cfam/sc/", "/non_local/")
     float_reason = ("attention energies and softmax weights (E = F F^T) span a range one int8 scale cannot "
@@ -141,20 +152,13 @@ class _FrameModel:
 
     @staticmethod
     def backend(paths, config):
-        return OnnxRuntimeFrameBackend(*(paths[g] for g in FRAME_GRAPHS), config)
+        return OnnxRuntimeFrameBackend(*(paths[g] for g in graph_names(config)), config)
 
     @staticmethod
     def feeds(windows, fp32_backend):
         from edge_stad.quant.int8 import frame_feeds
 
         return frame_feeds(windows, fp32_backend.encode_3d, fp32_backend.frames_2d)
-
-    @classmethod
-    def always_float(cls, fp32):
-        from edge_stad.quant.int8 import attention_nodes
-
-        nodes = {g: attention_nodes(fp32[g], cls.float_scopes) for g in cls.graphs}
-        return {g: found for g, found in nodes.items() if found}
 
     @staticmethod
     def agreement(reference, candidate, windows):
@@ -182,9 +186,58 @@ class _FrameModel:
                                      "detector.feat3d": feat3d, "detector.region": backend.detect(frames, feat3d)})
 
 
+class _SnippetModel(_Strategy):
+    """STMA: one-clip windows holding the snippet; the encoder is calibrated on the clip's frames, encoder3d on
+    the clip, the head on the FP32 graphs' outputs for its window; the gate compares tubelets; STA's channel
+    attention stays float."""
+
+    fp16_float = "FP32 I/O, normalisation and the recognition branch (down-sampling, motion excitation, STA)"
+    float_scopes = ("/action/sta/sc/",)
+    float_reason = _FrameModel.float_reason
+
+    @staticmethod
+    def backend(paths, config):
+        return OnnxRuntimeSnippetBackend(*(paths[g] for g in graph_names(config)), config=config)
+
+    @staticmethod
+    def feeds(windows, fp32_backend):
+        from edge_stad.quant.int8 import snippet_feeds
+
+        return snippet_feeds(windows, fp32_backend)
+
+    @staticmethod
+    def agreement(reference, candidate, windows):
+        from edge_stad.quant.gate import snippet_agreement
+
+        agree = snippet_agreement(reference, candidate, windows)
+        return agree, f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
+
+    @staticmethod
+    def frame_map(backend, dataset):
+        from edge_stad.eval.predict_snippets import evaluate_snippet_backend
+
+        return float(evaluate_snippet_backend(backend, dataset).frame.mean * 100)
+
+    @staticmethod
+    def reference_io(folder, backend, config):
+        from edge_stad.engines.snippet_backend import window_feeds
+        from edge_stad.export.onnx_export import example_inputs
+
+        clip = example_inputs(config, batch=1)
+        first = layout_of(config).encoded[0]
+        feeds = {"encoder": {"frames": clip[:, first:first + 1]}, "encoder3d": {"clip": clip},
+                 "head": window_feeds(backend, clip[0])}
+        arrays = {}
+        for graph in graph_names(config):
+            for name, value in {**feeds[graph], **backend.run_graph(graph, feeds[graph])}.items():
+                arrays[f"{graph}.{name}"] = value
+        _write_reference_io(folder, arrays)
+
+
 #: The build strategy of each model family: what to export, how to calibrate and how to gate. A new
 #: family that streams adds its strategy here (docs/architecture.md, "Adding a model family").
-STRATEGIES = {"amma": _TubeletModel, "menet": _FrameModel, "menet-lite": _FrameModel}
+STRATEGIES = {"amma": _TubeletModel, "menet": _FrameModel, "menet-lite": _FrameModel, "stma": _SnippetModel,
+              "stma-lite": _SnippetModel}
 
 
 def model_kind(config):
@@ -193,7 +246,7 @@ def model_kind(config):
     if name not in STRATEGIES:
         raise ConfigError(f"edge-stad build has no strategy for {name} models yet (it builds "
                           f"{', '.join(STRATEGIES)}); evaluate the checkpoint offline with edge-stad eval")
-    return STRATEGIES[name]
+    return STRATEGIES[name](config)
 
 
 def _quantize(work, fp32, feeds, opts, exclude, graphs):
@@ -447,8 +500,9 @@ def _export(model, kind, work, opts, log):
 
 
 def _decodes(config, opts):
-    """Whether the head graph decodes the tubelets (AMMA's default; MENet decodes on the host)."""
-    return not is_frame_model(config) if opts.decode_in_graph is None else opts.decode_in_graph
+    """Whether the head graph decodes the tubelets (AMMA's default; MENet and STMA decode on the host)."""
+    default = not is_frame_model(config) and config["name"] not in SNIPPET
+    return default if opts.decode_in_graph is None else opts.decode_in_graph
 
 
 def _precision(model, kind, fp32, export, work, folder, reports, opts, log, calibration):

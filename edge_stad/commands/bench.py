@@ -37,12 +37,13 @@ HELP = "params, MACs, FPS, latency, time per stage, memory and power of engines 
 def add_arguments(p):
     what = p.add_argument_group("what to benchmark (comma-separated lists)")
     what.add_argument("--models", default="amma",
-                      help="amma, menet-lite, menet (default amma; MENet streams frame by frame, its 3D branch "
-                           "every frame)")
+                      help="amma, menet-lite, menet, stma-lite (default amma; MENet streams frame by frame, its 3D "
+                           "branch every frame; STMA-Lite encodes each frame once and runs its head every frame)")
     what.add_argument("--backbones", "--backbone",
                       help="resnet18, mobilenetv2, shufflenetv2; MENet's 3D branch: shufflenetv2, mobilenetv2, "
                            "resnext101 (default shufflenetv2, menet resnext101; with --checkpoint its own)")
-    what.add_argument("--K", help="AMMA's clips per tubelet (default 3; with --checkpoint its own)")
+    what.add_argument("--K", help="frames or clips per tubelet of AMMA (default 3) and STMA-Lite (default 5); with "
+                      "--checkpoint its own")
     what.add_argument("--precisions", "--precision", default="fp32,int8", help="fp32, fp16, int8 (default fp32,int8)")
     what.add_argument("--backends", "--backend", default="onnxruntime,tensorrt,torch",
                       help="onnxruntime, tensorrt, torch (default: all; those not installed are skipped, with why)")

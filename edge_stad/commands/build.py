@@ -5,6 +5,7 @@
   edge-stad build --checkpoint runs/amma/best.pt --fp16 --backend tensorrt
   edge-stad build --checkpoint runs/menet/best.pt --int8          # a trained MENet / MENet-Lite
   edge-stad build --model menet-lite --random-weights --int8     # untrained, for speed only
+  edge-stad build --checkpoint runs/stma_lite/best.pt --int8      # a trained STMA-Lite
 
 Stages (each reports progress): export the encoder and head graphs to ONNX and check them
 against PyTorch (error < 1e-4, relative to outputs larger than 1); FP16 graphs (FP32 I/O,
@@ -32,6 +33,13 @@ latest frames, keeps the attention MatMul/Softmax in float, and gates on decoded
 and the frame-level frame-mAP. `edge-stad eval --engine` scores such an engine;
 edge_stad.backends.open_backend opens it (a frame backend: edge_stad.eval.predict_frames).
 
+STMA and STMA-Lite build encoder.onnx (one frame -> its features, cached per frame), encoder3d.onnx
+(models with a 3D branch: the window's clip -> 3D feature) and head.onnx (one window's cached
+outputs -> centre heatmap, movement, size, class logits; decoded on the host), into
+engines/<model>_<backbone>_k<K>_<precision>. FP16 keeps the recognition branch in FP32; INT8
+calibrates each graph on clips of --calib-data, keeps STA's attention MatMul/Softmax in float and
+gates on tubelet agreement and frame-mAP. edge_stad.Runtime streams a causal one (STMA-Lite).
+
 Without --checkpoint the demo checkpoint (runs/demo/best.pt, from `edge-stad demo`) is
 used; --random-weights builds an untrained model, for speed benchmarks only.
 """
@@ -40,9 +48,11 @@ import shlex
 import sys
 
 from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
+from edge_stad.model_config import FAMILIES, SNIPPET
 
 HELP = "checkpoint -> ONNX -> FP16/INT8 (calibrated, gated) -> engine folder (ONNX Runtime or TensorRT)"
-MODELS = ("amma", "menet", "menet-lite")
+MODELS = FAMILIES
+TUBELET_FAMILIES = ("amma",) + SNIPPET   # a 2D backbone and K frames or clips per tubelet (--backbone, --K)
 DEMO_CHECKPOINTS = (os.path.join("runs", "demo", "best.pt"), os.path.join("runs", "demo", "last.pt"))
 
 
@@ -55,8 +65,9 @@ def add_model_arguments(p):
     src.add_argument("--model", choices=MODELS,
                      help="model family: the checkpoint's (must match if given); with --random-weights default amma")
     src.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2"),
-                     help="AMMA only; must match the checkpoint; with --random-weights default shufflenetv2")
-    src.add_argument("--K", type=int, help="AMMA's clips per tubelet (must match the checkpoint; random default 3)")
+                     help="AMMA and STMA-Lite; must match the checkpoint; with --random-weights default shufflenetv2")
+    src.add_argument("--K", type=int, help="AMMA's clips or STMA's frames per tubelet (must match the checkpoint; "
+                                           "random default 3 for AMMA, 5 for STMA)")
     src.add_argument("--input-size", type=int,
                      help="square input size (default: the checkpoint's; 128 with --random-weights)")
     src.add_argument("--num-classes", type=int, default=8, help="classes for --random-weights (default 8)")
@@ -121,8 +132,10 @@ def load_model(args):
         torch.manual_seed(0)
         family = args.model or "amma"
         _amma_options_only(args, family)
-        amma = {"backbone": args.backbone or "shufflenetv2", "K": args.K or 3} if family == "amma" else {}
-        model = create_model(family, num_classes=args.num_classes, input_size=args.input_size or 128, **amma)
+        options = {k: v for k, v in (("backbone", args.backbone), ("K", args.K)) if v is not None}
+        if family == "amma":
+            options = dict({"backbone": "shufflenetv2", "K": 3}, **options)
+        model = create_model(family, num_classes=args.num_classes, input_size=args.input_size or 128, **options)
         return model.eval(), ()
     path = args.checkpoint
     if path is None:
@@ -150,8 +163,8 @@ def _amma_options_only(args, family):
     from edge_stad.errors import ConfigError
 
     given = [f"--{k}" for k in ("backbone", "K") if getattr(args, k) is not None]
-    if family != "amma" and given:
-        raise ConfigError(f"{' and '.join(given)} describe AMMA models, not {family}")
+    if family not in TUBELET_FAMILIES and given:
+        raise ConfigError(f"{' and '.join(given)} describe AMMA and STMA models, not {family}")
 
 
 def run(args):

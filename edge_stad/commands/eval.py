@@ -95,8 +95,7 @@ def _run_engine(args):
     from edge_stad.backends import open_backend
     from edge_stad.data.act import ActDataset
     from edge_stad.eval.evaluate import split_videos
-    from edge_stad.eval.predict import predict
-    from edge_stad.eval.predict_frames import predict_frame_detections
+    from edge_stad.eval.predictors import predict_backend
 
     if os.path.isfile(args.data):
         from edge_stad.errors import ConfigError
@@ -111,6 +110,4 @@ def _run_engine(args):
                               f"{list(dataset.labels)}: an engine built for another dataset")
     videos = split_videos(dataset.gt, args.split)
     with tqdm(total=len(videos), desc="engine", unit="video", file=sys.stderr) as bar:
-        if backend.kind == "frame":
-            return predict_frame_detections(backend, dataset, videos, linker=args.linker, progress=bar)
-        return predict(backend, dataset, videos, progress=bar)
+        return predict_backend(backend, dataset, videos, progress=bar, linker=args.linker)

@@ -68,6 +68,10 @@ def add_arguments(p):
     p.add_argument("--backbone-3d", choices=("shufflenetv2", "mobilenetv2", "resnext101", "none"),
                    help="STMA: 3D branch (default: stma resnext101, stma-lite shufflenetv2); none: without one, "
                         "motion excitation over the --clip-len cached frames")
+    p.add_argument("--blocks", metavar="LIST",
+                   help="STMA: the paper's Table 2 blocks to build, a comma-separated subset of cal (class-agnostic "
+                        "centres and the recognition branch), me (motion excitation), sta (spatio-temporal "
+                        "aggregation), gr (Gaussian-area regression); default all; '' the baseline")
     p.add_argument("--split", type=int, default=1, help="dataset split (JHMDB has 3; default 1)")
     p.add_argument("--K", type=int, help="AMMA: clips per tubelet; STMA: frames per snippet")
     p.add_argument("--clip-len", type=int, help="frames per clip (MENet, STMA: of the 3D branch)")
@@ -117,7 +121,7 @@ def config_from_args(args):
         data=args.data, out=args.out, preset=args.preset, model=args.model, backbone=args.backbone, split=args.split,
         K=args.K, clip_len=args.clip_len, input_size=args.input_size, decoder=args.decoder,
         fusion_stages=args.fusion_stages, srm_frames=args.srm_frames, width_3d=args.width_3d, motion=args.motion,
-        fusion=args.fusion, flow_unfreeze=args.flow_unfreeze, backbone_3d=args.backbone_3d,
+        fusion=args.fusion, flow_unfreeze=args.flow_unfreeze, backbone_3d=args.backbone_3d, blocks=args.blocks,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         optimizer=args.optimizer, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
         time_budget=args.time_budget,

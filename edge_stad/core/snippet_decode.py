@@ -51,3 +51,10 @@ def decode_stma(hm, mov, wh, cls=None, top_n=TOP_N):
     rows = np.concatenate([boxes.transpose(0, 2, 1, 3).reshape(b, n, 4 * k), score[..., None],
                            label[..., None].astype(np.float32)], axis=2)
     return rows.astype(np.float32)
+
+
+def decode_snippet(out, top_n=TOP_N):
+    """A head's outputs ``{"hm", "mov", "wh"[, "cls" logits]}`` -> :func:`decode_stma`'s rows (what every snippet
+    backend's ``detect`` returns)."""
+    cls = softmax(out["cls"]) if out.get("cls") is not None else None
+    return decode_stma(out["hm"], out["mov"], out["wh"], cls, top_n)

@@ -5,14 +5,14 @@ mov_weight, box, wh_weight, cls, num}`` items (:mod:`edge_stad.data.stma_targets
 by its snippet's last frame; the snippets are MOC's: every K consecutive frames that lie entirely
 inside or outside each ground-truth tube, and inside at least one
 (:func:`~edge_stad.data.sampling.training_samples` with clips of one frame). The clip around the
-snippet is :func:`~edge_stad.data.snippets.layout_of`'s. Augmentation is the tubelet samples' (one
+snippet is :func:`~edge_stad.core.snippets.layout_of`'s. Augmentation is the tubelet samples' (one
 draw per sample for all its frames), seeded by ``(seed, epoch, index)``.
 """
 import numpy as np
 
+from edge_stad.core.snippets import head_grid, head_stride, layout_of
 from edge_stad.data.samples import Samples
 from edge_stad.data.sampling import training_samples, tube_boxes_at
-from edge_stad.data.snippets import head_grid, head_stride, layout_of
 from edge_stad.data.stma_targets import build_stma_targets
 from edge_stad.preprocess import normalize_clip, resize
 

@@ -10,9 +10,12 @@ graph the class count is then not visible). No torch here.
 """
 import json
 
+import numpy as np
+
 from edge_stad.core.region_decode import detector_frames
-from edge_stad.errors import EngineError
-from edge_stad.model_config import graph_names
+from edge_stad.core.snippets import head_grid, layout_of
+from edge_stad.errors import EngineError, FrameError
+from edge_stad.model_config import SNIPPET, graph_names
 from edge_stad.preprocess import DOWN_RATIO
 from edge_stad.version import __version__
 
@@ -45,6 +48,8 @@ def expected_io(config):
     sets, with ``None`` for a dimension the manifest does not fix (the batch, feature channels, top-K)."""
     h, w = config["input_size"]
     n, C = config["clip_len"], config["num_classes"]
+    if config.get("name") in SNIPPET:
+        return _snippet_io(config)
     if graph_names(config)[0] == "encoder":
         K, grid = config["K"], (h // DOWN_RATIO, w // DOWN_RATIO)
         return {"encoder": ({"frames": (None, n, h, w, 3)},
@@ -58,6 +63,28 @@ def expected_io(config):
     return {"encoder3d": ({"clip": (None, n, h, w, 3)}, [{"feat3d": (None, None) + grid}]),
             "detector": ({"frames": (None, detector_frames(config), h, w, 3), "feat3d": (None, None) + grid},
                          [{"region": (None, region) + grid}])}
+
+
+def _snippet_io(config):
+    """STMA's graphs (:mod:`edge_stad.export.snippet_graphs`): features at the head stride, the recognition
+    branch's and the 3D branch's at stride 32."""
+    h, w = config["input_size"]
+    K, C, n = config["K"], config["num_classes"], config["clip_len"]
+    grid, coarse = head_grid(config), (h // MENET_STRIDE, w // MENET_STRIDE)
+    layout = layout_of(config)
+    feat = {"feat": (None, None) + grid, "wh": (None, 4) + grid}
+    window = {"feats": (None, K, None) + grid, "whs": (None, K, 4) + grid}
+    outputs = {"hm": (None, 1 if config["class_agnostic"] else C) + grid, "mov": (None, 2 * K) + grid,
+               "wh": (None, 4 * K) + grid}
+    if config["class_agnostic"]:
+        feat["act"] = (None, None) + coarse
+        window["acts"] = (None, layout.motion[1] - layout.motion[0] + 1, None) + coarse
+        outputs["cls"] = (None, C)
+    io = {"encoder": ({"frames": (None, 1, h, w, 3)}, [feat]), "head": (window, [outputs])}
+    if config.get("backbone_3d") is not None:
+        window["feat3d"] = (None, None) + coarse
+        io["encoder3d"] = ({"clip": (None, n, h, w, 3)}, [{"feat3d": (None, None) + coarse}])
+    return io
 
 
 def check_graph_io(config, graph, inputs, outputs, where, metadata=None):
@@ -97,3 +124,13 @@ def _compare(graph, kind, wanted, declared, where):
             raise EngineError(f"{where}: the {graph} graph's {kind} {name} is shaped {tuple(have)}, but the manifest's "
                               f"model (clip length, K, input size, classes) implies {show}: graph and manifest "
                               "describe different models")
+
+
+def frame_input(frames, count, config, what):
+    """``frames`` as the graph takes them, or a :class:`FrameError` naming the expected layout."""
+    frames = np.asarray(frames)
+    h, w = config["input_size"]
+    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[1:] != (count, h, w, 3):
+        raise FrameError(f"{what} must be uint8 (N, {count}, {h}, {w}, 3) resized BGR frames, oldest first; got "
+                         f"{frames.dtype} {frames.shape}")
+    return np.ascontiguousarray(frames)

@@ -6,14 +6,14 @@ for is imported. (:func:`edge_stad.backends.open_backend` also opens checkpoints
 :mod:`edge_stad.torch_backends`.)
 
 MENet / MENet-Lite engines open as *frame backends* (:mod:`edge_stad.engines.protocols`):
-ONNX Runtime's :class:`OnnxRuntimeFrameBackend` or TensorRT's ``TensorRTFrameBackend``.
+ONNX Runtime's :class:`OnnxRuntimeFrameBackend` or TensorRT's ``TensorRTFrameBackend``; STMA engines as
+*snippet backends* (``OnnxRuntimeSnippetBackend``, ``TensorRTSnippetBackend``).
 """
 import os
 
 from edge_stad.engines.manifest import read_manifest, verified_files
-from edge_stad.engines.onnxruntime_backend import is_frame_model
 from edge_stad.errors import ConfigError, EngineError
-from edge_stad.model_config import GRAPHS, graph_names
+from edge_stad.model_config import GRAPHS, engine_kind, graph_names
 
 ENGINE_BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -59,7 +59,6 @@ def open_engine(source, backend="auto", threads=None, providers=None, device=0):
         raise ConfigError(f"an engine folder runs on {', '.join(ENGINE_BACKENDS)}, not {backend!r}")
     manifest = read_manifest(source, verify=False)   # the schema; the files are verified as they are loaded
     check_model(source, manifest)
-    frame_model = is_frame_model(manifest["model"])
     if backend == "auto":
         from edge_stad.engines import tensorrt_runtime
 
@@ -69,13 +68,14 @@ def open_engine(source, backend="auto", threads=None, providers=None, device=0):
 
         opened = open_tensorrt_engine(source, device=device, manifest=manifest)
     else:
-        from edge_stad.engines.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeFrameBackend
+        from edge_stad.engines import onnxruntime_backend as ort
 
         rels = [manifest["graphs"][g] for g in graph_names(manifest["model"])]
         graphs = verified_files(source, manifest, load=rels)
-        opened = (OnnxRuntimeFrameBackend if frame_model else OnnxRuntimeBackend)(
-            *(graphs[rel] for rel in rels), manifest["model"], threads=threads,
-            providers=providers or default_providers(), where=f"engine {source}")
+        kind = {"frame": ort.OnnxRuntimeFrameBackend, "snippet": ort.OnnxRuntimeSnippetBackend}.get(
+            engine_kind(manifest["model"]), ort.OnnxRuntimeBackend)
+        opened = kind(*(graphs[rel] for rel in rels), config=manifest["model"], threads=threads,
+                      providers=providers or default_providers(), where=f"engine {source}")
     opened.manifest = manifest
     opened.labels = tuple(manifest.get("labels") or ())
     return opened

@@ -6,6 +6,8 @@
   same rows.
 * :class:`OnnxRuntimeFrameBackend` (MENet, MENet-Lite: ``encoder3d`` + ``detector``) implements the
   frame backend interface of :mod:`edge_stad.eval.predict_frames`.
+* :class:`OnnxRuntimeSnippetBackend` (STMA, STMA-Lite: ``encoder``, ``encoder3d``, ``head``) the snippet
+  backend interface of :mod:`edge_stad.eval.predict_snippets`.
 
 Open an engine folder with :func:`edge_stad.backends.open_backend`.
 """
@@ -15,17 +17,17 @@ import numpy as np
 
 from edge_stad.core.region_decode import detector_frames
 from edge_stad.core.tubelet_decode import decode
-from edge_stad.engines.graph_io import check_graph_io
-from edge_stad.errors import EngineError, FrameError, MissingDependencyError
-from edge_stad.model_config import GRAPHS
+from edge_stad.engines.graph_io import check_graph_io, frame_input
+from edge_stad.engines.snippet_backend import SnippetGraphs
+from edge_stad.errors import EngineError, MissingDependencyError
+from edge_stad.model_config import GRAPHS, engine_kind, graph_names
 
 TUBELET_GRAPHS = GRAPHS["amma"]
 FRAME_GRAPHS = GRAPHS["menet"]
-FRAME_MODELS = ("menet", "menet-lite")  # model names whose engines run frame by frame
 
 
 def is_frame_model(config):
-    return config.get("name") in FRAME_MODELS
+    return engine_kind(config) == "frame"
 
 
 # ONNX Runtime moves a QuantizeLinear up through a max-pool, so a float stem's pool would run on
@@ -148,11 +150,15 @@ class OnnxRuntimeFrameBackend:
         return _run(self.detector, feed)[0]
 
 
-def frame_input(frames, count, config, what):
-    """``frames`` as the graph takes them, or a :class:`FrameError` naming the expected layout."""
-    frames = np.asarray(frames)
-    h, w = config["input_size"]
-    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[1:] != (count, h, w, 3):
-        raise FrameError(f"{what} must be uint8 (N, {count}, {h}, {w}, 3) resized BGR frames, oldest first; got "
-                         f"{frames.dtype} {frames.shape}")
-    return np.ascontiguousarray(frames)
+class OnnxRuntimeSnippetBackend(SnippetGraphs):
+    """An STMA engine: ``encoder`` per frame, ``encoder3d`` (models with a 3D branch) per clip, ``head`` per
+    window; the snippet backend interface of :mod:`edge_stad.eval.predict_snippets`."""
+
+    def __init__(self, *graphs, config, threads=None, providers=None, where="engine"):
+        self.config = config
+        self.manifest = None
+        self.sessions = open_graphs(dict(zip(graph_names(config), graphs)), config, threads, providers, where)
+
+    def run_graph(self, name, feeds):
+        session = self.sessions[name]
+        return dict(zip([o.name for o in session.get_outputs()], _run(session, feeds)))

@@ -11,12 +11,14 @@ Every backend has ``config`` (the model config), ``labels``, ``manifest`` (None 
   (:class:`DeviceTubeletBackend`); else NumPy arrays go in and out. ``link_matrices``: the linker's IoU
   matrices computed on that GPU, or None (the host's :mod:`edge_stad.core.link_math`).
 * ``kind == "frame"`` (MENet): a 3D branch over a clip, a 2D branch and region decode per frame.
-* ``kind == "snippet"`` (STMA) and ``"ssd"`` (flow fusion): offline evaluation only, for now.
+* ``kind == "snippet"`` (STMA): each frame through the 2D encoder once, a 3D branch over the window's
+  clip, the head per window of K frames (:class:`SnippetBackend`).
+* ``kind == "ssd"`` (flow fusion): offline evaluation only, for now.
 """
 from typing import Any, Optional, Protocol, Sequence, Tuple
 
 KINDS = ("tubelet", "frame", "snippet", "ssd")
-STREAMING_KINDS = ("tubelet", "frame")
+STREAMING_KINDS = ("tubelet", "frame", "snippet")
 
 
 class Backend(Protocol):
@@ -59,3 +61,19 @@ class FrameBackend(Backend, Protocol):
 
     def detect(self, frames, feat3d):
         """The latest frames of each clip and its 3D feature -> the region outputs per frame."""
+
+
+class SnippetBackend(Backend, Protocol):
+    top_n: int
+
+    def encode(self, frames):
+        """uint8 BGR frames ``(N, H, W, 3)`` -> per-frame ``(feat, wh, act)`` (``act`` None without recognition)."""
+
+    def encode_3d(self, clips):
+        """uint8 clips ``(N, T, H, W, 3)`` -> the 3D branch's feature per clip (models with one)."""
+
+    def head(self, feats, whs, acts=None, feat3d=None):
+        """One window's cached outputs (batch 1) -> ``{"hm", "mov", "wh"[, "cls"]}``."""
+
+    def detect(self, feats, whs, acts=None, feat3d=None):
+        """:meth:`head` then decode: tubelet rows ``(N, top_n, 4K + 2)`` in grid cells."""

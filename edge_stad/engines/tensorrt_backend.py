@@ -22,12 +22,12 @@ import numpy as np
 from edge_stad.core.region_decode import detector_frames
 from edge_stad.core.tubelet_decode import decode
 from edge_stad.engines import tensorrt_runtime
-from edge_stad.engines.graph_io import check_graph_io
+from edge_stad.engines.graph_io import check_graph_io, frame_input
 from edge_stad.engines.manifest import read_manifest, verified_files
-from edge_stad.engines.onnxruntime_backend import frame_input, is_frame_model
+from edge_stad.engines.snippet_backend import SnippetGraphs
 from edge_stad.engines.tensorrt_runtime import cudart
 from edge_stad.errors import EngineError
-from edge_stad.model_config import graph_names
+from edge_stad.model_config import engine_kind, graph_names
 
 # inputs, and the accepted output sets, of each graph as exported (edge_stad.export.onnx_export, frame_graphs)
 IO = {"encoder": (["frames"], (["feat", "wh"],)),
@@ -271,6 +271,17 @@ class TensorRTFrameBackend(_PlanSet):
         return np.asarray(self._run("detector", feeds)["region"], np.float32)
 
 
+class TensorRTSnippetBackend(SnippetGraphs, _PlanSet):
+    """STMA's encoder, encoder3d (with a 3D branch) and head plans on CUDA device ``device`` (the snippet
+    backend interface of :mod:`edge_stad.eval.predict_snippets`; the head is decoded on the host)."""
+
+    def __init__(self, *plans, config, device=0, folder=None):
+        _PlanSet.__init__(self, dict(zip(graph_names(config), plans)), config, device, folder)
+
+    def run_graph(self, name, feeds):
+        return {k: np.asarray(v, np.float32) for k, v in self._run(name, feeds).items()}
+
+
 class _OwnPlan(_Plan):
     """A plan holding its own TensorRT runtime and CUDA stream (see :func:`open_plan`)."""
 
@@ -305,10 +316,10 @@ def plan_version_problem(folder, manifest, version):
 
 
 def open_tensorrt_engine(folder, device=0, manifest=None):
-    """The TensorRT backend of engine ``folder`` (:class:`TensorRTFrameBackend` for MENet, else
-    :class:`TensorRTBackend`), after its manifest and checksums are verified (pass ``manifest`` when
-    :func:`~edge_stad.engines.manifest.read_manifest` read it already; every file is verified here, and the
-    plans are deserialized from the very bytes that were hashed).
+    """The TensorRT backend of engine ``folder`` (:class:`TensorRTFrameBackend` for MENet,
+    :class:`TensorRTSnippetBackend` for STMA, else :class:`TensorRTBackend`), after its manifest and checksums
+    are verified (pass ``manifest`` when :func:`~edge_stad.engines.manifest.read_manifest` read it already; every
+    file is verified here, and the plans are deserialized from the very bytes that were hashed).
 
     The plans are the manifest's ``plans`` (written by ``edge-stad build`` where TensorRT is importable) and
     must be among its checksummed files. A folder without them is an :class:`EngineError` naming the build
@@ -325,7 +336,8 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     if problem:
         raise EngineError(problem)
     data = verified_files(folder, manifest, load=rels)   # every file checked; the plans' bytes kept
-    kind = TensorRTFrameBackend if is_frame_model(manifest["model"]) else TensorRTBackend
-    backend = kind(*(data[rel] for rel in rels), manifest["model"], device, folder=folder)
+    kind = {"frame": TensorRTFrameBackend, "snippet": TensorRTSnippetBackend}.get(engine_kind(manifest["model"]),
+                                                                                 TensorRTBackend)
+    backend = kind(*(data[rel] for rel in rels), config=manifest["model"], device=device, folder=folder)
     backend.manifest = manifest
     return backend

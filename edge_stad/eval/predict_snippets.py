@@ -18,18 +18,13 @@ frame-mAP pools every tubelet covering a frame and the online linker links them,
 """
 import numpy as np
 
+from edge_stad.core.snippets import head_grid, layout_of, stacked
 from edge_stad.core.tubelet_decode import to_pixels
 from edge_stad.core.windows import Window, window_schedule
-from edge_stad.data.snippets import head_grid, layout_of
 from edge_stad.errors import ConfigError
 from edge_stad.eval.detections import Detections
 from edge_stad.eval.evaluate import evaluate, split_videos
 from edge_stad.preprocess import resize
-
-
-def _stacked(cache, numbers, part):
-    values = [cache[f][part] for f in numbers]
-    return None if values[0] is None else np.stack(values)[None]
 
 
 def predict_snippet_windows(backend, dataset, video, refresh=1):
@@ -58,8 +53,8 @@ def predict_snippet_windows(backend, dataset, video, refresh=1):
         if cfg["backbone_3d"] is not None and i % refresh == 0:
             feat3d = backend.encode_3d(np.stack([frame(f) for f in clip])[None])
         snippet = clip[s0:s1 + 1]
-        rows = backend.detect(_stacked(encoded, snippet, 0), _stacked(encoded, snippet, 1),
-                              _stacked(encoded, clip[m0:m1 + 1], 2), feat3d)[0]
+        rows = backend.detect(stacked(encoded, snippet, 0), stacked(encoded, snippet, 1),
+                              stacked(encoded, clip[m0:m1 + 1], 2), feat3d)[0]
         windows.append(Window(tuple(ends), to_pixels(rows, cfg["num_classes"], grid, image_hw)))
         for table, keep_from in ((encoded, clip[e0]), (frames, clip[0])):
             for f in [f for f in table if f < keep_from]:

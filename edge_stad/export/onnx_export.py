@@ -21,6 +21,7 @@ from edge_stad.core.tubelet_decode import decode as decode_rows_host
 from edge_stad.engines.onnxruntime_backend import create_session, is_frame_model
 from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
 from edge_stad.export.graphs import EncoderGraph, HeadGraph
+from edge_stad.model_config import SNIPPET
 from edge_stad.models.deform_conv import deform_conv2d_op
 
 OPSET = 17
@@ -146,7 +147,8 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
     another order; a float comparison, not a tie-break, decides which of two equal-looking peaks
     ranks first, so torch's outputs cannot serve).
     A MENet model gets ``encoder3d.onnx`` + ``detector.onnx`` instead
-    (:func:`~edge_stad.export.frame_graphs.export_frame_onnx`).
+    (:func:`~edge_stad.export.frame_graphs.export_frame_onnx`), an STMA model ``encoder.onnx``,
+    ``encoder3d.onnx`` and ``head.onnx`` (:func:`~edge_stad.export.snippet_graphs.export_snippet_onnx`).
     """
     config = model.config
     tolerance = (FP16_TOLERANCE if half else FP32_TOLERANCE) if tolerance is None else tolerance
@@ -157,6 +159,12 @@ def export_onnx(model, folder, dynamic_batch=False, decode=False, half=False, ve
         from edge_stad.export.frame_graphs import export_frame_onnx
 
         return export_frame_onnx(model, folder, dynamic_batch, half, verify, tolerance, seed)
+    if config["name"] in SNIPPET:
+        if decode:
+            raise ConfigError(f"{config['name']} head outputs are decoded on the host; build with --decode host")
+        from edge_stad.export.snippet_graphs import export_snippet_onnx
+
+        return export_snippet_onnx(model, folder, dynamic_batch, half, verify, tolerance, seed)
     opset = opset_for(config)
     encoder, head = EncoderGraph(model, half, fold), HeadGraph(model, half=half)
     frames = torch.from_numpy(example_inputs(config, batch=config["K"], seed=seed))

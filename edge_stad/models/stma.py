@@ -20,7 +20,7 @@ the snippet's last frame as the key frame, so it never waits for future frames.
 
 Inputs follow the rest of the project: ``clips (B, 3 * clip_len, H, W)``, BGR frames normalised as
 :mod:`edge_stad.preprocess` does, stacked on channels oldest first; where the snippet sits in the clip
-is :func:`edge_stad.data.snippets.layout_of` (``model.layout``). Outputs: ``hm (B, 1, h, w)`` after the
+is :func:`edge_stad.core.snippets.layout_of` (``model.layout``). Outputs: ``hm (B, 1, h, w)`` after the
 sigmoid (``B, C`` channels with ``class_agnostic=False``), ``mov (B, 2K, h, w)`` (``dx, dy`` per frame,
 oldest first, in cells), ``wh (B, 4K, h, w)`` (``l, t, r, b`` per frame, cells, non-negative) and
 ``cls (B, C)`` class logits.
@@ -47,7 +47,7 @@ Choices the paper leaves open (each made once, here and in :mod:`edge_stad.data.
   pooling and a 1x1 conv: one clip-level label (the paper's cross-entropy);
 * the 3D feature's time axis (1 for 16 frames) is averaged away; the 3D branch reads the same frames
   at the same resolution as the 2D backbone;
-* the snippet sits in the middle of the clip (:mod:`edge_stad.data.snippets`);
+* the snippet sits in the middle of the clip (:mod:`edge_stad.core.snippets`);
 * the centre and movement heads read the K snippet features concatenated on channels (as MOC);
 * size: ``relu(conv)`` cells, TTFNet's output form without its scale of 4 cells (measured:
   :mod:`edge_stad.models.stma_branches`).
@@ -56,7 +56,7 @@ import math
 
 from torch import nn
 
-from edge_stad.data.snippets import head_stride, snippet_layout
+from edge_stad.core.snippets import head_stride, snippet_layout
 from edge_stad.errors import ConfigError
 from edge_stad.models.amma import canonical_backbone, input_hw
 from edge_stad.models.backbones3d import create_backbone_3d, resolve_width_3d

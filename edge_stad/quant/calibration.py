@@ -4,7 +4,7 @@ A *window* is ``uint8 (K, n, H, W, 3)``: K clips of ``n`` resized BGR frames, ol
 first, ending at a key frame, exactly what the runtime feeds the encoder (and, through
 the encoder, the head). Frame-level models (MENet: no ``K`` in their config) take windows
 of one clip, ``(1, T, H, W, 3)``: the 3D branch reads the clip, the detector its latest
-frames. Sources:
+frames; so do STMA models, whose K-frame snippet lies inside their clip. Sources:
 
 * an ACT dataset folder (UCF101-24, JHMDB-21, ``edge-stad synth`` output): windows at
   frames spread evenly over the videos of the chosen split part (``train`` by default:
@@ -24,7 +24,7 @@ from edge_stad.core.windows import clip_ending_at, regular_window
 from edge_stad.data.act import ActDataset, is_act_dataset
 from edge_stad.data.frames import IMAGE_EXTENSIONS, iter_clip_frames
 from edge_stad.errors import DataError
-from edge_stad.model_config import short_repr
+from edge_stad.model_config import SNIPPET, short_repr
 from edge_stad.preprocess import resize
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -38,8 +38,8 @@ def _spread(total, count):
 
 
 def _clips_per_window(config):
-    """K, or 1 for a frame-level model."""
-    return config.get("K", 1)
+    """K, or 1 for a frame-level model and for STMA (its window reads one clip, the snippet inside it)."""
+    return 1 if config.get("name") in SNIPPET else config.get("K", 1)
 
 
 def _window_frames(end, K, clip_len):

@@ -6,7 +6,8 @@ tubelets, and the mean L1 distance (grid cells) between the boxes of those match
 tubelets. With a labelled dataset, also frame-mAP@0.5 of both on its test split; the
 drop in points is what ``--max-map-drop`` bounds.
 
-MENet engines (:func:`region_agreement`) are compared on decoded boxes instead: of the FP32
+STMA engines (:func:`snippet_agreement`) are compared the same way on their windows. MENet engines
+(:func:`region_agreement`) are compared on decoded boxes instead: of the FP32
 detector's top boxes on each clip, the share the INT8 detector also reports (same class,
 IoU >= 0.5), their mean IoU and score difference; also the IoU of the two top boxes and the
 largest region-map difference, which say something where no box scores ``min_score``.
@@ -14,6 +15,7 @@ largest region-map difference, which say something where no box scores ``min_sco
 import numpy as np
 
 from edge_stad.core.region_decode import box_iou, decode_region, detector_frames
+from edge_stad.engines.snippet_backend import window_feeds
 
 TOP = 10
 MIN_SCORE = 0.1
@@ -26,16 +28,31 @@ def _key(row, K):
 
 
 def output_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE):
-    """Compare two backends window by window; returns ``{peak_agreement, box_l1, windows}``."""
-    K = reference.config["K"]
+    """Compare two tubelet backends window by window; returns ``{peak_agreement, box_l1, windows}``."""
+    def rows(backend, window):
+        feat, wh = backend.encode(window)
+        return backend.detect(feat[None], wh[None])[0]
+
+    return _agreement(reference.config["K"], [(rows(reference, w), rows(candidate, w)) for w in windows], top,
+                      min_score)
+
+
+def snippet_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE):
+    """:func:`output_agreement` of two STMA backends on one-clip windows ``(1, T, H, W, 3)``."""
+    def rows(backend, window):
+        return backend.detect(**window_feeds(backend, window[0]))[0]
+
+    return _agreement(reference.config["K"], [(rows(reference, w), rows(candidate, w)) for w in windows], top,
+                      min_score)
+
+
+def _agreement(K, pairs, top, min_score):
+    """Of the reference's top tubelets in each ``(reference rows, candidate rows)`` pair, the share matched by
+    class and key-frame cell among the candidate's top ones, and their mean box L1 distance."""
     matched = total = 0
     l1 = []
-    for window in windows:
-        rows = []
-        for backend in (reference, candidate):
-            feat, wh = backend.encode(window)
-            rows.append(backend.detect(feat[None], wh[None])[0][:top])
-        ref, cand = rows
+    for ref, cand in pairs:
+        ref, cand = ref[:top], cand[:top]
         found = {_key(r, K): r for r in cand}
         for r in ref[ref[:, -2] >= min_score]:
             total += 1
@@ -43,7 +60,7 @@ def output_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE
             if other is not None:
                 matched += 1
                 l1.append(float(np.mean(np.abs(r[:4 * K] - other[:4 * K]))))
-    return {"windows": len(windows), "reference_tubelets": total,
+    return {"windows": len(pairs), "reference_tubelets": total,
             "peak_agreement": matched / total if total else 1.0,
             "box_l1_grid_cells": float(np.mean(l1)) if l1 else 0.0}
 

@@ -31,7 +31,10 @@ import logging
 
 import numpy as np
 
+from edge_stad.core.snippets import layout_of
+from edge_stad.engines.snippet_backend import window_feeds
 from edge_stad.errors import ConfigError, MissingDependencyError
+from edge_stad.model_config import graph_names
 
 METHODS = ("minmax", "entropy", "percentile")
 # Per flavour: activation type name, symmetric activations, layers given Q/DQ pairs.
@@ -78,6 +81,20 @@ def frame_feeds(windows, encode_3d, frames_2d):
     return {"encoder3d": [{"clip": clip} for clip in clips],
             "detector": [{"frames": np.ascontiguousarray(clip[:, -frames_2d:]), "feat3d": encode_3d(clip)}
                          for clip in clips]}
+
+
+def snippet_feeds(windows, backend):
+    """STMA's calibration feeds from one-clip windows ``(1, T, H, W, 3)``: ``encoder`` gets every frame the
+    model encodes, ``encoder3d`` the clip, ``head`` the outputs of ``backend`` (the FP32 graphs) for its window."""
+    layout = layout_of(backend.config)
+    first, last = layout.encoded
+    feeds = {g: [] for g in graph_names(backend.config)}
+    for window in windows:
+        feeds["encoder"] += [{"frames": np.ascontiguousarray(frame[None, None])} for frame in window[0, first:last + 1]]
+        if "encoder3d" in feeds:
+            feeds["encoder3d"].append({"clip": np.ascontiguousarray(window)})
+        feeds["head"].append(window_feeds(backend, window[0]))
+    return feeds
 
 
 def attention_nodes(onnx_path, scopes, op_types=("MatMul", "Softmax")):

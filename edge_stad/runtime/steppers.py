@@ -5,6 +5,8 @@
   pipeline), the head and decode run per window.
 * :class:`FrameStepper` (MENet): the 3D branch on the frames where it is due, the 2D branch and the
   region decode on every frame.
+* :class:`SnippetStepper` (STMA): each new frame through the 2D encoder once, the 3D branch on the
+  window's clip where it is due, the head and decode per window (one per frame).
 
 ``process(jobs)`` takes ``[(stream, window frames)]`` and returns the windows it finished,
 ``[(stream, window frames, tubelets {label: rows}, decoded frame rows or None)]``: the same windows
@@ -20,7 +22,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from edge_stad.core.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
+from edge_stad.core.snippet_decode import decode_snippet
+from edge_stad.core.snippets import layout_of, stacked
 from edge_stad.core.tubelet_decode import decode, to_pixels
+from edge_stad.core.windows import clip_ending_at
 
 
 class _SwitchInterval:
@@ -205,6 +210,66 @@ class FrameStepper:
                 found = decode_region(region, cfg["anchors"], self.num_classes)
             rows = to_frame_rows(found, frame, self.streams[i].image_hw)
             done.append((i, window, frame_window(frame, rows, self.num_classes).tubelets, rows))
+        return done
+
+    def settle(self):
+        return ()
+
+    def close(self):
+        pass
+
+
+class SnippetStepper:
+    """STMA's windows, one per frame from frame K on: each frame the window's clip needs goes through the 2D
+    encoder once (its ``feat``, ``wh``, ``act`` cached per frame), the 3D branch runs on the clip of every
+    ``refresh``-th window (its feature reused in between), the head and the host decode per window. The same
+    calls, in the same order and batches for one stream, as :func:`edge_stad.eval.predict_snippets.
+    predict_snippet_windows`. Results are final at once (``depth`` 0)."""
+
+    depth = 0
+
+    def __init__(self, backend, streams, stage, num_classes, grid, refresh=1):
+        self.backend, self.streams, self.stage = backend, streams, stage
+        self.num_classes, self.grid, self.refresh = num_classes, grid, refresh
+        self.layout = layout_of(backend.config)
+        self.has_3d = backend.config["backbone_3d"] is not None
+        self.clips = 0   # frames encoded
+
+    def process(self, jobs):
+        if not jobs:
+            return []
+        (e0, e1), (s0, s1), (m0, m1) = self.layout.encoded, self.layout.snippet, self.layout.motion
+        clips = [clip_ending_at(window[-1], self.layout.clip_len) for _, window in jobs]
+        new = []
+        for (i, _), clip in zip(jobs, clips):
+            new += [(i, f) for f in dict.fromkeys(clip[e0:e1 + 1])
+                    if f not in self.streams[i].features and (i, f) not in new]
+        if new:
+            with self.stage("encoder"):
+                encoded = self.backend.encode(np.stack([self.streams[i].frames[f] for i, f in new]))
+            for j, (i, f) in enumerate(new):
+                self.streams[i].features[f] = tuple(None if o is None else o[j] for o in encoded)
+            self.clips += len(new)
+        due = [(i, clip) for (i, _), clip in zip(jobs, clips)
+               if self.has_3d and self.streams[i].windows_run % self.refresh == 0]
+        if due:
+            with self.stage("encoder"):
+                feat3d = self.backend.encode_3d(np.stack([[self.streams[i].frames[f] for f in clip]
+                                                          for i, clip in due]))
+            for j, (i, _) in enumerate(due):
+                self.streams[i].feat3d = feat3d[j:j + 1]
+        done = []
+        for (i, window), clip in zip(jobs, clips):
+            state = self.streams[i]
+            snippet, motion = clip[s0:s1 + 1], clip[m0:m1 + 1]
+            with self.stage("head"):
+                out = self.backend.head(stacked(state.features, snippet, 0), stacked(state.features, snippet, 1),
+                                        stacked(state.features, motion, 2), state.feat3d)
+            with self.stage("decode"):
+                tubelets = to_pixels(decode_snippet(out, self.backend.top_n)[0], self.num_classes, self.grid,
+                                     state.image_hw)
+            state.windows_run += 1
+            done.append((i, window, tubelets, None))
         return done
 
     def settle(self):

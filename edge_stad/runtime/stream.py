@@ -47,13 +47,14 @@ import numpy as np
 
 from edge_stad.core.frame_detections import FrameDetections
 from edge_stad.core.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
+from edge_stad.core.snippets import head_grid, layout_of
 from edge_stad.core.windows import Window, clip_ending_at, closing_windows, window_due
 from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.engines.protocols import STREAMING_KINDS
 from edge_stad.errors import ConfigError, FrameError
 from edge_stad.preprocess import grid_size, resize
 from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
-from edge_stad.runtime.steppers import FrameStepper, TubeletStepper
+from edge_stad.runtime.steppers import FrameStepper, SnippetStepper, TubeletStepper
 
 STAGES = ("preprocess", "encoder", "head", "decode", "link", "results")
 
@@ -173,6 +174,28 @@ class _FrameStream(_Stream):
         return self.detections.pop(frame) if self.detections is not None else _NO_DETECTIONS
 
 
+class _SnippetStream(_Stream):
+    """An STMA stream: one window per frame from frame K on (its tubelet spans the K snippet frames), the last
+    ``clip_len`` frames and their cached per-frame features (the next window's clip reads them), the 3D
+    feature."""
+
+    def __init__(self, K, clip_len, frame_detections, link_matrices=None, segment_frames=SEGMENT_FRAMES):
+        super().__init__(K, 1, frame_detections, link_matrices, segment_frames)
+        self.span = clip_len
+
+    def clear(self):
+        super().clear()
+        self.feat3d = None
+        self.windows_run = 0
+
+    def processed(self, window):
+        self.last = window[-1]
+        keep = window[-1] + 2 - self.span   # the first frame of the next window's clip
+        for table in (self.features, self.frames):
+            for f in [f for f in table if f < keep]:
+                del table[f]
+
+
 class Runtime:
     """Streaming AMMA or MENet inference for one or more cameras.
 
@@ -220,31 +243,39 @@ class Runtime:
         if int(streams) < 1:
             raise ConfigError(f"streams must be >= 1, got {streams}")
         cfg = self.backend.config
-        self._frame_model = self.backend.kind == "frame"
-        if self._frame_model and int(refresh) < 1:
+        kind = self.backend.kind
+        self._frame_model = kind == "frame"
+        if kind != "tubelet" and int(refresh) < 1:
             raise ConfigError(f"refresh (frames between 3D-branch runs) must be >= 1, got {refresh}")
+        if kind == "snippet" and layout_of(cfg).lookahead:
+            raise ConfigError(f"this {cfg['name']} model's window reads {layout_of(cfg).lookahead} frame(s) past its "
+                              "snippet (key_frame='center'); the Runtime streams causal models (key_frame='last', "
+                              "STMA-Lite's default): evaluate it offline with edge_stad.eval.predict_snippets")
         self.refresh = int(refresh)
         # a device-resident backend (TorchCudaBackend) takes raw frames and keeps frames and features on its device
-        self._on_device = not self._frame_model and self.backend.device_resident
+        self._on_device = kind == "tubelet" and self.backend.device_resident
         if isinstance(pipeline, bool) or pipeline is None:
             pipeline = int(bool(pipeline))
         if not isinstance(pipeline, (int, np.integer)) or pipeline < 0:
             raise ConfigError(f"pipeline must be a bool or the number of windows in flight (an int >= 0), "
                               f"got {pipeline!r}")
-        if pipeline and (self._frame_model or self._on_device):
-            raise ConfigError("pipeline=True needs a tubelet (AMMA) engine on host frames: a frame detector's "
-                              "results are final at once, and a device-resident backend already runs "
+        if pipeline and (kind != "tubelet" or self._on_device):
+            raise ConfigError("pipeline=True needs a tubelet (AMMA) engine on host frames: a frame or snippet "
+                              "detector's results are final at once, and a device-resident backend already runs "
                               "asynchronously on its GPU stream")
-        self.K, self.clip_len = (1, 1) if self._frame_model else (int(cfg["K"]), int(cfg["clip_len"]))
+        self.K, self.clip_len = {"frame": (1, 1), "snippet": (int(cfg.get("K", 1)), 1)}.get(
+            kind, (int(cfg.get("K", 1)), int(cfg["clip_len"])))
         self.input_size = tuple(cfg["input_size"])
         self.num_classes = int(cfg["num_classes"])
         self.labels = tuple(self.backend.labels or ()) or tuple(map(str, range(self.num_classes)))
         self.min_tube_score = float(min_tube_score)
         self.max_side = int(max_side)
-        self._grid = grid_size(self.input_size)
-        matrices = None if self._frame_model else self.backend.link_matrices   # the linking kernels, on a GPU
+        self._grid = head_grid(cfg) if kind == "snippet" else grid_size(self.input_size)
+        matrices = self.backend.link_matrices if kind == "tubelet" else None   # the linking kernels, on a GPU
         self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
                          if self._frame_model else
+                         _SnippetStream(self.K, int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
+                         if kind == "snippet" else
                          _Stream(self.K, self.clip_len, frame_detections, matrices, segment_frames)
                          for _ in range(int(streams))]
         self._lock = threading.RLock()
@@ -256,6 +287,9 @@ class Runtime:
         self._busy = 0.0
         self._stepper = (FrameStepper(self.backend, self._streams, self._stage, self.num_classes, self.refresh)
                          if self._frame_model else
+                         SnippetStepper(self.backend, self._streams, self._stage, self.num_classes, self._grid,
+                                        self.refresh)
+                         if kind == "snippet" else
                          TubeletStepper(self.backend, self._streams, self._stage, self.num_classes, self._grid,
                                         int(pipeline)))
 

@@ -4,8 +4,8 @@ compared with, and the trainer's validation.
 * :mod:`~edge_stad.torch_backends.streaming`: AMMA (tubelet windows) and MENet (frame by frame);
 * :mod:`~edge_stad.torch_backends.cuda`: AMMA on a GPU with edge_stad's CUDA kernels (preprocessing,
   micro-motion, linking matrices);
-* :mod:`~edge_stad.torch_backends.snippet`, :mod:`~edge_stad.torch_backends.ssd`: STMA and the flow-fusion
-  SSDs, offline evaluation only for now.
+* :mod:`~edge_stad.torch_backends.snippet`: STMA (snippet windows);
+* :mod:`~edge_stad.torch_backends.ssd`: the flow-fusion SSDs, offline evaluation only for now.
 
 They implement the contracts of :mod:`edge_stad.engines.protocols`.
 """
@@ -25,14 +25,17 @@ def open_checkpoint(path, device=0):
     from edge_stad.torch_backends.streaming import TorchBackend, TorchFrameBackend
 
     model = load_checkpoint(path)
-    if model.config["name"] not in GRAPHS:   # STMA, flow-fusion: offline evaluation only, for now
-        offline = "predict_snippets" if model.config["name"] in SNIPPET else "predict_ssd"
+    if model.config["name"] not in GRAPHS:   # flow-fusion: offline evaluation only, for now
         raise EngineError(f"{path} holds a {model.config['name']} model, which the Runtime cannot stream yet; "
-                          f"evaluate it with edge_stad.eval.{offline}")
+                          "evaluate it with edge_stad.eval.predict_ssd")
     target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
     opened = None
     if is_frame_model(model.config):
         opened = TorchFrameBackend(model.to(target))
+    elif model.config["name"] in SNIPPET:
+        from edge_stad.torch_backends.snippet import TorchSnippetBackend
+
+        opened = TorchSnippetBackend(model.to(target))
     elif torch.cuda.is_available():
         opened = _torch_cuda_backend(model, target)
     if opened is None:

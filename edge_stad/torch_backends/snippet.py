@@ -6,7 +6,7 @@ model's own stream calls (``encode``, ``encode_3d``, ``head``), host decoding.
 import numpy as np
 import torch
 
-from edge_stad.core.snippet_decode import TOP_N, decode_stma, softmax
+from edge_stad.core.snippet_decode import TOP_N, decode_snippet
 from edge_stad.preprocess import normalize_clip
 from edge_stad.torch_backends.base import TorchModelBackend
 
@@ -42,6 +42,4 @@ class TorchSnippetBackend(TorchModelBackend):
         return {k: _numpy(v) for k, v in out.items()}
 
     def detect(self, feats, whs, acts=None, feat3d=None):
-        out = self.head(feats, whs, acts, feat3d)
-        cls = softmax(out["cls"]) if "cls" in out else None
-        return decode_stma(out["hm"], out["mov"], out["wh"], cls, self.top_n)
+        return decode_snippet(self.head(feats, whs, acts, feat3d), self.top_n)

@@ -7,6 +7,27 @@ from edge_stad.train.tasks import FrameTask, Task, global_counts
 NO_3D = "none"  # --backbone-3d value for STMA-Lite without a 3D branch
 
 
+#: The paper's Table 2 blocks (``--blocks``): class-agnostic localisation (the recognition branch), motion
+#: excitation and spatio-temporal aggregation in it, Gaussian-area regression.
+BLOCKS = ("cal", "me", "sta", "gr")
+
+
+def ablation_blocks(blocks):
+    """``"cal,me"`` -> the model options of a run with only those blocks (the baseline, ``""``: MOC's class
+    heatmap, no recognition branch and so no 3D branch, centre-cell regression)."""
+    chosen = [b for b in blocks.split(",") if b]
+    unknown = [b for b in chosen if b not in BLOCKS]
+    if unknown:
+        raise ConfigError(f"blocks must be a comma-separated subset of {','.join(BLOCKS)}, got {blocks!r}")
+    if ("me" in chosen or "sta" in chosen) and "cal" not in chosen:
+        raise ConfigError(f"blocks {blocks!r}: me and sta belong to the recognition branch, which cal builds")
+    options = {"class_agnostic": "cal" in chosen, "motion_excitation": "me" in chosen, "attention": "sta" in chosen,
+               "gaussian_regression": "gr" in chosen}
+    if "cal" not in chosen:
+        options["backbone_3d"] = NO_3D
+    return options
+
+
 class SnippetTask(Task):
     loss_parts = ("hm", "mov", "wh", "cls")
 
@@ -18,6 +39,8 @@ class SnippetTask(Task):
         given = dict(backbone=cfg.backbone, K=cfg.K, clip_len=cfg.clip_len, input_size=cfg.input_size,
                      decoder=cfg.decoder, backbone_3d=cfg.backbone_3d, width_3d=cfg.width_3d)
         options = {k: v for k, v in given.items() if v is not None}
+        if cfg.blocks is not None:
+            options.update(ablation_blocks(cfg.blocks))
         if options.get("backbone_3d") == NO_3D:
             options["backbone_3d"] = None
             options.pop("width_3d", None)   # a preset's width of a 3D branch that is not built

@@ -54,6 +54,7 @@ class TrainConfig:
     srm_frames: Optional[int] = None     # MENet: frames of the short-range motion maps (0: RGB only)
     width_3d: Optional[float] = None     # MENet, STMA: width multiplier of the 3D branch (None: the backbone's default)
     backbone_3d: Optional[str] = None    # STMA: 3D branch ("none": without; None: the variant's)
+    blocks: Optional[str] = None         # STMA: Table 2's blocks, of cal,me,sta,gr (None: all; "": the baseline)
     motion: Optional[str] = None         # AMMA: conv | diff; flow-fusion-lite: flow | micro-motion (None: default)
     fusion: Optional[str] = None         # flow-fusion: m-concat | m-sum | m-average | stfp (None: m-concat)
     flow_unfreeze: Optional[int] = None  # flow-fusion: step from which detection losses train the flow network

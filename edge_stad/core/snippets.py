@@ -19,6 +19,8 @@ its end.
 """
 from typing import NamedTuple, Tuple
 
+import numpy as np
+
 from edge_stad.errors import ConfigError
 
 KEY_FRAMES = ("center", "last")
@@ -83,3 +85,11 @@ def snippet_layout(K, clip_len, key_frame, has_3d):
 def layout_of(config):
     """:func:`snippet_layout` of an STMA model config."""
     return snippet_layout(config["K"], config["clip_len"], config["key_frame"], config["backbone_3d"] is not None)
+
+
+def stacked(features, frames, part):
+    """Part ``part`` (0 ``feat``, 1 ``wh``, 2 ``act``) of the cached per-frame encoder outputs ``features``
+    (``{frame: (feat, wh, act)}``) of ``frames``, stacked as one window ``(1, len(frames), ...)``; None where the
+    model has no such output."""
+    values = [features[f][part] for f in frames]
+    return None if values[0] is None else np.stack(values)[None]
