@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from engine_helpers import quiet  # noqa: E402
+from engine_helpers import quiet, with_plans  # noqa: E402
 from model_helpers import calibrate_bn  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
 
@@ -89,13 +89,17 @@ def test_fp16_graphs_keep_the_recognition_branch_in_fp32(tmp_path):
     assert action == {onnx.TensorProto.FLOAT} and rest == {onnx.TensorProto.FLOAT16}, convs
 
 
-def test_int8_build_calibrates_every_graph_keeps_attention_float_and_streams(tiny, tmp_path_factory):
-    model = tiny_lite(**CONFIGS["3d"])
+@pytest.fixture(scope="module")
+def int8_engine(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("stma_int8")
-    out = root / "engine"
-    opts = BuildOptions(precision="int8", calib_data=str(tiny_synth(tmp_path_factory)), calib_clips=6,
-                        gate_windows=3, calibration_dir=str(root / "calibration"))
-    manifest = build_engine(model, out, opts, labels=tuple(tiny.labels), log=quiet)
+    opts = BuildOptions(precision="int8", backend="onnxruntime", calib_data=str(tiny_synth(tmp_path_factory)),
+                        calib_clips=6, gate_windows=3, calibration_dir=str(root / "calibration"))
+    manifest = build_engine(tiny_lite(**CONFIGS["3d"]), root / "engine", opts, labels=tuple(tiny.labels), log=quiet)
+    return root / "engine", manifest
+
+
+def test_int8_build_calibrates_every_graph_keeps_attention_float_and_streams(tiny, int8_engine):
+    out, manifest = int8_engine
     assert manifest["name"] == "stma-lite_shufflenetv2_k3_int8" and sorted(manifest["graphs"]) == sorted(
         ["encoder", "encoder3d", "head"])
     report = json.loads((out / "int8_report.json").read_text())
@@ -118,6 +122,42 @@ def test_int8_build_calibrates_every_graph_keeps_attention_float_and_streams(tin
     with pytest.warns(UserWarning, match="not applicable"):
         runtime = Runtime(str(out), min_tube_score=0.0, frame_detections=True)
     check_stream_equals_offline(runtime, tiny, tiny.test_videos[0])
+
+
+def test_tensorrt_snippet_backend_plumbing_streams_like_onnxruntime(int8_engine, tmp_path, monkeypatch):
+    """The TensorRT snippet backend on the stand-in TensorRT of test_tensorrt_backend (plans that are the engine's
+    ONNX files, run by ONNX Runtime on host memory): the same outputs as ONNX Runtime, and the same stream."""
+    import test_tensorrt_backend as trt_stub
+
+    from edge_stad.engines import tensorrt_backend, tensorrt_runtime
+    from edge_stad.engines.tensorrt_backend import TensorRTSnippetBackend
+
+    cudart, engines = trt_stub.FakeCudart(), []
+    monkeypatch.setattr(tensorrt_runtime, "tensorrt", lambda: trt_stub.fake_tensorrt(trt_stub.NamedEngine, engines))
+    monkeypatch.setattr(tensorrt_backend, "cudart", lambda: cudart)
+    folder = with_plans(int8_engine[0], tmp_path / "plans")
+    reference = open_backend(folder, "onnxruntime")
+    backend = open_backend(folder)                         # auto: plans, and TensorRT imports
+    assert isinstance(backend, TensorRTSnippetBackend) and backend.labels == reference.labels
+    clip = example_inputs(backend.config, seed=3)[0]
+    feeds = window_feeds(backend, clip)
+    for key, value in window_feeds(reference, clip).items():
+        np.testing.assert_array_equal(feeds[key], value, err_msg=key)
+    np.testing.assert_array_equal(backend.detect(**feeds), reference.detect(**feeds))
+    with pytest.raises(FrameError, match=r"clips must be uint8 \(N, 4, 64, 64, 3\)"):
+        backend.encode_3d(clip[None].astype(np.float32))
+    frames = np.random.default_rng(0).integers(0, 256, (9, 48, 80, 3), dtype=np.uint8)
+    streams = []
+    for opened in (backend, reference):
+        runtime = Runtime(opened, frame_detections=True, refresh=2, min_tube_score=0.0)
+        streams.append([(r.frame, r.tubes, r.detections) for f in frames for r in runtime.push(f)] + [
+            (r.frame, r.tubes, r.detections) for r in runtime.flush()])
+    assert [r[0] for r in streams[0]] == list(range(1, len(frames) + 1))
+    for got, want in zip(*streams):
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[2], want[2])
+    backend.close()
+    assert not cudart.memory
 
 
 def check_stream_equals_offline(runtime, dataset, video, refresh=1):

@@ -29,11 +29,13 @@ from edge_stad.engines.tensorrt_runtime import cudart
 from edge_stad.errors import EngineError
 from edge_stad.model_config import engine_kind, graph_names
 
-# inputs, and the accepted output sets, of each graph as exported (edge_stad.export.onnx_export, frame_graphs)
-IO = {"encoder": (["frames"], (["feat", "wh"],)),
-      "head": (["feats", "whs"], (["hm", "mov", "wh"], ["tubelets"])),
-      "encoder3d": (["clip"], (["feat3d"],)),
-      "detector": (["feat3d", "frames"], (["region"],))}
+# the accepted input and output sets of each graph as exported (edge_stad.export: onnx_export, frame_graphs,
+# snippet_graphs), checked where a plan opens without a model config (graph_io checks it against one)
+IO = {"encoder": ([["frames"]], [["feat", "wh"], ["act", "feat", "wh"]]),
+      "head": ([["feats", "whs"], ["acts", "feats", "whs"], ["acts", "feat3d", "feats", "whs"]],
+               [["hm", "mov", "wh"], ["tubelets"], ["cls", "hm", "mov", "wh"]]),
+      "encoder3d": ([["clip"]], [["feat3d"]]),
+      "detector": ([["feat3d", "frames"]], [["region"]])}
 
 
 def _rebuild(folder):
@@ -100,9 +102,9 @@ class _Plan:
         self.dtypes = {n: np.dtype(trt.nptype(d)) for n, d in zip(self.names, dtypes)}
         if graph in IO:
             inputs, outputs = IO[graph]
-            if sorted(self.inputs) != inputs or sorted(self.outputs) not in [sorted(o) for o in outputs]:
+            if sorted(self.inputs) not in inputs or sorted(self.outputs) not in outputs:
                 raise EngineError(f"{name} takes {self.inputs} and returns {self.outputs}; an edge_stad {graph} "
-                                  f"takes {inputs} and returns {' or '.join(map(str, outputs))}")
+                                  f"takes {' or '.join(map(str, inputs))} and returns {' or '.join(map(str, outputs))}")
 
     def _buffer(self, name, nbytes):
         if name not in self.buffers or self.buffers[name][0] < nbytes:
