@@ -128,7 +128,11 @@ def markdown(doc):
         *(["MENet rows: a clip is one frame (the 3D branch, the 2D branch and the head run on every frame); [1] "
            "counts the whole model per frame at 224x224 with 24 classes (MENet's paper's cost setting), [2] at the "
            "timed size; K is 1 (every frame is its own window, linked online)."]
-          if any(r["model"] != "amma" for r in records) else []),
+          if any(r["model"].startswith("menet") for r in records) else []),
+        *(["STMA-Lite rows: a clip is one new frame (the 2D encoder on it, the 3D branch on its clip and the head "
+           "on the window of K frames, every frame); [1] counts one window from scratch (every frame of its clip "
+           "through the 2D encoder) at 224x224 with 24 classes, [2] a new frame at the timed size."]
+          if any(r["model"].startswith("stma") for r in records) else []),
         "Latency is per `Runtime.push`: a window (encoder, head, decode, link) runs every clip_len-th frame, so "
         "p90/p99 are the frames that run one. `vs PyTorch FP32` is measured in the same run, same video. "
         "Peak RSS is the whole process's during that engine's streams (PyTorch and every engine of its group "

@@ -24,7 +24,7 @@ HELP = "synthetic set -> train AMMA-ShuffleNetV2 on CPU -> INT8 engine -> stream
 ANNOTATED_VIDEOS = 12  # test videos drawn into the annotated demo video
 #: Optimizer steps of the demo (batch 16, the `demo` preset): what the README's main command, install included,
 #: affords within 10 minutes on 2 idle cores (benchmarks/results/demo_recipe.md has the measurements).
-DEMO_STEPS = 300
+DEMO_STEPS = 400
 #: Below this test frame-mAP@0.5 the demo calls the model untrained and stops: an engine of it would detect nothing.
 MIN_MAP = 10.0
 

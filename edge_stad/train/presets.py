@@ -32,7 +32,7 @@ PRESETS = {
 # `edge-stad demo`: the synthetic preset tuned to learn in a few hundred steps (--max-steps; the cosine
 # schedule ends there): batch 16 at lr 4e-3 after 30 warm-up steps learned more per sample seen than batch 8
 # (lr 3e-3) or batch 32 (lr 6e-3), measured in benchmarks/results/demo_recipe.md.
-PRESETS["demo"] = dict(PRESETS["synthetic"], batch_size=16, lr=4e-3, warmup=30)
+PRESETS["demo"] = dict(PRESETS["synthetic"], batch_size=16, lr=6e-3, warmup=30)
 
 
 # MENet (Liu et al., training section): momentum SGD 0.9, weight decay 5e-4. UCF101-24: lr 1e-3, batch 32, halved
