@@ -14,11 +14,11 @@ pytest.importorskip("onnxruntime")
 from engine_helpers import broken_copies  # noqa: E402
 from media import faststart, stream, video, write_video  # noqa: E402
 from model_helpers import tiny_model  # noqa: E402
+from stream_checks import assert_stream_equals_offline  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
-from edge_stad.core.frame_detections import frame_detections  # noqa: E402
-from edge_stad.core.linking import ENDED, link_video  # noqa: E402
+from edge_stad.core.linking import ENDED  # noqa: E402
 from edge_stad.errors import ConfigError, EngineError, FrameError  # noqa: E402
 from edge_stad.eval.predict import predict_windows  # noqa: E402
 
@@ -71,25 +71,7 @@ def check_against_offline(engine, frames, dataset=None, name="v", pipeline=False
         assert not runtime.windows() and all(len(r.tubes) == len(r.detections) == 0 for r in results)
         return {}
     offline = predict_windows(runtime.backend, dataset or FrameList(frames), name)
-    windows = [w for _, w in runtime.windows()]
-    assert [w.frames for w in windows] == [w.frames for w in offline]
-    for mine, ref in zip(windows, offline):
-        assert sorted(mine.tubelets) == sorted(ref.tubelets)
-        for label in ref.tubelets:
-            np.testing.assert_array_equal(mine.tubelets[label], ref.tubelets[label])
-    expected = link_video(offline, K, N)
-    got = {}
-    for _, tube in runtime.tubes():
-        got.setdefault(tube.label, []).append(tube)
-    assert {c: len(t) for c, t in got.items()} == {c: len(t) for c, t in expected.items() if t}
-    for label, tubes in expected.items():
-        for mine, ref in zip(got.get(label, []), tubes):
-            assert mine.score == ref.score
-            np.testing.assert_array_equal(mine.boxes, ref.boxes)
-    rows = np.concatenate([np.column_stack([np.full(len(r.detections), r.frame, np.float32), r.detections])
-                           for r in results])
-    np.testing.assert_array_equal(rows, frame_detections(offline, K, "stream"))
-    return expected
+    return assert_stream_equals_offline(runtime, results, offline, K, N)
 
 
 @pytest.mark.parametrize("nframes", [4, 5, 7, 11, 13, 14, 15, 16, 19, 20, 37])

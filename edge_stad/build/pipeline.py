@@ -106,6 +106,17 @@ class _Strategy:
         nodes = {g: attention_nodes(fp32[g], self.float_scopes) for g in self.graphs} if self.float_scopes else {}
         return {g: found for g, found in nodes.items() if found}
 
+    @staticmethod
+    def frame_map(backend, dataset):
+        """Frame-mAP@0.5 (points) of ``backend`` on ``dataset``'s test split, as its Runtime would stream it."""
+        from edge_stad.eval.predictors import evaluate_backend_of_any_kind
+
+        return float(evaluate_backend_of_any_kind(backend, dataset).frame.mean * 100)
+
+
+def _tubelet_message(agree):
+    return f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
+
 
 class _TubeletModel(_Strategy):
     """AMMA: windows of K clips; the head is calibrated on the encoder's features; the gate compares tubelets."""
@@ -128,13 +139,7 @@ class _TubeletModel(_Strategy):
         from edge_stad.quant.gate import output_agreement
 
         agree = output_agreement(reference, candidate, windows)
-        return agree, f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
-
-    @staticmethod
-    def frame_map(backend, dataset):
-        from edge_stad.eval.predict import evaluate_backend
-
-        return float(evaluate_backend(backend, dataset).frame.mean * 100)
+        return agree, _tubelet_message(agree)
 
     @staticmethod
     def reference_io(folder, backend, config):
@@ -168,12 +173,6 @@ class _FrameModel(_Strategy):
         return agree, (f"box agreement {agree['box_agreement']:.3f} of {agree['reference_boxes']} boxes (IoU "
                        f"{agree['mean_iou']:.3f}, score diff {agree['score_abs_diff']:.3f}), top-box IoU "
                        f"{agree['top_box_iou']:.3f}, region max diff {agree['region_max_abs_diff']:.3g}")
-
-    @staticmethod
-    def frame_map(backend, dataset):
-        from edge_stad.eval.predict_frames import evaluate_frame_backend
-
-        return float(evaluate_frame_backend(backend, dataset).frame.mean * 100)
 
     @staticmethod
     def reference_io(folder, backend, config):
@@ -210,13 +209,7 @@ class _SnippetModel(_Strategy):
         from edge_stad.quant.gate import snippet_agreement
 
         agree = snippet_agreement(reference, candidate, windows)
-        return agree, f"peak agreement {agree['peak_agreement']:.3f}, box L1 {agree['box_l1_grid_cells']:.3f} cells"
-
-    @staticmethod
-    def frame_map(backend, dataset):
-        from edge_stad.eval.predict_snippets import evaluate_snippet_backend
-
-        return float(evaluate_snippet_backend(backend, dataset).frame.mean * 100)
+        return agree, _tubelet_message(agree)
 
     @staticmethod
     def reference_io(folder, backend, config):

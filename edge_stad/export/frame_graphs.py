@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from edge_stad.engines.onnxruntime_backend import FRAME_GRAPHS, _run, create_session
-from edge_stad.export.graphs import normalization, planar
+from edge_stad.export.graphs import NormalizedInput
 from edge_stad.export.onnx_export import OPSET, _export, check_parity, example_inputs, save_model
 
 ENCODER3D_OUTPUTS = ("feat3d",)
@@ -60,20 +60,9 @@ def frame_inference_copy(model, half=False):
     return model
 
 
-class _FrameGraph(nn.Module):
-    """A model copy and the in-graph normalisation of ``frames`` uint8 frames."""
-
+class _FrameGraph(NormalizedInput):
     def __init__(self, model, frames, half):
-        super().__init__()
-        self.model = frame_inference_copy(model, half)
-        self.half = half
-        self.frames = frames
-        scale, shift = normalization(frames)
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
-
-    def normalized(self, frames):
-        return planar(frames, self.scale, self.shift, self.frames, self.model.config["input_size"])
+        super().__init__(frame_inference_copy(model, half), frames, half)
 
 
 class Encoder3DGraph(_FrameGraph):

@@ -55,6 +55,21 @@ def planar(frames, scale, shift, n, hw):
     return frames.permute(0, 1, 4, 2, 3).reshape(-1, 3 * n, *hw).float() * scale + shift
 
 
+class NormalizedInput(nn.Module):
+    """A graph around ``model`` (an inference copy) that takes ``frames`` uint8 BGR frames and normalises them
+    in the graph (:func:`planar`); ``half`` says whether the copy is FP16."""
+
+    def __init__(self, model, frames, half):
+        super().__init__()
+        self.model, self.half, self.frames = model, half, frames
+        scale, shift = normalization(frames)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def normalized(self, frames):
+        return planar(frames, self.scale, self.shift, self.frames, self.model.config["input_size"])
+
+
 class EncoderGraph(nn.Module):
     """``fold=True`` (FP32 only) rewrites the model into fewer nodes (:mod:`edge_stad.models.deploy`):
     the micro-motion module reads the raw frames and only the key frame is normalised."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edge_stad.engines.onnxruntime_backend import _run, create_session
-from edge_stad.export.graphs import normalization, planar
+from edge_stad.export.graphs import NormalizedInput
 from edge_stad.export.onnx_export import _export, check_parity, example_inputs, opset_for, save_model
 from edge_stad.model_config import graph_names
 
@@ -49,18 +49,12 @@ def snippet_inference_copy(model, half=False):
     return model
 
 
-class _SnippetGraph(nn.Module):
+class _SnippetGraph(NormalizedInput):
     def __init__(self, model, frames, half):
-        super().__init__()
-        self.model = snippet_inference_copy(model, half)
-        self.half = half
-        self.frames = frames
-        scale, shift = normalization(frames)
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
+        super().__init__(snippet_inference_copy(model, half), frames, half)
 
     def normalized(self, frames):
-        x = planar(frames, self.scale, self.shift, self.frames, self.model.config["input_size"])
+        x = super().normalized(frames)
         return x.half() if self.half else x
 
 

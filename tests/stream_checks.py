@@ -1,0 +1,30 @@
+"""What a Runtime streamed, compared with the offline path of the same frames (windows, tubes, detections)."""
+import numpy as np
+
+from edge_stad.core.frame_detections import frame_detections
+from edge_stad.core.linking import link_video
+
+
+def assert_stream_equals_offline(runtime, results, offline, K, clip_len):
+    """The windows the ``runtime`` processed equal ``offline``'s bit for bit, its ended tubes the offline linker's
+    tubes of them, and the per-frame detections of ``results`` the offline per-frame detections; returns the
+    offline tubes ``{label: [Tube]}``."""
+    windows = [w for _, w in runtime.windows()]
+    assert [w.frames for w in windows] == [w.frames for w in offline]
+    for mine, ref in zip(windows, offline):
+        assert sorted(mine.tubelets) == sorted(ref.tubelets)
+        for label in ref.tubelets:
+            np.testing.assert_array_equal(mine.tubelets[label], ref.tubelets[label])
+    expected = link_video(offline, K, clip_len)
+    got = {}
+    for _, tube in runtime.tubes():
+        got.setdefault(tube.label, []).append(tube)
+    assert {c: len(t) for c, t in got.items()} == {c: len(t) for c, t in expected.items() if t}
+    for label, tubes in expected.items():
+        for mine, ref in zip(got.get(label, []), tubes):
+            assert mine.score == ref.score
+            np.testing.assert_array_equal(mine.boxes, ref.boxes)
+    rows = np.concatenate([np.column_stack([np.full(len(r.detections), r.frame, np.float32), r.detections])
+                           for r in results])
+    np.testing.assert_array_equal(rows, frame_detections(offline, K, "stream"))
+    return expected
