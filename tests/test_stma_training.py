@@ -221,3 +221,34 @@ def test_pretrained_2d_and_3d_weights_load_by_name(tmp_path):
     assert torch.equal(model.backbone_3d.conv1[0].weight, student["backbone_3d.conv1.0.weight"])
     with pytest.raises(Refused, match="has none"):
         SnippetTask().load_pretrained(tiny_model(backbone_3d=None, width_3d=None), str(tmp_path / "backbone_3d.pt"))
+
+
+@pytest.mark.parametrize("blocks,expected", [
+    ("", dict(class_agnostic=False, motion_excitation=False, attention=False, gaussian_regression=False,
+              backbone_3d="none")),
+    ("cal", dict(class_agnostic=True, motion_excitation=False, attention=False, gaussian_regression=False)),
+    ("cal,me,gr", dict(class_agnostic=True, motion_excitation=True, attention=False, gaussian_regression=True)),
+    ("gr,sta,me,cal", dict(class_agnostic=True, motion_excitation=True, attention=True, gaussian_regression=True)),
+])
+def test_blocks_select_the_table_2_rows(blocks, expected):
+    from edge_stad.train.snippet_task import ablation_blocks
+
+    assert ablation_blocks(blocks) == expected
+
+
+@pytest.mark.parametrize("blocks,match", [("me", "me and sta belong to the recognition branch"),
+                                          ("cal,sta,ca", "subset of cal,me,sta,gr"), ("CAL", "subset of")])
+def test_bad_blocks_are_refused(blocks, match):
+    from edge_stad.train.snippet_task import ablation_blocks
+
+    with pytest.raises(ConfigError, match=match):
+        ablation_blocks(blocks)
+
+
+def test_the_baseline_block_set_builds_moc_s_class_heatmap(tmp_path_factory, tiny):
+    cfg = TrainConfig(data=str(tiny_synth(tmp_path_factory)), model="stma-lite", input_size=64, K=3, clip_len=4,
+                      blocks="", device="cpu", progress=False)
+    model = Trainer(cfg, dataset=tiny).model
+    assert model.action is None and model.backbone_3d is None and model.config["class_agnostic"] is False
+    assert model.detection.hm[-1].out_channels == len(tiny.labels)
+    assert model.config["gaussian_regression"] is False
