@@ -22,7 +22,6 @@ from edge_stad.engines.snippet_backend import SnippetGraphs
 from edge_stad.errors import EngineError, MissingDependencyError
 from edge_stad.model_config import GRAPHS, engine_kind, graph_names
 
-TUBELET_GRAPHS = GRAPHS["amma"]
 FRAME_GRAPHS = GRAPHS["menet"]
 
 
