@@ -33,12 +33,23 @@ VARIANTS = {
     "stma_cal_me_sta": dict(model="stma-lite", blocks="cal,me,sta"),
     "stma_cal_me_gr": dict(model="stma-lite", blocks="cal,me,gr"),
     "stma_lite": dict(model="stma-lite"),   # all: CAL + ME + STA + GR
+    # the motion cues at one budget: AMMA's raw RGB difference (its Table 1 MM_Diff) beside mm_k3, rgb_k1 and
+    # menet_lite; flow-fusion-lite (MobileNetV2 SSDLite, causal pairs) with the learned small flow network or
+    # with OpenCV DIS flow given as an input
+    "mm_diff_k3": dict(K=3, clip_len=5, fusion_stages=3, motion="diff"),
+    "ffl_flow": dict(model="flow-fusion-lite"),
+    "ffl_dis": dict(model="flow-fusion-lite", motion="dis"),
+    # the other fusion blocks of the flow-fusion paper's Table 2 (ffl_flow is M-Concat, its default)
+    "ffl_sum": dict(model="flow-fusion-lite", fusion="m-sum"),
+    "ffl_average": dict(model="flow-fusion-lite", fusion="m-average"),
+    "ffl_stfp": dict(model="flow-fusion-lite", fusion="stfp"),
 }
 
 
 def complexity(model):
     """Params (M) and GMACs per frame of the trained model as the runtime streams it."""
     from edge_stad.bench.complexity import profile_amma, profile_menet
+    from edge_stad.bench.flow_complexity import profile_flow_fusion
     from edge_stad.bench.stma_complexity import profile_stma
 
     if model.config["name"] == "amma":
@@ -47,6 +58,9 @@ def complexity(model):
     if model.config["name"] == "stma-lite":   # a new frame: per-frame parts, the 3D branch and the window parts
         p = profile_stma(model)
         return p["params"]["total"] / 1e6, p["macs"]["stream"]["1"]["total"] / 1e9
+    if model.config["name"].startswith("flow-fusion"):   # a new frame with the streaming caches
+        p = profile_flow_fusion(model)
+        return p["params"]["total"] / 1e6, p["macs"]["stream"]["total"] / 1e9
     p = profile_menet(model)
     return p["params"]["total"] / 1e6, p["macs"]["frame"]["total"] / 1e9
 
@@ -105,12 +119,29 @@ def train_variant(name, args, threads=None):
 
 def _describe(config):
     if config["model"] == "amma":
-        return f"AMMA {config['backbone']} K={config['K']} n={config['clip_len']} fusion={config['fusion_stages']}"
+        motion = " RGB diff" if config.get("motion") == "diff" else ""
+        return (f"AMMA {config['backbone']} K={config['K']} n={config['clip_len']} fusion={config['fusion_stages']}"
+                + motion)
+    if config["model"].startswith("flow-fusion"):
+        return (f"{config['model']} {config['backbone']} motion={config['motion'] or 'flow'} "
+                f"{config['fusion'] or 'm-concat'}")
     if config["model"] == "stma-lite":
         blocks = config["blocks"]
         blocks = "CAL+ME+STA+GR" if blocks is None else "+".join(blocks.upper().split(",")) or "base"
         return f"STMA-Lite {config['backbone']} K={config['K']} {blocks}"
     return f"{config['model']} 3D {config['backbone']} T={config['clip_len']} SRM frames={config['srm_frames']}"
+
+
+def _flow_cache(data, variants):
+    """Fill the DIS flow cache the flow-fusion runs read (their synthetic preset's input size)."""
+    from edge_stad.data.act import ActDataset
+    from edge_stad.data.flow import FlowCache
+    from edge_stad.train.presets import preset
+
+    sizes = {preset("synthetic", None, VARIANTS[v]["model"])["input_size"] for v in variants
+             if VARIANTS[v].get("model", "").startswith("flow-fusion") and VARIANTS[v].get("motion") != "micro-motion"}
+    for size in sizes:
+        FlowCache(ActDataset(data), os.path.join(data, "flow-cache"), size=size).precompute()
 
 
 def main(argv=None):
@@ -144,6 +175,8 @@ def main(argv=None):
         from edge_stad.data.synth.generate import generate_dataset
 
         generate_dataset(args.data, preset="bench", seed=0, progress=True)
+    if any(VARIANTS[n.partition("+")[0]].get("model", "").startswith("flow-fusion") for n in names):
+        _flow_cache(args.data, [n.partition("+")[0] for n in names])   # once, not in every parallel run
     if args.parallel:
         import concurrent.futures
         import multiprocessing

@@ -12,16 +12,19 @@ import math
 import reprlib
 
 # The graphs an engine of each model family holds, in run order.
-# STMA's encoder3d exists only in models with a 3D branch (graph_names).
+# STMA's encoder3d exists only in models with a 3D branch, flow fusion's flow graph only in models whose flow
+# network learns (graph_names).
 SNIPPET = ("stma", "stma-lite")
 SNIPPET_GRAPHS = ("encoder", "encoder3d", "head")
+SSD = ("flow-fusion", "flow-fusion-lite")
+SSD_GRAPHS = ("flow", "detect")
+SSD_MOTIONS = ("flow", "micro-motion", "dis")   # the learned flow network, AMMA's micro-motion, host DIS flow
 GRAPHS = {"amma": ("encoder", "head"), "menet": ("encoder3d", "detector"), "menet-lite": ("encoder3d", "detector"),
-          **{name: SNIPPET_GRAPHS for name in SNIPPET}}
+          **{name: SNIPPET_GRAPHS for name in SNIPPET}, **{name: SSD_GRAPHS for name in SSD}}
 FAMILIES = tuple(GRAPHS)       # the detectors, which engines hold
 CLASSIFIER = "classifier3d"    # edge-stad distill's 3D video classifier (checkpoints only)
-SSD = ("flow-fusion", "flow-fusion-lite")       # checkpoints only until their engines land
 SCORE_FUSION = "attention-fusion"               # edge-stad distill fuse's score fusion (checkpoints only)
-CHECKPOINT_FAMILIES = FAMILIES + SSD + (CLASSIFIER, SCORE_FUSION)
+CHECKPOINT_FAMILIES = FAMILIES + (CLASSIFIER, SCORE_FUSION)
 MAX_INPUT_SIDE = 2048   # pixels; a multiple of 32 (the backbones' stride)
 MAX_CLIP_LEN = 128
 MAX_K = 32
@@ -33,17 +36,28 @@ MAX_LEVELS = 16         # an SSD prior spec's feature maps
 
 def graph_names(config):
     """The graphs of an engine of the model ``config``, in run order (``encoder, head``; ``encoder3d,
-    detector``; ``encoder, encoder3d, head``, without ``encoder3d`` for an STMA without 3D branch)."""
+    detector``; ``encoder, encoder3d, head``, without ``encoder3d`` for an STMA without 3D branch; ``flow,
+    detect``, without ``flow`` for a flow-fusion model whose motion is DIS flow or micro-motion)."""
     names = GRAPHS["amma"] if config.get("name") not in GRAPHS else GRAPHS[config["name"]]
     if config.get("name") in SNIPPET and config.get("backbone_3d") is None:
         return tuple(g for g in names if g != "encoder3d")
+    if config.get("name") in SSD and config.get("motion") != "flow":
+        return tuple(g for g in names if g != "flow")
     return names
+
+
+def frames_per_clip(config):
+    """Frames one clip (a calibration or benchmark window's unit) holds: ``clip_len``, or the ``frames`` one
+    flow-fusion detection reads."""
+    return config["clip_len"] if "clip_len" in config else config["frames"]
 
 
 def engine_kind(config):
     """How an engine of the model ``config`` runs (:mod:`edge_stad.engines.protocols`): ``tubelet`` (AMMA),
-    ``frame`` (MENet) or ``snippet`` (STMA)."""
+    ``frame`` (MENet), ``snippet`` (STMA) or ``ssd`` (flow fusion)."""
     name = config.get("name", "amma")
+    if name in SSD:
+        return "ssd"
     return "snippet" if name in SNIPPET else "frame" if name in ("menet", "menet-lite") else "tubelet"
 
 
@@ -185,6 +199,8 @@ def _check_ssd(c, config):
     """The flow-fusion fields; the prior spec's shape here, its meaning in ``runtime.ssd.check_prior_spec``."""
     for field in ("backbone", "fusion", "motion", "flow_net"):
         c.text(config, field)
+    if config.get("motion", "flow") not in SSD_MOTIONS:   # what the engines and steppers branch on
+        c.fail("motion", config["motion"], " or ".join(map(repr, SSD_MOTIONS)))
     if config.get("flow_size") is not None:
         c.int(config, "flow_size", 64, MAX_INPUT_SIDE)
     frames = c.int(config, "frames", 2, MAX_CLIP_LEN)

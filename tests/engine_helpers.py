@@ -40,6 +40,20 @@ def with_plans(folder, out, **manifest_changes):
     return out
 
 
+def stand_in_tensorrt(monkeypatch, engine_class="NamedEngine"):
+    """Install the stand-in TensorRT of test_tensorrt_backend (plans that are ONNX files, run by ONNX Runtime on host
+    memory, through a fake cuda-python); returns the fake cudart, whose ``memory`` must be empty once closed."""
+    import test_tensorrt_backend as trt_stub
+
+    from edge_stad.engines import tensorrt_backend
+
+    cudart, engines = trt_stub.FakeCudart(), []
+    monkeypatch.setattr(tensorrt_runtime, "tensorrt",
+                        lambda: trt_stub.fake_tensorrt(getattr(trt_stub, engine_class), engines))
+    monkeypatch.setattr(tensorrt_backend, "cudart", lambda: cudart)
+    return cudart
+
+
 def broken_copies(engine, folder):
     """Two copies of ``engine``: one with a modified head.onnx, one whose manifest claims format version 99."""
     import shutil

@@ -14,9 +14,10 @@ from torch import nn  # noqa: E402
 from edge_stad import cli  # noqa: E402
 from edge_stad.data import flow as flow_module  # noqa: E402
 from edge_stad.data.act import ActDataset  # noqa: E402
-from edge_stad.data.flow import FlowCache, compute_flow, dequantize_flow, quantize_flow  # noqa: E402
+from edge_stad.data.flow import FlowCache  # noqa: E402
 from edge_stad.data.synth.generate import generate_dataset  # noqa: E402
 from edge_stad.errors import ConfigError, DataError  # noqa: E402
+from edge_stad.optical_flow import compute_flow, dequantize_flow, quantize_flow  # noqa: E402
 from edge_stad.train import distill  # noqa: E402
 
 SIZE, T = 32, 4

@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from engine_helpers import quiet, with_plans  # noqa: E402
+from engine_helpers import quiet, stand_in_tensorrt, with_plans  # noqa: E402
 from model_helpers import calibrate_bn  # noqa: E402
-from stream_checks import assert_stream_equals_offline  # noqa: E402
+from stream_checks import assert_same_streams, assert_stream_equals_offline  # noqa: E402
 from synth_data import tiny_synth  # noqa: E402
 
 from edge_stad import Runtime  # noqa: E402
@@ -126,14 +126,9 @@ def test_int8_build_calibrates_every_graph_keeps_attention_float_and_streams(tin
 def test_tensorrt_snippet_backend_plumbing_streams_like_onnxruntime(int8_engine, tmp_path, monkeypatch):
     """The TensorRT snippet backend on the stand-in TensorRT of test_tensorrt_backend (plans that are the engine's
     ONNX files, run by ONNX Runtime on host memory): the same outputs as ONNX Runtime, and the same stream."""
-    import test_tensorrt_backend as trt_stub
-
-    from edge_stad.engines import tensorrt_backend, tensorrt_runtime
     from edge_stad.engines.tensorrt_backend import TensorRTSnippetBackend
 
-    cudart, engines = trt_stub.FakeCudart(), []
-    monkeypatch.setattr(tensorrt_runtime, "tensorrt", lambda: trt_stub.fake_tensorrt(trt_stub.NamedEngine, engines))
-    monkeypatch.setattr(tensorrt_backend, "cudart", lambda: cudart)
+    cudart = stand_in_tensorrt(monkeypatch)
     folder = with_plans(int8_engine[0], tmp_path / "plans")
     reference = open_backend(folder, "onnxruntime")
     backend = open_backend(folder)                         # auto: plans, and TensorRT imports
@@ -145,16 +140,8 @@ def test_tensorrt_snippet_backend_plumbing_streams_like_onnxruntime(int8_engine,
     np.testing.assert_array_equal(backend.detect(**feeds), reference.detect(**feeds))
     with pytest.raises(FrameError, match=r"clips must be uint8 \(N, 4, 64, 64, 3\)"):
         backend.encode_3d(clip[None].astype(np.float32))
-    frames = np.random.default_rng(0).integers(0, 256, (9, 48, 80, 3), dtype=np.uint8)
-    streams = []
-    for opened in (backend, reference):
-        runtime = Runtime(opened, frame_detections=True, refresh=2, min_tube_score=0.0)
-        streams.append([(r.frame, r.tubes, r.detections) for f in frames for r in runtime.push(f)] + [
-            (r.frame, r.tubes, r.detections) for r in runtime.flush()])
-    assert [r[0] for r in streams[0]] == list(range(1, len(frames) + 1))
-    for got, want in zip(*streams):
-        np.testing.assert_array_equal(got[1], want[1])
-        np.testing.assert_array_equal(got[2], want[2])
+    assert_same_streams(backend, reference, np.random.default_rng(0).integers(0, 256, (9, 48, 80, 3), dtype=np.uint8),
+                        refresh=2)
     backend.close()
     assert not cudart.memory
 

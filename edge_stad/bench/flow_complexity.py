@@ -9,6 +9,9 @@ of 2), ``fusion`` (the per-scale blocks) and ``head``. Two figures, true cost fr
 * ``stream``: one new frame with the caches of the streaming split - one pyramid and one pair (the
   other pair's flow is the one estimated a frame earlier); micro-motion and the rest as ``frame``.
 
+A ``motion="dis"`` model's flow is OpenCV's, on the host: it counts no MACs here (its time shows in
+the benchmark's frames/s).
+
 The paper reports no parameter or MAC counts, only times; :data:`PAPER_REPORTED` holds what it and
 PWC-Net report, printed beside the counts for reference.
 """
@@ -32,7 +35,8 @@ def _parts(model, clips):
     b, _, h, w = clips.shape
     k = 3 * model.key_index
     key = clips[:, k:k + 3]
-    image, _ = model.motion(clips)
+    flows = clips.new_zeros(b, len(model.pairs), 2, h, w) if model.config["motion"] == "dis" else None
+    image, _ = model.motion(clips, flows)
     maps = model.backbone(torch.cat((key, image), 0))
     rgb, flow = [m[:b] for m in maps], [m[b:] for m in maps]
     fused = model.fusion(rgb, flow)
@@ -45,9 +49,11 @@ def _parts(model, clips):
         one["pair"] = count_macs(lambda: model.pair_flow(pyramid, pyramid))
         parts["flow"] = model.frames * one["pyramid"] + len(model.pairs) * one["pair"]
         motion = clips.new_zeros(b, 2 * len(model.pairs), h, w)
-    else:
+    elif model.mm is not None:
         parts["micro_motion"] = count_macs(lambda: model.mm(clips))
         motion = model.mm(clips)
+    else:   # DIS flow, computed by OpenCV on the host: not network MACs
+        motion = flows.reshape(b, -1, h, w)
     parts["flow_image"] = count_macs(lambda: model.flow_image(motion))
     parts["backbone"] = count_macs(lambda: model.backbone(torch.cat((key, image), 0)))
     parts["fusion"] = count_macs(lambda: model.fusion(rgb, flow))

@@ -30,13 +30,13 @@ from edge_stad.bench.machine import machine_info, versions
 from edge_stad.bench.streaming import interleaved
 from edge_stad.defaults import MIN_TUBE_SCORE
 from edge_stad.errors import ConfigError, EngineError, ExportError, MissingDependencyError
-from edge_stad.model_config import SNIPPET
+from edge_stad.model_config import SNIPPET, SSD, frames_per_clip
 from edge_stad.runtime.stream import STAGES
 
-MODELS = ("amma", "menet-lite", "menet", "stma-lite")
+MODELS = ("amma", "menet-lite", "menet", "stma-lite", "flow-fusion-lite")
 BACKBONES = ("resnet18", "mobilenetv2", "shufflenetv2", "resnext101")   # MENet's: its 3D branch
 DEFAULT_BACKBONES = {"amma": "shufflenetv2", "menet-lite": "shufflenetv2", "menet": "resnext101",
-                     "stma-lite": "shufflenetv2"}
+                     "stma-lite": "shufflenetv2", "flow-fusion-lite": "mobilenetv2"}
 DEFAULT_K = {"amma": 3, "stma-lite": 5}   # the families with tubelets of K frames (--K); the others 1
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -47,6 +47,8 @@ RANDOM_INPUT_SIZE = 128
 PAPER_SETTING = {"input_size": (288, 288), "K": 5, "decoder": "dcn", "num_classes": 21}
 # MENet's paper's cost setting: YOWO's 224x224 and UCF101-24's 24 classes; GMACs per frame.
 MENET_PAPER_SETTING = {"input_size": (224, 224), "num_classes": 24}
+# The flow-fusion paper's input (RFBNet300), and flow-fusion-lite's (the size its paper presets train at).
+SSD_PAPER_SIZE = {"flow-fusion": (300, 300), "flow-fusion-lite": (320, 320)}
 MB = float(1 << 20)
 
 
@@ -176,6 +178,8 @@ def _load_model(cfg, name, backbone, K, num_classes):
         return load_checkpoint(cfg.checkpoint, **overrides).eval()
     torch.manual_seed(0)
     size = cfg.input_size or RANDOM_INPUT_SIZE
+    if name in SSD:
+        return create_model(name, backbone=backbone, num_classes=num_classes, input_size=size).eval()
     if name not in DEFAULT_K:
         return create_model(name, backbone_3d=backbone, num_classes=num_classes, input_size=size).eval()
     return create_model(name, backbone=backbone, K=K, num_classes=num_classes, input_size=size).eval()
@@ -202,7 +206,9 @@ def complexity(model):
     true streaming cost at its own size (what achieved MAC/s is computed from). A MENet's clip is one
     frame (the whole model per frame), its paper setting :data:`MENET_PAPER_SETTING`. An STMA's paper
     column is one window from scratch at :data:`MENET_PAPER_SETTING` (the paper reports no cost); its clip
-    in the stream is one new frame (per-frame outputs cached, the 3D branch every frame)."""
+    in the stream is one new frame (per-frame outputs cached, the 3D branch every frame). A flow-fusion
+    model's paper column is its paper input size (:data:`SSD_PAPER_SIZE`; the paper reports times, not MACs), its
+    clip in the stream one new frame (one pair's flow, the detector)."""
     from edge_stad.bench.complexity import profile_amma, profile_menet
     from edge_stad.models import create_model
 
@@ -215,6 +221,17 @@ def complexity(model):
         return {"params_m": paper["params"]["total"] / 1e6, "paper_gmac_per_clip": paper["macs"]["clip"]["total"] / 1e9,
                 "model_params_m": own["params"]["total"] / 1e6,
                 "stream_gmac_per_clip": own["macs"]["stream"]["1"]["total"] / 1e9}
+    if model.config["name"] in SSD:
+        from edge_stad.bench.flow_complexity import profile_flow_fusion
+
+        config.pop("priors")   # sized for the trained input; the defaults of the paper size
+        paper = profile_flow_fusion(create_model(model.config["name"], **dict(
+            config, input_size=SSD_PAPER_SIZE[model.config["name"]])))
+        own = profile_flow_fusion(model)
+        return {"params_m": paper["params"]["total"] / 1e6,
+                "paper_gmac_per_clip": paper["macs"]["stream"]["total"] / 1e9,
+                "model_params_m": own["params"]["total"] / 1e6,
+                "stream_gmac_per_clip": own["macs"]["stream"]["total"] / 1e9}
     if model.config["name"] != "amma":
         config.pop("anchors")   # sized for the grid of the trained input; the counts do not depend on them
         paper = profile_menet(create_model(model.config["name"], **dict(config, **MENET_PAPER_SETTING)))
@@ -238,11 +255,11 @@ def _calibration_data(cfg, config, log):
     from edge_stad.quant.calibration import windows_from_frames
 
     h, w = config["input_size"]
-    path = os.path.join(cfg.work, "calibration", f"synth_train_k{config.get('K', 1)}_n{config['clip_len']}_{h}x{w}"
+    path = os.path.join(cfg.work, "calibration", f"synth_train_k{config.get('K', 1)}_n{frames_per_clip(config)}_{h}x{w}"
                                                  f"_{cfg.calib_clips}.npy")
     if not os.path.isfile(path):
         log(f"[calibration] {cfg.calib_clips} windows of the synthetic training videos -> {path}")
-        frames = synthetic_stream(max(400, cfg.calib_clips * config["clip_len"]), split="train")
+        frames = synthetic_stream(max(400, cfg.calib_clips * frames_per_clip(config)), split="train")
         windows = np.stack(windows_from_frames(frames, config, cfg.calib_clips, "the synthetic training videos"))
         with atomic_write(path, "wb") as f:
             np.save(f, windows)
@@ -421,7 +438,7 @@ def run_bench(cfg, command=None, log=print, progress=True):
         for model_name, backbone, K in groups:
             model = _load_model(cfg, model_name, backbone, K, num_classes)
             info = {"model": model_name, "backbone": backbone, "K": K,
-                    "clip_len": model.config["clip_len"], "input_size": list(model.config["input_size"]),
+                    "clip_len": frames_per_clip(model.config), "input_size": list(model.config["input_size"]),
                     "decoder": model.config.get("decoder"), "num_classes": model.config["num_classes"],
                     "device": device, "weights": weights}
             info.update(complexity(model))

@@ -2,7 +2,9 @@
 
 AMMA engines hold ``encoder`` + ``head``; MENet / MENet-Lite engines ``encoder3d`` + ``detector``,
 calibrated on clips and their latest frames, gated on decoded boxes and frame-mAP of the
-frame-level evaluation, their attention products kept out of INT8 (:class:`_FrameModel`).
+frame-level evaluation, their attention products kept out of INT8 (:class:`_FrameModel`); STMA
+engines ``encoder``, ``encoder3d``, ``head`` (:class:`_SnippetModel`); flow-fusion engines ``flow``
+and ``detect``, only the detector reduced in precision (:class:`_SsdModel`).
 
 The folder is assembled under a temporary sibling and renamed into place only when every
 stage passed, so a failed or interrupted build leaves no engine behind (the INT8 report
@@ -31,23 +33,24 @@ from typing import Optional
 
 import numpy as np
 
-from edge_stad.version import __version__
 from edge_stad.atomic import atomic_write, write_json
+from edge_stad.build import tensorrt_plans
+from edge_stad.core.snippets import layout_of
 from edge_stad.data.staging import check_output_dir, staged_dir
 from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
-from edge_stad.build import tensorrt_plans
 from edge_stad.engines import tensorrt_runtime
 from edge_stad.engines.graph_io import graph_metadata
 from edge_stad.engines.manifest import INT8_REPORT, write_manifest
-from edge_stad.core.snippets import layout_of
 from edge_stad.engines.onnxruntime_backend import (
     OnnxRuntimeBackend,
     OnnxRuntimeFrameBackend,
     OnnxRuntimeSnippetBackend,
+    OnnxRuntimeSsdBackend,
     is_frame_model,
 )
 from edge_stad.errors import ConfigError, ExportError, MissingDependencyError
-from edge_stad.model_config import SNIPPET, graph_names
+from edge_stad.model_config import SSD, engine_kind, graph_names
+from edge_stad.version import __version__
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SPEED_ONLY = "random weights (untrained): for speed measurements only, its detections mean nothing"
@@ -78,6 +81,8 @@ class BuildOptions:
 
 
 def engine_name(config, precision):
+    if config["name"] in SSD:
+        return f"{config['name']}_{config['backbone']}_{config['motion']}_{config['fusion']}_{precision}"
     if is_frame_model(config):
         return f"{config['name']}_{config['backbone_3d']}_t{config['clip_len']}_{precision}"
     return f"{config['name']}_{config['backbone']}_k{config['K']}_{precision}"
@@ -92,12 +97,14 @@ def _errors(record):
 
 
 class _Strategy:
-    """A family's build strategy for the model ``config`` (one instance per build): its ``graphs``, in run order."""
+    """A family's build strategy for the model ``config`` (one instance per build): its ``graphs``, in run order,
+    and the ``reduced`` ones FP16 and INT8 engines hold in that precision (all of them unless a family says)."""
 
     float_scopes = ()
 
     def __init__(self, config):
         self.graphs = graph_names(config)
+        self.reduced = self.graphs
 
     def always_float(self, fp32):
         """``{graph: [node]}``: the attention products under :attr:`float_scopes` kept out of INT8."""
@@ -218,19 +225,54 @@ class _SnippetModel(_Strategy):
 
         clip = example_inputs(config, batch=1)
         first = layout_of(config).encoded[0]
-        feeds = {"encoder": {"frames": clip[:, first:first + 1]}, "encoder3d": {"clip": clip},
-                 "head": window_feeds(backend, clip[0])}
-        arrays = {}
-        for graph in graph_names(config):
-            for name, value in {**feeds[graph], **backend.run_graph(graph, feeds[graph])}.items():
-                arrays[f"{graph}.{name}"] = value
-        _write_reference_io(folder, arrays)
+        _graph_reference_io(folder, backend, {"encoder": {"frames": clip[:, first:first + 1]},
+                                              "encoder3d": {"clip": clip}, "head": window_feeds(backend, clip[0])})
+
+
+class _SsdModel(_Strategy):
+    """Flow fusion: one-clip windows of the frames a detection reads; only ``detect`` is reduced (calibrated on the
+    key frame and the FP32 flow graph's or DIS flows), the flow graph stays FP32 (:mod:`edge_stad.export.ssd_graphs`);
+    the gate compares decoded boxes."""
+
+    fp16_float = "FP32 I/O, normalisation, the flow network, micro-motion and the flow-image convolution"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.reduced = ("detect",)
+
+    @staticmethod
+    def backend(paths, config):
+        return OnnxRuntimeSsdBackend(*(paths[g] for g in graph_names(config)), config=config)
+
+    @staticmethod
+    def feeds(windows, fp32_backend):
+        from edge_stad.quant.int8 import ssd_feeds
+
+        return ssd_feeds(windows, fp32_backend)
+
+    @staticmethod
+    def agreement(reference, candidate, windows):
+        from edge_stad.quant.gate import ssd_agreement
+
+        agree = ssd_agreement(reference, candidate, windows)
+        return agree, (f"box agreement {agree['box_agreement']:.3f} of {agree['reference_boxes']} boxes (IoU "
+                       f"{agree['mean_iou']:.3f}), top-box IoU {agree['top_box_iou']:.3f}, output max diff "
+                       f"{agree['output_max_abs_diff']:.3g}")
+
+    @staticmethod
+    def reference_io(folder, backend, config):
+        from edge_stad.export.ssd_graphs import example_frames
+        from edge_stad.quant.int8 import ssd_feeds
+
+        frames = example_frames(config, batch=1)
+        _graph_reference_io(folder, backend, {"flow": {"frames": frames[:, :2]},
+                                              "detect": ssd_feeds([frames], backend)["detect"][0]})
 
 
 #: The build strategy of each model family: what to export, how to calibrate and how to gate. A new
 #: family that streams adds its strategy here (docs/architecture.md, "Adding a model family").
 STRATEGIES = {"amma": _TubeletModel, "menet": _FrameModel, "menet-lite": _FrameModel, "stma": _SnippetModel,
-              "stma-lite": _SnippetModel}
+              "stma-lite": _SnippetModel, "flow-fusion": _SsdModel, "flow-fusion-lite": _SsdModel}
 
 
 def model_kind(config):
@@ -319,13 +361,13 @@ def build_int8(model_config, fp32, work, opts, log, windows, gate_windows, label
         exclude = {}
         if kept:
             if ranking is None:
-                ranking = {g: layer_errors(fp32[g], paths[g], feeds[g][:4]) for g in kind.graphs}
+                ranking = {g: layer_errors(fp32[g], paths[g], feeds[g][:4]) for g in kind.reduced}
                 report["sensitivity"] = {g: [r._asdict() for r in rows[:16]] for g, rows in ranking.items()}
             worst = sorted(((r.local_db, g, r.node) for g, rows in ranking.items() for r in rows))[:kept]
             for _, g, node in worst:
                 exclude.setdefault(g, []).append(node)
-        paths = _quantize(work, fp32, feeds, opts, {g: always.get(g, []) + exclude.get(g, []) for g in kind.graphs},
-                          kind.graphs)
+        paths = {**fp32, **_quantize(work, fp32, feeds, opts,
+                                     {g: always.get(g, []) + exclude.get(g, []) for g in kind.reduced}, kind.reduced)}
         gate, msg = _gate(kind, model_config, fp32_backend, paths, gate_windows, eval_dataset)
         gate["kept_float"] = exclude
         report["attempts"].append(gate)
@@ -386,6 +428,15 @@ def _stamped_copy(source, target, config, graph, labels, precision):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     save_model(proto, target)
+
+
+def _graph_reference_io(folder, backend, feeds):
+    """``reference_io.npz`` of a ``run_graph`` backend: ``feeds`` and the outputs of each of its model's graphs."""
+    arrays = {}
+    for graph in graph_names(backend.config):
+        for name, value in {**feeds[graph], **backend.run_graph(graph, feeds[graph])}.items():
+            arrays[f"{graph}.{name}"] = value
+    _write_reference_io(folder, arrays)
 
 
 def _write_reference_io(folder, arrays):
@@ -493,8 +544,8 @@ def _export(model, kind, work, opts, log):
 
 
 def _decodes(config, opts):
-    """Whether the head graph decodes the tubelets (AMMA's default; MENet and STMA decode on the host)."""
-    default = not is_frame_model(config) and config["name"] not in SNIPPET
+    """Whether the head graph decodes the tubelets (AMMA's default; the other families decode on the host)."""
+    default = engine_kind(config) == "tubelet"
     return default if opts.decode_in_graph is None else opts.decode_in_graph
 
 
@@ -517,7 +568,7 @@ def _precision(model, kind, fp32, export, work, folder, reports, opts, log, cali
     final, report, feeds = build_int8(dict(model.config), fp32, work, opts, log, *calibration)
     write_json(os.path.join(reports, "report.json"), report)
     write_json(os.path.join(folder, INT8_REPORT), report)   # travels with the engine, hashed in its manifest
-    for g in kind.graphs:
+    for g in kind.reduced:
         shutil.copyfile(os.path.join(work, f"{g}.ranges.json"), os.path.join(reports, f"{g}.ranges.json"))
     if report["passed"] is False:
         last = report["attempts"][-1]
@@ -540,7 +591,7 @@ def _plans(folder, kind, graphs, fp32, work, reports, feeds, opts, log):
         info = tensorrt_plans.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
                                          opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
                                          fp32_scopes=kind.float_scopes)
-        if opts.trt_calib_cache and opts.precision == "int8":
+        if opts.trt_calib_cache and opts.precision == "int8" and g in kind.reduced:
             cache = os.path.join(reports, f"{g}.trt-calibration.cache")
             _say(log, "tensorrt", f"implicit INT8 calibration of {g} -> {cache}")
             tensorrt_plans.build_plan(fp32[g], os.path.join(work, f"{g}.implicit.plan"), "int8",

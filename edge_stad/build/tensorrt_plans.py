@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_stad.atomic import atomic_write
 from edge_stad.engines import tensorrt_runtime
-from edge_stad.engines.tensorrt_runtime import major_version
+from edge_stad.engines.tensorrt_runtime import OPERATOR_SINCE, major_version
 from edge_stad.errors import ConfigError, EngineError, MissingDependencyError
 
 
@@ -128,6 +128,16 @@ def pin_fp32(trt, network, config, scopes):
     return pinned
 
 
+def unparsable_operators(onnx_path, version):
+    """``{operator: first TensorRT version}`` of the operators in the ONNX graph ``onnx_path`` that TensorRT
+    ``version`` ("8.4.1") cannot parse (:data:`~edge_stad.engines.tensorrt_runtime.OPERATOR_SINCE`)."""
+    import onnx
+
+    have = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
+    ops = {node.op_type for node in onnx.load(os.fspath(onnx_path), load_external_data=False).graph.node}
+    return {op: since for op, since in OPERATOR_SINCE.items() if op in ops and have < since}
+
+
 def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing_cache=None, dla_core=None,
                calibration_feeds=None, calibration_cache=None, max_batch=MAX_BATCH, fp32_scopes=()):
     """Build and atomically write a serialized TensorRT engine for ``onnx_path``.
@@ -137,13 +147,20 @@ def build_plan(onnx_path, plan_path, precision="fp32", workspace_mb=1024, timing
     ``precision``: ``fp32``, ``fp16`` (flag before 11; an FP16 ONNX on 11) or ``int8``
     (a QDQ ONNX: explicit quantization). ``calibration_feeds`` + ``calibration_cache``
     with an FP32 ONNX and ``precision="int8"`` run TensorRT's implicit calibration
-    (TensorRT <= 10 only). Layers under ``fp32_scopes`` stay FP32 (:func:`pin_fp32`).
+    (TensorRT <= 10 only). Layers under ``fp32_scopes`` stay FP32 (:func:`pin_fp32`). A graph with an operator
+    this TensorRT cannot parse (:func:`unparsable_operators`) is refused before any work.
     Returns a dict for the manifest.
     """
     trt = tensorrt_runtime.tensorrt()
     major = major_version(trt)
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"unknown precision {precision!r}")
+    missing = unparsable_operators(onnx_path, trt.__version__)
+    if missing:
+        needs = ", ".join(f"{op} (TensorRT >= {'.'.join(map(str, since))})" for op, since in missing.items())
+        raise ConfigError(f"TensorRT {trt.__version__} cannot parse {needs} in {os.path.basename(onnx_path)}: no "
+                          "TensorRT plan is built; build with --backend onnxruntime, or on a device with a newer "
+                          "TensorRT (JetPack 5.1 and later ship 8.5)")
     implicit = calibration_feeds is not None
     if implicit and major >= 11:
         raise ConfigError(f"TensorRT {trt.__version__} has no implicit INT8 calibration; use the QDQ ONNX")

@@ -37,8 +37,10 @@ HELP = "params, MACs, FPS, latency, time per stage, memory and power of engines 
 def add_arguments(p):
     what = p.add_argument_group("what to benchmark (comma-separated lists)")
     what.add_argument("--models", default="amma",
-                      help="amma, menet-lite, menet, stma-lite (default amma; MENet streams frame by frame, its 3D "
-                           "branch every frame; STMA-Lite encodes each frame once and runs its head every frame)")
+                      help="amma, menet-lite, menet, stma-lite, flow-fusion-lite (default amma; MENet streams frame "
+                           "by frame, its 3D branch every frame; STMA-Lite encodes each frame once and runs its head "
+                           "every frame; flow-fusion-lite runs its flow network once per frame pair and its detector "
+                           "every frame)")
     what.add_argument("--backbones", "--backbone",
                       help="resnet18, mobilenetv2, shufflenetv2; MENet's 3D branch: shufflenetv2, mobilenetv2, "
                            "resnext101 (default shufflenetv2, menet resnext101; with --checkpoint its own)")

@@ -40,6 +40,14 @@ engines/<model>_<backbone>_k<K>_<precision>. FP16 keeps the recognition branch i
 calibrates each graph on clips of --calib-data, keeps STA's attention MatMul/Softmax in float and
 gates on tubelet agreement and frame-mAP. edge_stad.Runtime streams a causal one (STMA-Lite).
 
+flow-fusion and flow-fusion-lite build detect.onnx (key frame + its frame pairs' flows, or the
+micro-motion frames -> SSD loc/conf, decoded on the host) and, where the flow network learns,
+flow.onnx (a frame pair -> its flow, run once per new frame by the Runtime), into
+engines/<model>_<backbone>_<motion>_<fusion>_<precision>. FP16 and INT8 reduce the detector only:
+the flow network stays FP32. A --motion dis model's flow is OpenCV DIS, computed on the host. The
+flow graph warps with GridSample, which TensorRT parses from 8.5 on: an older TensorRT gets no plan
+(the build says so; use --backend onnxruntime).
+
 Without --checkpoint the demo checkpoint (runs/demo/best.pt, from `edge-stad demo`) is
 used; --random-weights builds an untrained model, for speed benchmarks only.
 """
@@ -48,7 +56,7 @@ import shlex
 import sys
 
 from edge_stad.defaults import GATE_MIN_FP32_MAP, MAX_MAP_DROP
-from edge_stad.model_config import FAMILIES, SNIPPET
+from edge_stad.model_config import FAMILIES, SNIPPET, SSD
 
 HELP = "checkpoint -> ONNX -> FP16/INT8 (calibrated, gated) -> engine folder (ONNX Runtime or TensorRT)"
 MODELS = FAMILIES
@@ -65,7 +73,8 @@ def add_model_arguments(p):
     src.add_argument("--model", choices=MODELS,
                      help="model family: the checkpoint's (must match if given); with --random-weights default amma")
     src.add_argument("--backbone", choices=("resnet18", "mobilenetv2", "shufflenetv2"),
-                     help="AMMA and STMA-Lite; must match the checkpoint; with --random-weights default shufflenetv2")
+                     help="AMMA, STMA-Lite and flow-fusion-lite; must match the checkpoint; with --random-weights "
+                          "default shufflenetv2 (flow-fusion-lite: mobilenetv2)")
     src.add_argument("--K", type=int, help="AMMA's clips or STMA's frames per tubelet (must match the checkpoint; "
                                            "random default 3 for AMMA, 5 for STMA)")
     src.add_argument("--input-size", type=int,
@@ -162,9 +171,11 @@ def load_model(args):
 def _amma_options_only(args, family):
     from edge_stad.errors import ConfigError
 
-    given = [f"--{k}" for k in ("backbone", "K") if getattr(args, k) is not None]
-    if family not in TUBELET_FAMILIES and given:
-        raise ConfigError(f"{' and '.join(given)} describe AMMA and STMA models, not {family}")
+    given = [f"--{k}" for k in ("backbone", "K") if getattr(args, k) is not None
+             and family not in TUBELET_FAMILIES and (k == "K" or family not in SSD)]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} describe AMMA and STMA models"
+                          f"{' and flow fusion' * (given == ['--backbone'])}, not {family}")
 
 
 def run(args):

@@ -13,7 +13,9 @@ records), tubes are linked from the windows (or taken from its tube records).
 --engine runs an engine folder (from `edge-stad build`; ONNX Runtime, CPU) over the
 test videos in stream mode instead, exactly as the runtime will, and scores that. A
 MENet engine detects frame by frame; its tubes come from the online linker, or with
---linker viterbi from YOWO's offline Viterbi linker (the paper's video-mAP protocol).
+--linker viterbi from YOWO's offline Viterbi linker (the paper's video-mAP protocol). A
+flow-fusion engine detects every frame too; --linker road links with ROAD's online linker, the
+flow-fusion paper's.
 
 --ties says how equal scores rank. They are part of the protocol: a tubelet's score lands on
 K frames, so frame-mAP ranks many equal scores. stable (default): in input order (video,
@@ -46,8 +48,9 @@ def add_arguments(parser):
     source.add_argument("--detections", metavar="FILE", help="detections .jsonl or .jsonl.gz")
     source.add_argument("--engine", metavar="DIR", help="engine folder to run over the test videos")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads with --engine (default: all cores)")
-    parser.add_argument("--linker", choices=("online", "viterbi"), default="online",
-                        help="tubes of a MENet --engine: the online linker (default) or YOWO's offline Viterbi")
+    parser.add_argument("--linker", choices=("online", "viterbi", "road"), default="online",
+                        help="tubes of a MENet or flow-fusion --engine: the online linker (default, what the Runtime "
+                             "streams), YOWO's offline Viterbi, or (flow fusion) ROAD's online linker, the paper's")
     parser.add_argument("--split", type=int, default=1, metavar="N", help="test split (JHMDB: 1-3; default 1)")
     parser.add_argument("--mode", choices=("auto", "trimmed", "untrimmed"), default="auto",
                         help="frame-mAP handling of frames without ground truth (default: auto, see above)")

@@ -82,9 +82,10 @@ def add_arguments(p):
     p.add_argument("--srm-frames", type=int, help="MENet: frames of the SRM maps (4 = 3 maps; 0 = RGB only)")
     p.add_argument("--width-3d", type=float,
                    help="MENet, STMA: width multiplier of the 3D branch (synthetic preset 1.0)")
-    p.add_argument("--motion", choices=("conv", "diff", "flow", "micro-motion"),
+    p.add_argument("--motion", choices=("conv", "diff", "flow", "micro-motion", "dis"),
                    help="AMMA: conv (micro-motion, default) or diff (raw RGB difference, the paper's MM_Diff); "
-                        "flow-fusion-lite: flow (small flow network, default) or micro-motion")
+                        "flow-fusion(-lite): flow (the flow network, default), micro-motion, or dis (OpenCV DIS "
+                        "flow computed on the host, given to the network)")
     p.add_argument("--fusion", choices=("m-concat", "m-sum", "m-average", "stfp"),
                    help="flow-fusion: per-scale fusion block (default m-concat, the paper's)")
     p.add_argument("--flow-unfreeze", type=int, metavar="STEPS",

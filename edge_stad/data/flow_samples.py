@@ -16,11 +16,11 @@ longer fits the frames, so DIS runs on the augmented, resized frames instead (sa
 import numpy as np
 
 from edge_stad.core.ssd_decode import frames_for_key
-from edge_stad.data.flow import compute_flow, dequantize_flow, quantize_flow
 from edge_stad.data.frame_samples import annotated_frames, box_rows
 from edge_stad.data.samples import Samples
 from edge_stad.data.sampling import tube_boxes_at
 from edge_stad.errors import ConfigError
+from edge_stad.optical_flow import compute_flow, dequantize_flow, quantize_flow
 from edge_stad.preprocess import normalize_clip, resize
 
 

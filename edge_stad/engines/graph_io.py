@@ -14,13 +14,15 @@ import numpy as np
 
 from edge_stad.core.region_decode import detector_frames
 from edge_stad.core.snippets import head_grid, layout_of
+from edge_stad.core.ssd_decode import prior_boxes
 from edge_stad.errors import EngineError, FrameError
-from edge_stad.model_config import SNIPPET, graph_names
+from edge_stad.model_config import SNIPPET, SSD, graph_names
 from edge_stad.preprocess import DOWN_RATIO
 from edge_stad.version import __version__
 
 METADATA_KEY = "edge_stad.model"
-STAMPED = ("name", "K", "clip_len", "input_size", "num_classes", "num_anchors", "srm_frames")
+STAMPED = ("name", "K", "clip_len", "input_size", "num_classes", "num_anchors", "srm_frames", "frames", "lookahead",
+           "motion")
 MENET_STRIDE = 32
 
 
@@ -46,10 +48,12 @@ def graph_metadata(config, graph, labels=(), precision="fp32"):
 def expected_io(config):
     """``{graph: ({input: shape}, [{output: shape}, ...])}`` for the model ``config``: the accepted output
     sets, with ``None`` for a dimension the manifest does not fix (the batch, feature channels, top-K)."""
-    h, w = config["input_size"]
-    n, C = config["clip_len"], config["num_classes"]
     if config.get("name") in SNIPPET:
         return _snippet_io(config)
+    if config.get("name") in SSD:
+        return _ssd_io(config)
+    h, w = config["input_size"]
+    n, C = config["clip_len"], config["num_classes"]
     if graph_names(config)[0] == "encoder":
         K, grid = config["K"], (h // DOWN_RATIO, w // DOWN_RATIO)
         return {"encoder": ({"frames": (None, n, h, w, 3)},
@@ -84,6 +88,21 @@ def _snippet_io(config):
     if config.get("backbone_3d") is not None:
         window["feat3d"] = (None, None) + coarse
         io["encoder3d"] = ({"clip": (None, n, h, w, 3)}, [{"feat3d": (None, None) + coarse}])
+    return io
+
+
+def _ssd_io(config):
+    """Flow fusion's graphs (:mod:`edge_stad.export.ssd_graphs`): ``flow`` (a frame pair -> its flow) and
+    ``detect`` (the key frame and its pairs' flows, or micro-motion's frames -> SSD outputs over the priors)."""
+    h, w = config["input_size"]
+    T, C = config["frames"], config["num_classes"]
+    out = [{"loc": (None, len(prior_boxes(config["priors"])), 4),
+            "conf": (None, len(prior_boxes(config["priors"])), C + 1)}]
+    if config["motion"] == "micro-motion":
+        return {"detect": ({"frames": (None, T, h, w, 3)}, out)}
+    io = {"detect": ({"frames": (None, 1, h, w, 3), "flows": (None, T - 1, 2, h, w)}, out)}
+    if config["motion"] == "flow":
+        io["flow"] = ({"frames": (None, 2, h, w, 3)}, [{"flow": (None, 2, h, w)}])
     return io
 
 

@@ -7,7 +7,8 @@ for is imported. (:func:`edge_stad.backends.open_backend` also opens checkpoints
 
 MENet / MENet-Lite engines open as *frame backends* (:mod:`edge_stad.engines.protocols`):
 ONNX Runtime's :class:`OnnxRuntimeFrameBackend` or TensorRT's ``TensorRTFrameBackend``; STMA engines as
-*snippet backends* (``OnnxRuntimeSnippetBackend``, ``TensorRTSnippetBackend``).
+*snippet backends* (``OnnxRuntimeSnippetBackend``, ``TensorRTSnippetBackend``), flow-fusion engines as *SSD
+backends* (``OnnxRuntimeSsdBackend``, ``TensorRTSsdBackend``).
 """
 import os
 
@@ -72,7 +73,8 @@ def open_engine(source, backend="auto", threads=None, providers=None, device=0):
 
         rels = [manifest["graphs"][g] for g in graph_names(manifest["model"])]
         graphs = verified_files(source, manifest, load=rels)
-        kind = {"frame": ort.OnnxRuntimeFrameBackend, "snippet": ort.OnnxRuntimeSnippetBackend}.get(
+        kind = {"frame": ort.OnnxRuntimeFrameBackend, "snippet": ort.OnnxRuntimeSnippetBackend,
+                "ssd": ort.OnnxRuntimeSsdBackend}.get(
             engine_kind(manifest["model"]), ort.OnnxRuntimeBackend)
         opened = kind(*(graphs[rel] for rel in rels), config=manifest["model"], threads=threads,
                       providers=providers or default_providers(), where=f"engine {source}")

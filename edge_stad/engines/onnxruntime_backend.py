@@ -8,6 +8,8 @@
   frame backend interface of :mod:`edge_stad.eval.predict_frames`.
 * :class:`OnnxRuntimeSnippetBackend` (STMA, STMA-Lite: ``encoder``, ``encoder3d``, ``head``) the snippet
   backend interface of :mod:`edge_stad.eval.predict_snippets`.
+* :class:`OnnxRuntimeSsdBackend` (flow fusion: ``flow`` with a learned flow network, ``detect``) the SSD
+  backend interface of :mod:`edge_stad.eval.predict_ssd`.
 
 Open an engine folder with :func:`edge_stad.backends.open_backend`.
 """
@@ -19,6 +21,7 @@ from edge_stad.core.region_decode import detector_frames
 from edge_stad.core.tubelet_decode import decode
 from edge_stad.engines.graph_io import check_graph_io, frame_input
 from edge_stad.engines.snippet_backend import SnippetGraphs
+from edge_stad.engines.ssd_backend import SsdGraphs
 from edge_stad.errors import EngineError, MissingDependencyError
 from edge_stad.model_config import GRAPHS, engine_kind, graph_names
 
@@ -149,9 +152,9 @@ class OnnxRuntimeFrameBackend:
         return _run(self.detector, feed)[0]
 
 
-class OnnxRuntimeSnippetBackend(SnippetGraphs):
-    """An STMA engine: ``encoder`` per frame, ``encoder3d`` (models with a 3D branch) per clip, ``head`` per
-    window; the snippet backend interface of :mod:`edge_stad.eval.predict_snippets`."""
+class _Sessions:
+    """One ONNX Runtime session per graph of the model ``config`` and ``run_graph`` over them (what the
+    snippet and SSD graph mixins run on)."""
 
     def __init__(self, *graphs, config, threads=None, providers=None, where="engine"):
         self.config = config
@@ -161,3 +164,13 @@ class OnnxRuntimeSnippetBackend(SnippetGraphs):
     def run_graph(self, name, feeds):
         session = self.sessions[name]
         return dict(zip([o.name for o in session.get_outputs()], _run(session, feeds)))
+
+
+class OnnxRuntimeSnippetBackend(_Sessions, SnippetGraphs):
+    """An STMA engine: ``encoder`` per frame, ``encoder3d`` (models with a 3D branch) per clip, ``head`` per
+    window; the snippet backend interface of :mod:`edge_stad.eval.predict_snippets`."""
+
+
+class OnnxRuntimeSsdBackend(_Sessions, SsdGraphs):
+    """A flow-fusion engine: ``flow`` (learned flow network) per new frame pair, ``detect`` per key frame; the SSD
+    backend interface of :mod:`edge_stad.eval.predict_ssd`."""

@@ -13,12 +13,12 @@ Every backend has ``config`` (the model config), ``labels``, ``manifest`` (None 
 * ``kind == "frame"`` (MENet): a 3D branch over a clip, a 2D branch and region decode per frame.
 * ``kind == "snippet"`` (STMA): each frame through the 2D encoder once, a 3D branch over the window's
   clip, the head per window of K frames (:class:`SnippetBackend`).
-* ``kind == "ssd"`` (flow fusion): offline evaluation only, for now.
+* ``kind == "ssd"`` (flow fusion): every frame a key frame; each new frame pair's flow once (a learned flow
+  graph, or DIS on the host), the detector per key frame on it and its pairs' flows (:class:`SsdBackend`).
 """
 from typing import Any, Optional, Protocol, Sequence, Tuple
 
 KINDS = ("tubelet", "frame", "snippet", "ssd")
-STREAMING_KINDS = ("tubelet", "frame", "snippet")
 
 
 class Backend(Protocol):
@@ -77,3 +77,11 @@ class SnippetBackend(Backend, Protocol):
 
     def detect(self, feats, whs, acts=None, feat3d=None):
         """:meth:`head` then decode: tubelet rows ``(N, top_n, 4K + 2)`` in grid cells."""
+
+
+class SsdBackend(Backend, Protocol):
+    def pair_flow(self, a, b):
+        """uint8 BGR frames ``a`` then ``b`` ``(N, H, W, 3)`` -> flow a -> b ``(N, 2, H, W)`` (flow models)."""
+
+    def detect(self, frames, flows=None):
+        """uint8 frames ``(N, T, H, W, 3)`` of N key frames (and their pairs' flows) -> ``loc``, ``conf``."""

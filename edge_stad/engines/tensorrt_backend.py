@@ -25,17 +25,20 @@ from edge_stad.engines import tensorrt_runtime
 from edge_stad.engines.graph_io import check_graph_io, frame_input
 from edge_stad.engines.manifest import read_manifest, verified_files
 from edge_stad.engines.snippet_backend import SnippetGraphs
+from edge_stad.engines.ssd_backend import SsdGraphs
 from edge_stad.engines.tensorrt_runtime import cudart
 from edge_stad.errors import EngineError
 from edge_stad.model_config import engine_kind, graph_names
 
 # the accepted input and output sets of each graph as exported (edge_stad.export: onnx_export, frame_graphs,
-# snippet_graphs), checked where a plan opens without a model config (graph_io checks it against one)
+# snippet_graphs, ssd_graphs), checked where a plan opens without a model config (graph_io checks it against one)
 IO = {"encoder": ([["frames"]], [["feat", "wh"], ["act", "feat", "wh"]]),
       "head": ([["feats", "whs"], ["acts", "feats", "whs"], ["acts", "feat3d", "feats", "whs"]],
                [["hm", "mov", "wh"], ["tubelets"], ["cls", "hm", "mov", "wh"]]),
       "encoder3d": ([["clip"]], [["feat3d"]]),
-      "detector": ([["feat3d", "frames"]], [["region"]])}
+      "detector": ([["feat3d", "frames"]], [["region"]]),
+      "flow": ([["frames"]], [["flow"]]),
+      "detect": ([["frames"], ["flows", "frames"]], [["conf", "loc"]])}
 
 
 def _rebuild(folder):
@@ -273,15 +276,25 @@ class TensorRTFrameBackend(_PlanSet):
         return np.asarray(self._run("detector", feeds)["region"], np.float32)
 
 
-class TensorRTSnippetBackend(SnippetGraphs, _PlanSet):
-    """STMA's encoder, encoder3d (with a 3D branch) and head plans on CUDA device ``device`` (the snippet
-    backend interface of :mod:`edge_stad.eval.predict_snippets`; the head is decoded on the host)."""
+class _GraphPlans(_PlanSet):
+    """The plans of the model ``config``'s graphs and ``run_graph`` over them (what the snippet and SSD graph
+    mixins run on)."""
 
     def __init__(self, *plans, config, device=0, folder=None):
         _PlanSet.__init__(self, dict(zip(graph_names(config), plans)), config, device, folder)
 
     def run_graph(self, name, feeds):
         return {k: np.asarray(v, np.float32) for k, v in self._run(name, feeds).items()}
+
+
+class TensorRTSnippetBackend(SnippetGraphs, _GraphPlans):
+    """STMA's encoder, encoder3d (with a 3D branch) and head plans on CUDA device ``device`` (the snippet
+    backend interface of :mod:`edge_stad.eval.predict_snippets`; the head is decoded on the host)."""
+
+
+class TensorRTSsdBackend(SsdGraphs, _GraphPlans):
+    """A flow-fusion engine's flow (learned flow network) and detect plans on CUDA device ``device`` (the SSD
+    backend interface of :mod:`edge_stad.eval.predict_ssd`; decoded on the host)."""
 
 
 class _OwnPlan(_Plan):
@@ -319,7 +332,8 @@ def plan_version_problem(folder, manifest, version):
 
 def open_tensorrt_engine(folder, device=0, manifest=None):
     """The TensorRT backend of engine ``folder`` (:class:`TensorRTFrameBackend` for MENet,
-    :class:`TensorRTSnippetBackend` for STMA, else :class:`TensorRTBackend`), after its manifest and checksums
+    :class:`TensorRTSnippetBackend` for STMA, :class:`TensorRTSsdBackend` for flow fusion,
+    else :class:`TensorRTBackend`), after its manifest and checksums
     are verified (pass ``manifest`` when :func:`~edge_stad.engines.manifest.read_manifest` read it already; every
     file is verified here, and the plans are deserialized from the very bytes that were hashed).
 
@@ -338,8 +352,8 @@ def open_tensorrt_engine(folder, device=0, manifest=None):
     if problem:
         raise EngineError(problem)
     data = verified_files(folder, manifest, load=rels)   # every file checked; the plans' bytes kept
-    kind = {"frame": TensorRTFrameBackend, "snippet": TensorRTSnippetBackend}.get(engine_kind(manifest["model"]),
-                                                                                 TensorRTBackend)
+    kind = {"frame": TensorRTFrameBackend, "snippet": TensorRTSnippetBackend,
+            "ssd": TensorRTSsdBackend}.get(engine_kind(manifest["model"]), TensorRTBackend)
     backend = kind(*(data[rel] for rel in rels), config=manifest["model"], device=device, folder=folder)
     backend.manifest = manifest
     return backend

@@ -2,6 +2,10 @@
 with one error that says where to get it. Building plans is :mod:`edge_stad.build.tensorrt_plans`."""
 from edge_stad.errors import MissingDependencyError
 
+#: ONNX operators TensorRT's parser reads only from some version on: GridSample (IGridSampleLayer, TensorRT 8.5;
+#: the flow-fusion flow network's warping). A plan of a graph holding one is refused below that version.
+OPERATOR_SINCE = {"GridSample": (8, 5)}
+
 
 def tensorrt():
     """The ``tensorrt`` module, or a :class:`MissingDependencyError` saying how to get it."""

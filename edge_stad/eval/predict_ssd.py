@@ -1,10 +1,9 @@
 """Run an SSD frame detector (flow-fusion) over dataset videos, frame by frame (no torch).
 
-An *SSD backend* has ``config`` (the model config: ``frames``, ``lookahead``, ``input_size``,
-``num_classes``, ``priors``) and one call on NumPy arrays:
-
-* ``detect(frames)``: resized uint8 BGR frames ``(N, T, H, W, 3)``, oldest first, the
-  :func:`~edge_stad.core.ssd_decode.frames_for_key` of N key frames -> ``(loc (N, P, 4), conf (N, P, C+1))``.
+An *SSD backend* (:class:`~edge_stad.engines.protocols.SsdBackend`: an engine or a checkpoint) has ``config``
+(the model config: ``frames``, ``lookahead``, ``motion``, ``input_size``, ``num_classes``, ``priors``), and
+``pair_flow(a, b)`` and ``detect(frames, flows)`` on NumPy arrays. Each frame pair's flow is computed once per
+video (:class:`~edge_stad.engines.ssd_backend.PairFlows`), as the Runtime does.
 
 Every frame is a key frame. Its frame-mAP rows are :func:`~edge_stad.core.ssd_decode.decode_ssd` with
 ROAD's evaluation settings; tubes come from ROAD's online linker (``linker="road"``, the paper's,
@@ -16,6 +15,7 @@ import numpy as np
 from edge_stad.core.region_decode import frame_window, to_frame_rows
 from edge_stad.core.road_linking import RoadLinker
 from edge_stad.core.ssd_decode import ROAD_LINKING, decode_ssd, frames_for_key, prior_boxes
+from edge_stad.engines.ssd_backend import PairFlows
 from edge_stad.errors import ConfigError
 from edge_stad.eval.detections import Detections
 from edge_stad.eval.evaluate import evaluate, split_videos
@@ -40,19 +40,21 @@ def predict_ssd_video(backend, dataset, video, linker="road"):
     image_hw = tuple(dataset.gt.resolution[video])
     n = dataset.gt.nframes[video]
     road = RoadLinker(C) if linker == "road" else None
+    flows = PairFlows(backend)
     frames, rows, tubes = {}, [], []
     for f in range(1, n + 1):
         numbers = frames_for_key(f, T, lookahead, n)
         for i in numbers:
             if i not in frames:
                 frames[i] = resize(dataset.read_frame(video, i), size)
-        loc, conf = backend.detect(np.stack([frames[i] for i in numbers])[None])
+        loc, conf = backend.detect(np.stack([frames[i] for i in numbers])[None], flows.window(numbers, frames))
         rows.append(to_frame_rows(decode_ssd(loc[0], conf[0], priors), f, image_hw))
         if road is not None:
             tubes += road.push(f, road_rows(decode_ssd(loc[0], conf[0], priors, **ROAD_LINKING), f, image_hw))
         needed = frames_for_key(f + 1, T, lookahead, n)[0]
         for i in [i for i in frames if i < needed]:
             del frames[i]
+        flows.forget(needed)
     if road is None:
         return np.concatenate(rows), None
     by_label = {}

@@ -25,14 +25,13 @@ C^2 N MACs (6.4M for MENet-Lite), noise next to the backbones. So they stay FP32
 INT8 (one int8 scale over E's range is a 0.26 step on the softmax logits at |E| = 33).
 """
 import copy
-import os
 
 import torch
 from torch import nn
 
 from edge_stad.engines.onnxruntime_backend import FRAME_GRAPHS, _run, create_session
 from edge_stad.export.graphs import NormalizedInput
-from edge_stad.export.onnx_export import OPSET, _export, check_parity, example_inputs, save_model
+from edge_stad.export.onnx_export import OPSET, _export, check_parity, example_inputs, save_graphs
 
 ENCODER3D_OUTPUTS = ("feat3d",)
 DETECTOR_OUTPUTS = ("region",)
@@ -101,15 +100,10 @@ def export_frame_onnx(model, folder, dynamic_batch, half, verify, tolerance, see
                                dynamic_batch),
               detector: _export(DetectorGraph(model, half), (frames[:1], feat3d[:1]), ["frames", "feat3d"],
                                 DETECTOR_OUTPUTS, OPSET, dynamic_batch)}
-    paths = {g: os.path.join(folder, f"{g}.onnx") for g in FRAME_GRAPHS}
-    for g, proto in protos.items():
-        save_model(proto, paths[g])
-    batch = "batch" if dynamic_batch else 1
-    record = {"opset": OPSET, "precision": "fp16" if half else "fp32", "dynamic_batch": bool(dynamic_batch),
-              "decode_in_graph": False,
-              "inputs": {encoder: {"clip": [batch, *clips.shape[1:]]},
-                         detector: {"frames": [batch, *frames.shape[1:]], "feat3d": [batch, *feat3d.shape[1:]]}},
-              "outputs": {encoder: list(ENCODER3D_OUTPUTS), detector: list(DETECTOR_OUTPUTS)}}
+    paths, record = save_graphs(folder, protos, OPSET, half, dynamic_batch,
+                                {encoder: {"clip": clips.shape[1:]},
+                                 detector: {"frames": frames.shape[1:], "feat3d": feat3d.shape[1:]}},
+                                {encoder: ENCODER3D_OUTPUTS, detector: DETECTOR_OUTPUTS})
     if not verify:
         return record
     feeds = {encoder: {"clip": clips.numpy()}, detector: {"frames": frames.numpy(), "feat3d": feat3d.numpy()}}

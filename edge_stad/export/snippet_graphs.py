@@ -17,14 +17,13 @@ MENet's attention does (:mod:`edge_stad.export.frame_graphs`: its energies span 
 resolve poorly, and at stride 32 it costs little).
 """
 import copy
-import os
 
 import torch
 from torch import nn
 
 from edge_stad.engines.onnxruntime_backend import _run, create_session
 from edge_stad.export.graphs import NormalizedInput
-from edge_stad.export.onnx_export import _export, check_parity, example_inputs, opset_for, save_model
+from edge_stad.export.onnx_export import _export, check_parity, example_inputs, opset_for, save_graphs
 from edge_stad.model_config import graph_names
 
 ENCODER_OUTPUTS = ("feat", "wh", "act")
@@ -130,15 +129,8 @@ def export_snippet_onnx(model, folder, dynamic_batch, half, verify, tolerance, s
         protos["encoder3d"] = _export(Snippet3DGraph(model, half), (clips[:1],), ["clip"], ENCODER3D_OUTPUTS, opset,
                                       dynamic_batch)
         feeds["encoder3d"], inputs["encoder3d"] = {"clip": clips.numpy()}, {"clip": list(clips.shape[1:])}
-    paths = {g: os.path.join(folder, f"{g}.onnx") for g in graphs}
-    for g in graphs:
-        save_model(protos[g], paths[g])
-    batch = "batch" if dynamic_batch else 1
-    record = {"opset": opset, "precision": "fp16" if half else "fp32", "dynamic_batch": bool(dynamic_batch),
-              "decode_in_graph": False,
-              "inputs": {g: {n: [batch, *shape] for n, shape in inputs[g].items()} for g in graphs},
-              "outputs": {"encoder": outputs, "encoder3d": list(ENCODER3D_OUTPUTS), "head": head_outputs}}
-    record["outputs"] = {g: record["outputs"][g] for g in graphs}
+    paths, record = save_graphs(folder, {g: protos[g] for g in graphs}, opset, half, dynamic_batch, inputs,
+                                {"encoder": outputs, "encoder3d": ENCODER3D_OUTPUTS, "head": head_outputs})
     if not verify:
         return record
     return check_parity(record, {g: (_run(create_session(paths[g]), feeds[g]), references[g]) for g in graphs},

@@ -24,7 +24,9 @@ predicts from the fused maps. The detection for frame k needs frame k+1 (one fra
 context network) on the input resolution, and MobileNetV2 / ShuffleNetV2 with SSDLite's neck
 and depthwise-separable heads (Sandler et al. 2018). With ``motion="micro-motion"`` AMMA's
 micro-motion image of the last 4 frames (Liu, Yang and Ginhac 2023) takes the flow image's place:
-no correlation, no warping.
+no correlation, no warping. With ``motion="dis"`` the flow of each pair is OpenCV's DIS flow computed
+on the host (:func:`edge_stad.optical_flow.pair_flow`, the flow the learned flow network is supervised
+with) and given to ``forward`` as ``flows``: the precomputed-flow row of the motion-cue comparison.
 
 Inputs follow the project: ``clips (B, 3T, H, W)``, T = ``frames`` BGR frames normalised as
 :mod:`edge_stad.preprocess` does, stacked on channels oldest first; the key frame is
@@ -38,6 +40,7 @@ Streaming split (what runs per new frame, what is cached), with the same results
   frame's pyramid); ``flow = model.pair_flow(previous_pyramid, pyramid)`` for the newest pair only
   (cached: the previous pair's flow, which was the newest one a frame ago);
   ``loc, conf = model.detect(key_frame, model.flow_image(torch.cat(pair_flows, 1)))``.
+* ``dis``: ``flow = pair_flow(previous_frame, frame)`` on the host for the newest pair only, then as ``flow``.
 * ``micro-motion``: ``model.detect(key_frame, model.flow_image(model.mm(last_frames)))``, the
   micro-motion of the last ``frames`` frames (cached: those frames).
 
@@ -49,13 +52,14 @@ from torch import nn
 
 from edge_stad.core.ssd_decode import boxes_per_location, check_prior_spec, prior_boxes
 from edge_stad.errors import ConfigError
+from edge_stad.model_config import SSD, SSD_MOTIONS
 from edge_stad.models.micro_motion import MicroMotion
 from edge_stad.models.pwcnet import FLOW_SCALE, PWCNet
 from edge_stad.models.ssd_backbones import VGGRFB, SSDLite
 
-VARIANTS = ("flow-fusion", "flow-fusion-lite")
+VARIANTS = SSD
 FUSIONS = ("m-concat", "m-sum", "m-average", "stfp")
-MOTIONS = ("flow", "micro-motion")
+MOTIONS = SSD_MOTIONS
 BACKBONES = ("vgg16", "mobilenetv2", "shufflenetv2")
 FLOW_NETS = {
     "pwc": {},                                                            # PWC-Net as published
@@ -183,7 +187,7 @@ class FlowFusion(nn.Module):
                 raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-        frames = (3 if motion == "flow" else 4) if frames is None else int(frames)
+        frames = (4 if motion == "micro-motion" else 3) if frames is None else int(frames)
         if frames < 2 or not 0 <= lookahead < frames:
             raise ConfigError(f"need frames >= 2 and 0 <= lookahead < frames, got frames={frames}, "
                               f"lookahead={lookahead}")
@@ -209,10 +213,13 @@ class FlowFusion(nn.Module):
                                   "(set flow_size)")
             self.flow_hw = (fh, fw)
             motion_channels = 2 * len(self.pairs)
-        else:
+        elif motion == "micro-motion":
             self.mm = MicroMotion(frames)
             self.flow_hw = None
             motion_channels = self.mm.out_channels
+        else:   # dis: the flows come with the input
+            self.flow_hw = None
+            motion_channels = 2 * len(self.pairs)
         #: the paper's fusion layer: the motion channels -> an RGB-shaped image for the shared backbone
         self.to_image = nn.Conv2d(motion_channels, 3, 1)
         channels = self.backbone.out_channels
@@ -247,9 +254,20 @@ class FlowFusion(nn.Module):
         """Pyramids of frames a then b -> the flow a -> b in input pixels ``(N, 2, H, W)``."""
         return self._full_flow(self.pwc.flows(features_a, features_b)[-1])
 
+    def flow_between(self, a, b):
+        """Normalised frames ``a`` then ``b`` ``(N, 3, H, W)`` -> the flow a -> b in input pixels ``(N, 2, H, W)``
+        (both pyramids as one batch): what an engine's ``flow`` graph computes per new frame pair."""
+        n = a.shape[0]
+        levels = self.frame_features(torch.cat((a, b), 0))
+        return self.pair_flow([lvl[:n] for lvl in levels], [lvl[n:] for lvl in levels])
+
+    def detect_flows(self, key, flows):
+        """Key frame ``(N, 3, H, W)`` and its pairs' flows ``(N, pairs, 2, H, W)`` in input pixels -> ``loc, conf``."""
+        return self.detect(key, self.flow_image(flows.reshape(key.shape[0], -1, *key.shape[2:])))
+
     def flow_image(self, motion):
         """Flows in input pixels ``(N, 2 * pairs, H, W)`` (or the micro-motion image) -> the 3-channel flow image."""
-        if self.pwc is not None:
+        if self.mm is None:
             motion = motion / FLOW_SCALE
         return self.to_image(motion)
 
@@ -261,11 +279,14 @@ class FlowFusion(nn.Module):
         return self.head(fused)
 
     # -- whole model --------------------------------------------------------------------------
-    def motion(self, clips):
-        """Clips -> (flow image, per-level flows of every pair or None)."""
+    def motion(self, clips, flows=None):
+        """Clips (and, with ``motion="dis"``, their pairs' ``flows (B, pairs, 2, H, W)``) -> (flow image,
+        per-level flows of every pair or None)."""
         if self.mm is not None:
             return self.flow_image(self.mm(clips)), None
         b, _, h, w = clips.shape
+        if self.pwc is None:
+            return self.flow_image(flows.reshape(b, -1, h, w)), None
         t, pairs = self.frames, len(self.pairs)
         pyramid = self.frame_features(clips.reshape(b * t, 3, h, w))
 
@@ -278,11 +299,18 @@ class FlowFusion(nn.Module):
             flows = flows.detach()
         return self.flow_image(flows), levels
 
-    def forward(self, clips):
+    def forward(self, clips, flows=None):
         if clips.dim() != 4 or clips.shape[1] != 3 * self.frames or tuple(clips.shape[2:]) != self.input_hw:
             raise ValueError(f"expected clips (B, {3 * self.frames}, {self.input_hw[0]}, {self.input_hw[1]}) "
                              f"({self.frames} frames x 3), got {tuple(clips.shape)}")
-        image, levels = self.motion(clips)
+        if (flows is None) != (self.config["motion"] != "dis"):
+            raise ValueError("a motion='dis' model takes its pairs' DIS flows (B, pairs, 2, H, W) with the clips; "
+                             "the others compute their motion themselves" if flows is None else
+                             f"a motion={self.config['motion']!r} model takes no flows")
+        if flows is not None and tuple(flows.shape) != (clips.shape[0], len(self.pairs), 2, *self.input_hw):
+            raise ValueError(f"expected flows (B, {len(self.pairs)}, 2, {self.input_hw[0]}, {self.input_hw[1]}), "
+                             f"got {tuple(flows.shape)}")
+        image, levels = self.motion(clips, flows)
         k = 3 * self.key_index
         loc, conf = self.detect(clips[:, k:k + 3], image)
         out = {"loc": loc, "conf": conf}

@@ -4,7 +4,8 @@ A *window* is ``uint8 (K, n, H, W, 3)``: K clips of ``n`` resized BGR frames, ol
 first, ending at a key frame, exactly what the runtime feeds the encoder (and, through
 the encoder, the head). Frame-level models (MENet: no ``K`` in their config) take windows
 of one clip, ``(1, T, H, W, 3)``: the 3D branch reads the clip, the detector its latest
-frames; so do STMA models, whose K-frame snippet lies inside their clip. Sources:
+frames; so do STMA models, whose K-frame snippet lies inside their clip, and flow-fusion models, whose
+clip is the ``frames`` frames one detection reads. Sources:
 
 * an ACT dataset folder (UCF101-24, JHMDB-21, ``edge-stad synth`` output): windows at
   frames spread evenly over the videos of the chosen split part (``train`` by default:
@@ -24,7 +25,7 @@ from edge_stad.core.windows import clip_ending_at, regular_window
 from edge_stad.data.act import ActDataset, is_act_dataset
 from edge_stad.data.frames import IMAGE_EXTENSIONS, iter_clip_frames
 from edge_stad.errors import DataError
-from edge_stad.model_config import SNIPPET, short_repr
+from edge_stad.model_config import SNIPPET, frames_per_clip, short_repr
 from edge_stad.preprocess import resize
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -49,7 +50,7 @@ def _window_frames(end, K, clip_len):
 def _from_act(root, config, count, part):
     dataset = ActDataset(root)
     videos = dataset.train_videos if part == "train" else dataset.test_videos
-    K, n, size = _clips_per_window(config), config["clip_len"], tuple(config["input_size"])
+    K, n, size = _clips_per_window(config), frames_per_clip(config), tuple(config["input_size"])
     ends = [(v, f) for v in videos for f in range(min(K * n, dataset.nframes(v)), dataset.nframes(v) + 1)]
     if not ends:
         raise DataError(f"{root}: the {part} videos hold no frames to calibrate on")
@@ -63,7 +64,7 @@ def _from_act(root, config, count, part):
 
 def windows_from_frames(frames, config, count, name="the frames"):
     """Up to ``count`` windows evenly spread over one stream of BGR ``frames`` (any size; resized here)."""
-    K, n, size = _clips_per_window(config), config["clip_len"], tuple(config["input_size"])
+    K, n, size = _clips_per_window(config), frames_per_clip(config), tuple(config["input_size"])
     frames = [resize(image, size) for image in frames]
     if len(frames) < n:
         raise DataError(f"{name}: {len(frames)} frames, fewer than one clip ({n} frames)")
@@ -92,7 +93,7 @@ def _from_array(path, config, count):
         if len(data.files) != 1:
             raise DataError(f"{path}: expected one array of windows, found {data.files}")
         data = data[data.files[0]]
-    K, n, (h, w) = _clips_per_window(config), config["clip_len"], config["input_size"]
+    K, n, (h, w) = _clips_per_window(config), frames_per_clip(config), config["input_size"]
     if data.dtype != np.uint8 or data.ndim != 6 or tuple(data.shape[1:]) != (K, n, h, w, 3):
         raise DataError(f"{path}: calibration windows must be uint8 (N, {K}, {n}, {h}, {w}, 3) for this model "
                         f"(K={K}, clip_len={n}, input {h}x{w}), got {data.dtype} {tuple(data.shape)}")
@@ -127,7 +128,7 @@ def user_windows(data, config, count=64):
     windows ``uint8 (K, n, H, W, 3)`` (what :func:`calibration_windows` returns), or an ONNX Runtime
     ``CalibrationDataReader`` of the first graph's feeds (AMMA's encoder: ``{"frames": (1, n, H, W, 3)}``
     per clip, K consecutive clips making a window; MENet's encoder3d: ``{"clip": (1, n, H, W, 3)}``)."""
-    K, n, (h, w) = _clips_per_window(config), config["clip_len"], config["input_size"]
+    K, n, (h, w) = _clips_per_window(config), frames_per_clip(config), config["input_size"]
     expected = f"uint8 ({K}, {n}, {h}, {w}, 3) windows for this model (K={K}, clip_len={n}, input {h}x{w})"
     if hasattr(data, "get_next"):   # onnxruntime.quantization.CalibrationDataReader
         clips = []

@@ -7,14 +7,16 @@ tubelets. With a labelled dataset, also frame-mAP@0.5 of both on its test split;
 drop in points is what ``--max-map-drop`` bounds.
 
 STMA engines (:func:`snippet_agreement`) are compared the same way on their windows. MENet engines
-(:func:`region_agreement`) are compared on decoded boxes instead: of the FP32
-detector's top boxes on each clip, the share the INT8 detector also reports (same class,
-IoU >= 0.5), their mean IoU and score difference; also the IoU of the two top boxes and the
-largest region-map difference, which say something where no box scores ``min_score``.
+(:func:`region_agreement`) and flow-fusion engines (:func:`ssd_agreement`) are compared on decoded
+boxes instead: of the FP32 detector's top boxes on each clip, the share the INT8 detector also
+reports (same class, IoU >= 0.5), their mean IoU and score difference; also the IoU of the two top
+boxes and the largest difference of the raw outputs, which say something where no box scores
+``min_score``.
 """
 import numpy as np
 
 from edge_stad.core.region_decode import box_iou, decode_region, detector_frames
+from edge_stad.core.ssd_decode import decode_ssd, prior_boxes
 from edge_stad.engines.snippet_backend import window_feeds
 
 TOP = 10
@@ -76,12 +78,29 @@ def region_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE
     mean_iou, score_abs_diff, reference_boxes}`` over the reference's boxes scoring ``min_score`` or more,
     ``top_box_iou`` (mean IoU of the two top-scoring boxes, 0 where their classes differ; meaningful
     when no box reaches ``min_score``, as with untrained weights) and ``region_max_abs_diff``."""
+    pairs = [[_region_and_boxes(b, window[:1], top) for b in (reference, candidate)] for window in windows]
+    return _box_agreement(pairs, min_score, iou, "region_max_abs_diff")
+
+
+def ssd_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE, iou=0.5):
+    """:func:`region_agreement` of two flow-fusion backends on one-clip windows ``(1, T, H, W, 3)`` (a key
+    frame's ``frames`` frames), their ``loc`` and ``conf`` outputs decoded as the evaluation does."""
+    priors = prior_boxes(reference.config["priors"])
+
+    def outputs(backend, window):
+        loc, conf = backend.detect(window)
+        return np.concatenate([loc[0].ravel(), conf[0].ravel()]), decode_ssd(loc[0], conf[0], priors)[:top]
+
+    pairs = [[outputs(b, window) for b in (reference, candidate)] for window in windows]
+    return _box_agreement(pairs, min_score, iou, "output_max_abs_diff")
+
+
+def _box_agreement(pairs, min_score, iou, diff_name):
+    """The box agreement of ``[((reference raw output, rows), (candidate raw output, rows))]``, one per window."""
     matched = total = 0
-    ious, score_diffs, top_ious, region_diff = [], [], [], 0.0
-    for window in windows:
-        (ref_region, ref), (cand_region, cand) = (_region_and_boxes(b, window[:1], top)
-                                                  for b in (reference, candidate))
-        region_diff = max(region_diff, float(np.max(np.abs(ref_region - cand_region))))
+    ious, score_diffs, top_ious, raw_diff = [], [], [], 0.0
+    for (ref_raw, ref), (cand_raw, cand) in pairs:
+        raw_diff = max(raw_diff, float(np.max(np.abs(ref_raw - cand_raw))))
         if len(ref) and len(cand):
             top_ious.append(float(box_iou(ref[0, :4], cand[0, :4])) if ref[0, 5] == cand[0, 5] else 0.0)
         for row in ref[ref[:, 4] >= min_score]:
@@ -92,7 +111,7 @@ def region_agreement(reference, candidate, windows, top=TOP, min_score=MIN_SCORE
                 matched += 1
                 ious.append(float(overlap.max()))
                 score_diffs.append(abs(float(row[4] - same[overlap.argmax(), 4])))
-    return {"windows": len(windows), "reference_boxes": total, "box_agreement": matched / total if total else 1.0,
+    return {"windows": len(pairs), "reference_boxes": total, "box_agreement": matched / total if total else 1.0,
             "mean_iou": float(np.mean(ious)) if ious else 1.0,
             "score_abs_diff": float(np.mean(score_diffs)) if score_diffs else 0.0,
-            "top_box_iou": float(np.mean(top_ious)) if top_ious else 1.0, "region_max_abs_diff": region_diff}
+            "top_box_iou": float(np.mean(top_ious)) if top_ious else 1.0, diff_name: raw_diff}

@@ -33,6 +33,7 @@ import numpy as np
 
 from edge_stad.core.snippets import layout_of
 from edge_stad.engines.snippet_backend import window_feeds
+from edge_stad.engines.ssd_backend import pair_flows
 from edge_stad.errors import ConfigError, MissingDependencyError
 from edge_stad.model_config import graph_names
 
@@ -95,6 +96,20 @@ def snippet_feeds(windows, backend):
             feeds["encoder3d"].append({"clip": np.ascontiguousarray(window)})
         feeds["head"].append(window_feeds(backend, window[0]))
     return feeds
+
+
+def ssd_feeds(windows, backend):
+    """Flow fusion's calibration feeds from one-clip windows ``(1, T, H, W, 3)`` (the frames one detection reads):
+    its ``detect`` graph (the only one quantized) gets the key frame and its pairs' flows from ``backend`` (the
+    FP32 flow graph, or DIS on the host), or a micro-motion model's frames."""
+    k, feeds = backend.key_index, []
+    for window in windows:
+        if backend.config["motion"] == "micro-motion":
+            feeds.append({"frames": np.ascontiguousarray(window)})
+        else:
+            feeds.append({"frames": np.ascontiguousarray(window[:, k:k + 1]),
+                          "flows": np.ascontiguousarray(pair_flows(window, backend.pair_flow), np.float32)})
+    return {"detect": feeds}
 
 
 def attention_nodes(onnx_path, scopes, op_types=("MatMul", "Softmax")):

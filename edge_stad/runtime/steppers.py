@@ -7,6 +7,8 @@
   region decode on every frame.
 * :class:`SnippetStepper` (STMA): each new frame through the 2D encoder once, the 3D branch on the
   window's clip where it is due, the head and decode per window (one per frame).
+* :class:`SsdStepper` (flow fusion): each new frame pair's flow once, the detector and the host decode per
+  key frame (one per frame).
 
 ``process(jobs)`` takes ``[(stream, window frames)]`` and returns the windows it finished,
 ``[(stream, window frames, tubelets {label: rows}, decoded frame rows or None)]``: the same windows
@@ -24,6 +26,7 @@ import numpy as np
 from edge_stad.core.region_decode import decode_region, detector_frames, frame_window, to_frame_rows
 from edge_stad.core.snippet_decode import decode_snippet
 from edge_stad.core.snippets import layout_of, stacked
+from edge_stad.core.ssd_decode import decode_ssd, prior_boxes
 from edge_stad.core.tubelet_decode import decode, to_pixels
 from edge_stad.core.windows import clip_ending_at
 
@@ -176,11 +179,21 @@ class TubeletStepper:
         return done
 
 
-class FrameStepper:
-    """A frame detector's one-frame windows: its 3D branch every ``refresh`` frames (the feature reused in
-    between), the 2D branch and region decode on every frame. Results are final at once (``depth`` 0)."""
+class _ImmediateStepper:
+    """A stepper whose windows finish in the call that submits them: nothing in flight to settle or stop."""
 
     depth = 0
+
+    def settle(self):
+        return ()
+
+    def close(self):
+        pass
+
+
+class FrameStepper(_ImmediateStepper):
+    """A frame detector's one-frame windows: its 3D branch every ``refresh`` frames (the feature reused in
+    between), the 2D branch and region decode on every frame. Results are final at once (``depth`` 0)."""
 
     def __init__(self, backend, streams, stage, num_classes, refresh=1):
         self.backend, self.streams, self.stage = backend, streams, stage
@@ -212,21 +225,13 @@ class FrameStepper:
             done.append((i, window, frame_window(frame, rows, self.num_classes).tubelets, rows))
         return done
 
-    def settle(self):
-        return ()
 
-    def close(self):
-        pass
-
-
-class SnippetStepper:
+class SnippetStepper(_ImmediateStepper):
     """STMA's windows, one per frame from frame K on: each frame the window's clip needs goes through the 2D
     encoder once (its ``feat``, ``wh``, ``act`` cached per frame), the 3D branch runs on the clip of every
     ``refresh``-th window (its feature reused in between), the head and the host decode per window. The same
     calls, in the same order and batches for one stream, as :func:`edge_stad.eval.predict_snippets.
     predict_snippet_windows`. Results are final at once (``depth`` 0)."""
-
-    depth = 0
 
     def __init__(self, backend, streams, stage, num_classes, grid, refresh=1):
         self.backend, self.streams, self.stage = backend, streams, stage
@@ -272,8 +277,29 @@ class SnippetStepper:
             done.append((i, window, tubelets, None))
         return done
 
-    def settle(self):
-        return ()
 
-    def close(self):
-        pass
+class SsdStepper(_ImmediateStepper):
+    """A flow-fusion model's one-frame windows (key frames): the flows of the pairs the detection reads, each
+    computed once per stream (:class:`~edge_stad.engines.ssd_backend.PairFlows`), then the detector and the host
+    decode, as :func:`edge_stad.eval.predict_ssd.predict_ssd_video` calls them. Results are final at once
+    (``depth`` 0; the stream waits ``lookahead`` frames before a key frame's window)."""
+
+    def __init__(self, backend, streams, stage, num_classes):
+        self.backend, self.streams, self.stage, self.num_classes = backend, streams, stage, num_classes
+        self.priors = prior_boxes(backend.config["priors"])
+        self.clips = 0   # detections run
+
+    def process(self, jobs):
+        done = []
+        for i, window in jobs:
+            state, key = self.streams[i], window[-1]
+            numbers = state.reads(key)
+            with self.stage("encoder"):
+                flows = state.flows.window(numbers, state.frames)
+            with self.stage("head"):
+                loc, conf = self.backend.detect(np.stack([state.frames[f] for f in numbers])[None], flows)
+            with self.stage("decode"):
+                rows = to_frame_rows(decode_ssd(loc[0], conf[0], self.priors), key, state.image_hw)
+            self.clips += 1
+            done.append((i, window, frame_window(key, rows, self.num_classes).tubelets, rows))
+        return done

@@ -19,6 +19,11 @@ the same results, events and tube ids, that much later. ``pipeline=N`` keeps N w
 encoder calls in flight on N worker threads, ``N·clip_len`` frames later: on a small CPU the
 caller's thread (head, linking, results) then no longer waits for the one encoder call.
 
+Flow-fusion SSDs stream the same way, every frame a key frame: each new frame pair's flow is computed
+once (the engine's flow graph, or DIS on the host) and cached while a detection reads it, the detector
+runs per key frame, and a model that reads ``lookahead`` frames past its key frame returns each
+result that many frames later (the paper's model: 1; flow-fusion-lite: 0).
+
 Frame detectors (MENet, MENet-Lite) stream through the same API: every frame is a one-frame
 window (K = 1), its 3D-branch feature is computed on the ``clip_len`` frames ending at frames 1,
 1 + ``refresh``, ... and reused in between, the 2D branch runs on every frame, the region map is
@@ -48,13 +53,15 @@ import numpy as np
 from edge_stad.core.frame_detections import FrameDetections
 from edge_stad.core.linking import ENDED, SEGMENT, SEGMENT_FRAMES, Linker
 from edge_stad.core.snippets import head_grid, layout_of
+from edge_stad.core.ssd_decode import frames_for_key
 from edge_stad.core.windows import Window, clip_ending_at, closing_windows, window_due
 from edge_stad.defaults import MIN_TUBE_SCORE
-from edge_stad.engines.protocols import STREAMING_KINDS
+from edge_stad.engines.protocols import KINDS
+from edge_stad.engines.ssd_backend import PairFlows
 from edge_stad.errors import ConfigError, FrameError
 from edge_stad.preprocess import grid_size, resize
 from edge_stad.runtime.frame_input import MAX_SIDE, check_frame
-from edge_stad.runtime.steppers import FrameStepper, SnippetStepper, TubeletStepper
+from edge_stad.runtime.steppers import FrameStepper, SnippetStepper, SsdStepper, TubeletStepper
 
 STAGES = ("preprocess", "encoder", "head", "decode", "link", "results")
 
@@ -196,8 +203,41 @@ class _SnippetStream(_Stream):
                 del table[f]
 
 
+class _SsdStream(_FrameStream):
+    """A flow-fusion stream: one window per key frame, run once the ``lookahead`` frames after it arrived; the
+    frames the next detections read and their pairs' flows (:class:`~edge_stad.engines.ssd_backend.PairFlows`)."""
+
+    def __init__(self, backend, frame_detections, link_matrices=None, segment_frames=SEGMENT_FRAMES):
+        self.backend = backend
+        self.T, self.lookahead = int(backend.config["frames"]), int(backend.config["lookahead"])
+        super().__init__(self.T, frame_detections, link_matrices, segment_frames)
+
+    def clear(self):
+        super().clear()
+        self.flows = PairFlows(self.backend)
+
+    def add(self, resized, timestamp, hw):
+        _Stream.add(self, resized, timestamp, hw)
+        key = self.count - self.lookahead
+        return [(key,)] if key >= 1 else []
+
+    def last_windows(self):
+        return [(f,) for f in range((self.last or 0) + 1, self.count + 1)]
+
+    def reads(self, key):
+        """The frame numbers the detection of ``key`` reads (the stream's last frame repeats past its end)."""
+        return frames_for_key(key, self.T, self.lookahead, self.count)
+
+    def processed(self, window):
+        self.last = window[-1]
+        keep = frames_for_key(self.last + 1, self.T, self.lookahead, self.last + 1 + self.lookahead)[0]
+        for f in [f for f in self.frames if f < keep]:
+            del self.frames[f]
+        self.flows.forget(keep)
+
+
 class Runtime:
-    """Streaming AMMA or MENet inference for one or more cameras.
+    """Streaming AMMA, MENet, STMA or flow-fusion inference for one or more cameras.
 
     ``engine``: an engine folder (from ``edge-stad build``), a checkpoint file (PyTorch),
     or an opened backend object. ``backend``: ``auto`` (TensorRT plans where TensorRT
@@ -227,9 +267,9 @@ class Runtime:
                  min_tube_score=MIN_TUBE_SCORE, frame_detections=False, max_side=MAX_SIDE, history=10000, refresh=1,
                  pipeline=False, segment_frames=SEGMENT_FRAMES):
         if not isinstance(engine, (str, os.PathLike)):   # an opened backend (edge_stad.engines.protocols)
-            if getattr(engine, "kind", None) not in STREAMING_KINDS:
+            if getattr(engine, "kind", None) not in KINDS:
                 raise ConfigError(f"Runtime streams an engine folder, a checkpoint path or an opened backend of kind "
-                                  f"{' or '.join(STREAMING_KINDS)}; got {type(engine).__name__} "
+                                  f"{' or '.join(KINDS)}; got {type(engine).__name__} "
                                   f"(kind {getattr(engine, 'kind', None)!r})")
             self.backend = engine
         else:
@@ -260,11 +300,13 @@ class Runtime:
             raise ConfigError(f"pipeline must be a bool or the number of windows in flight (an int >= 0), "
                               f"got {pipeline!r}")
         if pipeline and (kind != "tubelet" or self._on_device):
-            raise ConfigError("pipeline=True needs a tubelet (AMMA) engine on host frames: a frame or snippet "
-                              "detector's results are final at once, and a device-resident backend already runs "
+            raise ConfigError("pipeline=True needs a tubelet (AMMA) engine on host frames: a frame, snippet or "
+                              "SSD detector's results are final at once, and a device-resident backend already runs "
                               "asynchronously on its GPU stream")
-        self.K, self.clip_len = {"frame": (1, 1), "snippet": (int(cfg.get("K", 1)), 1)}.get(
-            kind, (int(cfg.get("K", 1)), int(cfg["clip_len"])))
+        # windows of K clips of clip_len frames (tubelet); one per frame, K frames long (snippet) or one frame
+        self.K = int(cfg.get("K", 1)) if kind in ("tubelet", "snippet") else 1
+        self.clip_len = int(cfg["clip_len"]) if kind == "tubelet" else 1
+        self._lookahead = int(cfg["lookahead"]) if kind == "ssd" else 0   # frames a result waits for
         self.input_size = tuple(cfg["input_size"])
         self.num_classes = int(cfg["num_classes"])
         self.labels = tuple(self.backend.labels or ()) or tuple(map(str, range(self.num_classes)))
@@ -274,6 +316,8 @@ class Runtime:
         matrices = self.backend.link_matrices if kind == "tubelet" else None   # the linking kernels, on a GPU
         self._streams = [_FrameStream(int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
                          if self._frame_model else
+                         _SsdStream(self.backend, frame_detections, matrices, segment_frames)
+                         if kind == "ssd" else
                          _SnippetStream(self.K, int(cfg["clip_len"]), frame_detections, matrices, segment_frames)
                          if kind == "snippet" else
                          _Stream(self.K, self.clip_len, frame_detections, matrices, segment_frames)
@@ -290,6 +334,8 @@ class Runtime:
                          SnippetStepper(self.backend, self._streams, self._stage, self.num_classes, self._grid,
                                         self.refresh)
                          if kind == "snippet" else
+                         SsdStepper(self.backend, self._streams, self._stage, self.num_classes)
+                         if kind == "ssd" else
                          TubeletStepper(self.backend, self._streams, self._stage, self.num_classes, self._grid,
                                         int(pipeline)))
 
@@ -302,7 +348,7 @@ class Runtime:
     @property
     def latency_frames(self):
         """``(min, max)`` frames between a frame's arrival and its result, in a running stream."""
-        lag = self.clip_len * self._stepper.depth
+        lag = self.clip_len * self._stepper.depth + self._lookahead
         return (self.K - 1) * self.clip_len + lag, self.K * self.clip_len - 1 + lag
 
     def push(self, frame, timestamp=None, stream=0):

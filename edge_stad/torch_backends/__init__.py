@@ -5,7 +5,7 @@ compared with, and the trainer's validation.
 * :mod:`~edge_stad.torch_backends.cuda`: AMMA on a GPU with edge_stad's CUDA kernels (preprocessing,
   micro-motion, linking matrices);
 * :mod:`~edge_stad.torch_backends.snippet`: STMA (snippet windows);
-* :mod:`~edge_stad.torch_backends.ssd`: the flow-fusion SSDs, offline evaluation only for now.
+* :mod:`~edge_stad.torch_backends.ssd`: the flow-fusion SSDs (frame by frame, each pair's flow once).
 
 They implement the contracts of :mod:`edge_stad.engines.protocols`.
 """
@@ -13,7 +13,7 @@ import warnings
 
 from edge_stad.engines.onnxruntime_backend import is_frame_model
 from edge_stad.errors import EngineError
-from edge_stad.model_config import GRAPHS, SNIPPET
+from edge_stad.model_config import FAMILIES, SNIPPET, SSD
 
 
 def open_checkpoint(path, device=0):
@@ -25,9 +25,9 @@ def open_checkpoint(path, device=0):
     from edge_stad.torch_backends.streaming import TorchBackend, TorchFrameBackend
 
     model = load_checkpoint(path)
-    if model.config["name"] not in GRAPHS:   # flow-fusion: offline evaluation only, for now
-        raise EngineError(f"{path} holds a {model.config['name']} model, which the Runtime cannot stream yet; "
-                          "evaluate it with edge_stad.eval.predict_ssd")
+    if model.config["name"] not in FAMILIES:   # the distillation's classifier, the score fusion
+        raise EngineError(f"{path} holds a {model.config['name']} model, not a detector the Runtime streams "
+                          f"({', '.join(FAMILIES)})")
     target = f"cuda:{device}" if torch.cuda.is_available() else "cpu"
     opened = None
     if is_frame_model(model.config):
@@ -36,6 +36,10 @@ def open_checkpoint(path, device=0):
         from edge_stad.torch_backends.snippet import TorchSnippetBackend
 
         opened = TorchSnippetBackend(model.to(target))
+    elif model.config["name"] in SSD:
+        from edge_stad.torch_backends.ssd import TorchSSDBackend
+
+        opened = TorchSSDBackend(model.to(target))
     elif torch.cuda.is_available():
         opened = _torch_cuda_backend(model, target)
     if opened is None:

@@ -7,7 +7,7 @@ uint8 frames), the model's own stream calls, host decoding.
 import torch
 
 from edge_stad.core.tubelet_decode import decode
-from edge_stad.model_config import SNIPPET
+from edge_stad.model_config import SNIPPET, SSD
 from edge_stad.torch_backends.base import TorchModelBackend
 
 
@@ -50,9 +50,13 @@ class TorchFrameBackend(TorchModelBackend):
 
 
 def torch_backend(model):
-    """The backend that runs ``model`` (AMMA, MENet or STMA) the way its engines do."""
+    """The backend that runs ``model`` (AMMA, MENet, STMA or flow fusion) the way its engines do."""
     if model.config["name"] in SNIPPET:
         from edge_stad.torch_backends.snippet import TorchSnippetBackend
 
         return TorchSnippetBackend(model)
+    if model.config["name"] in SSD:
+        from edge_stad.torch_backends.ssd import TorchSSDBackend
+
+        return TorchSSDBackend(model)
     return TorchFrameBackend(model) if model.config["name"].startswith("menet") else TorchBackend(model)

@@ -79,12 +79,16 @@ class FlowFusionTask(Task):
 
         model_cfg = self.model_config
         flow = None
-        if model_cfg["motion"] == "flow":
+        if model_cfg["motion"] in ("flow", "dis"):   # the flow network's targets, or the dis model's input
             flow = FlowCache(dataset, os.path.join(cfg.data, "flow-cache"), size=cfg.input_size)
         samples = FlowFusionSamples(dataset, dataset.train_videos, model_cfg["frames"], model_cfg["lookahead"],
                                     cfg.input_size, flow, augment=cfg.augment, seed=cfg.seed)
         samples.prepare(cfg.progress)
         return samples
+
+    def forward(self, net, batch):
+        """``motion="dis"`` models take the pairs' cached DIS flow as an input."""
+        return net(batch["clips"], batch["flow"]) if self.model_config["motion"] == "dis" else net(batch["clips"])
 
     def prepare_step(self, model, step):
         """The paper's schedule: detection losses reach the flow sub-network from step ``flow_unfreeze`` on."""

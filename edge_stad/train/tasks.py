@@ -33,6 +33,10 @@ class Task:
     def prepare_step(self, model, step):
         """Called before every optimisation step (a family's schedule of what trains)."""
 
+    def forward(self, net, batch):
+        """The model's outputs for a training batch (its clips; a family with more inputs overrides this)."""
+        return net(batch["clips"])
+
 
 class TubeletTask(Task):
     loss_parts = ("hm", "mov", "wh")

@@ -55,7 +55,7 @@ class TrainConfig:
     width_3d: Optional[float] = None     # MENet, STMA: width multiplier of the 3D branch (None: the backbone's default)
     backbone_3d: Optional[str] = None    # STMA: 3D branch ("none": without; None: the variant's)
     blocks: Optional[str] = None         # STMA: Table 2's blocks, of cal,me,sta,gr (None: all; "": the baseline)
-    motion: Optional[str] = None         # AMMA: conv | diff; flow-fusion-lite: flow | micro-motion (None: default)
+    motion: Optional[str] = None         # AMMA: conv | diff; flow-fusion: flow | micro-motion | dis (None: flow)
     fusion: Optional[str] = None         # flow-fusion: m-concat | m-sum | m-average | stfp (None: m-concat)
     flow_unfreeze: Optional[int] = None  # flow-fusion: step from which detection losses train the flow network
     epochs: Optional[int] = None
@@ -209,7 +209,7 @@ class Trainer:
         # dropout masks (MENet's CFAM) from (seed, step, rank) too, so a resumed run draws the same ones
         torch.manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.step, self.rank]).generate_state(1)[0]))
         self.task.prepare_step(self.model, self.step)
-        output = self.net(batch["clips"])
+        output = self.task.forward(self.net, batch)
         total, parts = self.task.loss(self.model, output, batch, self.world)
         self.optimizer.zero_grad(set_to_none=True)
         (total * self.world).backward()
