@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 
 VARIANTS = {
     # name: TrainConfig overrides
@@ -84,12 +83,13 @@ def run_names(names, inits):
 
 
 def train_variant(name, args, threads=None):
-    """Train and evaluate one run (``VARIANT`` or ``VARIANT+INIT``); its result record."""
+    """Train (unless ``args.evaluate_only``) and evaluate one run (``VARIANT`` or ``VARIANT+INIT``); its record."""
     import torch
 
     from edge_stad.data.act import ActDataset
     from edge_stad.eval.report import format_tables
     from edge_stad.models import load_checkpoint
+    from edge_stad.models.checkpoint import read_checkpoint
     from edge_stad.train.inference import evaluate_model
     from edge_stad.train.trainer import TrainConfig, Trainer
 
@@ -97,24 +97,25 @@ def train_variant(name, args, threads=None):
         torch.set_num_threads(threads)
     dataset = ActDataset(args.data)
     variant, _, init = name.partition("+")
-    cfg = TrainConfig(data=args.data, out=os.path.join(args.out, name), time_budget=args.minutes,
-                      max_steps=args.steps, epochs=100, val_every=0, progress=False,
-                      pretrained=parse_inits(args.init)[init] if init else None, **VARIANTS[variant])
-    began = time.monotonic()
-    trainer = Trainer(cfg, dataset=dataset)
-    result = trainer.fit()
-    train_s = time.monotonic() - began
-    model = load_checkpoint(result["last"])
+    last = os.path.join(args.out, name, "last.pt")
+    if not args.evaluate_only:
+        cfg = TrainConfig(data=args.data, out=os.path.join(args.out, name), time_budget=args.minutes,
+                          max_steps=args.steps, epochs=100, val_every=0, progress=False,
+                          pretrained=parse_inits(args.init)[init] if init else None, **VARIANTS[variant])
+        last = Trainer(cfg, dataset=dataset).fit()["last"]
+    meta = read_checkpoint(last)["meta"]   # what the run did, as its last checkpoint records it
+    model = load_checkpoint(last)
     evaluation = evaluate_model(model, dataset, split=1)
     summary = evaluation.to_json()
     print(f"== {name}\n" + format_tables(evaluation), flush=True)
     params, gmacs = complexity(model)
-    return {"variant": name, "init": cfg.pretrained,
-            "config": {k: v for k, v in vars(trainer.cfg).items() if k != "data"}, "model": model.config,
+    config = {k: v for k, v in meta["train_config"].items() if k != "data"}
+    return {"variant": name, "init": config["pretrained"], "config": config, "model": model.config,
             "params_m": params, "gmac_per_frame": gmacs, "threads": torch.get_num_threads(),
-            "steps": trainer.step, "samples_seen": trainer.step * trainer.cfg.batch_size,
-            "train_seconds": round(train_s, 1), "frame_mAP": summary["frame_mAP"], "video_mAP": summary["video_mAP"],
-            "frame_errors_mean": summary["frame_errors_mean"], "frame_AP": summary["frame_AP"]}
+            "steps": meta["step"], "samples_seen": meta["step"] * config["batch_size"],
+            "train_seconds": round(meta["trained_seconds"], 1), "frame_mAP": summary["frame_mAP"],
+            "video_mAP": summary["video_mAP"], "frame_errors_mean": summary["frame_errors_mean"],
+            "frame_AP": summary["frame_AP"]}
 
 
 def _describe(config):
@@ -154,6 +155,9 @@ def main(argv=None):
     parser.add_argument("--init", action="append", default=[], metavar="NAME=PATH",
                         help="also train each MENet variant from this 3D-branch state (repeatable)")
     parser.add_argument("--parallel", action="store_true", help="train all variants at once, cores shared equally")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the runs' last checkpoints under --out again (their steps and training time "
+                             "from the checkpoints), without training")
     parser.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results",
                                                           "synthetic_ablation"))
     args = parser.parse_args(argv)
@@ -189,7 +193,7 @@ def main(argv=None):
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     command = (f"python benchmarks/train_ablation.py --variants {args.variants} --minutes {args.minutes:g}"
                + (f" --steps {args.steps}" if args.steps else "") + "".join(f" --init {i}" for i in args.init)
-               + (" --parallel" if args.parallel else ""))
+               + (" --parallel" if args.parallel else "") + (" --evaluate-only" if args.evaluate_only else ""))
     budget = f"{args.steps} steps (at most {args.minutes:g} minutes)" if args.steps else f"{args.minutes:g} minutes"
     lines = [f"# Synthetic benchmark, {budget} of training per variant", "",
              f"Command: `{command}`", f"Machine: {machine}"

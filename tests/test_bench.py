@@ -139,6 +139,24 @@ def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
     assert torch_fp32["baseline"] and not ort["baseline"]
 
 
+def test_flow_fusion_lite_rows(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    records = tmp_path / "records.json"
+    assert cli.main(["bench", "--models", "flow-fusion-lite", "--precisions", "fp32", "--backends", "onnxruntime",
+                     "--device", "cpu", "--input-size", "64", "--frames", "8", "--warmup", "4", "--rounds", "1",
+                     "--out", str(tmp_path / "bench"), "--json", str(records), "--work", str(tmp_path / "w"),
+                     "--no-progress", "--no-plots"]) == 0
+    for r in json.loads(records.read_text())["records"]:
+        # paper column: the lite model at 320x320 (flow-fusion-lite's paper presets), 8 classes; stream: one new
+        # frame at 64x64 (one pair's flow, the detector)
+        assert (r["model"], r["backbone"], r["K"]) == ("flow-fusion-lite", "mobilenetv2", 1)
+        assert r["params_m"] == pytest.approx(8.572, abs=1e-3)
+        assert r["paper_gmac_per_clip"] == pytest.approx(3.280, abs=1e-3)
+        assert r["stream_gmac_per_clip"] == pytest.approx(0.1317, abs=1e-4) and r["fps"] > 0
+        assert r["stages_ms_per_frame"]["encoder"] > 0 and r["stages_ms_per_frame"]["head"] > 0
+
+
 def test_cpuinfo_reads_the_first_processor(monkeypatch):
     text = ("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nflags\t\t: fpu avx512_vnni\n\n"
             "processor\t: 1\nmodel name\t: Other\n")
