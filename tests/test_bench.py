@@ -119,16 +119,21 @@ def test_checkpoint_sets_backbone_and_K(tmp_path, capsys):
     assert "holds K 2" in capsys.readouterr().err
 
 
-def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
+def bench_records(tmp_path, model, backends, frames):
+    """The records of a 64x64 FP32 ``bench`` of ``model`` on the CPU: ``frames`` frames, half of them warm-up."""
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     records = tmp_path / "records.json"
-    assert cli.main(["bench", "--models", "menet-lite", "--precisions", "fp32", "--backends", "onnxruntime,torch",
-                     "--device", "cpu", "--input-size", "64", "--frames", "12", "--warmup", "6", "--rounds", "1",
+    assert cli.main(["bench", "--models", model, "--precisions", "fp32", "--backends", backends, "--device", "cpu",
+                     "--input-size", "64", "--frames", str(frames), "--warmup", str(frames // 2), "--rounds", "1",
                      "--out", str(tmp_path / "bench"), "--json", str(records), "--work", str(tmp_path / "w"),
                      "--no-progress", "--no-plots"]) == 0
+    return json.loads(records.read_text())["records"]
+
+
+def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
+    ort, torch_fp32 = bench_records(tmp_path, "menet-lite", "onnxruntime,torch", 12)
     assert "MENet rows: a clip is one frame" in capsys.readouterr().out
-    ort, torch_fp32 = json.loads(records.read_text())["records"]
     for r in (ort, torch_fp32):
         # the whole model per frame at 224x224 and 24 classes (MENet's paper's cost setting: MENet-Lite's defaults)
         assert (r["model"], r["backbone"], r["K"]) == ("menet-lite", "shufflenetv2", 1)
@@ -140,14 +145,7 @@ def test_menet_lite_streams_frame_by_frame(tmp_path, capsys):
 
 
 def test_flow_fusion_lite_rows(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    records = tmp_path / "records.json"
-    assert cli.main(["bench", "--models", "flow-fusion-lite", "--precisions", "fp32", "--backends", "onnxruntime",
-                     "--device", "cpu", "--input-size", "64", "--frames", "8", "--warmup", "4", "--rounds", "1",
-                     "--out", str(tmp_path / "bench"), "--json", str(records), "--work", str(tmp_path / "w"),
-                     "--no-progress", "--no-plots"]) == 0
-    for r in json.loads(records.read_text())["records"]:
+    for r in bench_records(tmp_path, "flow-fusion-lite", "onnxruntime", 8):
         # paper column: the lite model at 320x320 (flow-fusion-lite's paper presets), 8 classes; stream: one new
         # frame at 64x64 (one pair's flow, the detector)
         assert (r["model"], r["backbone"], r["K"]) == ("flow-fusion-lite", "mobilenetv2", 1)
