@@ -223,3 +223,19 @@ def test_the_schema_names_the_graphs_and_refuses_an_unknown_motion():
     assert {engine_kind(c) for c in configs.values()} == {"ssd"}
     with pytest.raises(EngineError, match=r"'model.motion' is 'farneback'; expected 'flow' or 'micro-motion' or 'dis'"):
         check_model_config(dict(configs["dis"], motion="farneback"), EngineError, "manifest.json")
+
+
+def test_the_paper_model_exports_and_streams(tmp_path):
+    """flow-fusion as published (PWC-Net at 320, VGG16-RFB at 300, look-ahead 1): both graphs reproduce PyTorch and
+    its engine streams, each result one frame late."""
+    torch.manual_seed(0)
+    model = create_model("flow-fusion", num_classes=3).eval()
+    record = export_onnx(model, tmp_path)
+    assert tuple(record["outputs"]) == ("flow", "detect") and record["inputs"]["flow"]["frames"] == [1, 2, 300, 300, 3]
+    assert max(record["parity_scaled_error"].values()) <= SSD_FP32_TOLERANCE
+    backend = OnnxRuntimeSsdBackend(tmp_path / "flow.onnx", tmp_path / "detect.onnx", config=model.config)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 48, 80, 3), dtype=np.uint8)
+    runtime = Runtime(backend, frame_detections=True)
+    assert runtime.latency_frames == (1, 1) and runtime.push(frames[0]) == []
+    results = runtime.push(frames[1]) + runtime.push(frames[2]) + runtime.flush()
+    assert [r.frame for r in results] == [1, 2, 3] and runtime.stats()["clips_encoded"] == 3
