@@ -165,9 +165,10 @@ def test_int8_from_windows_or_a_calibration_reader_given_in_python(int8_engine, 
 def test_families_without_a_build_strategy_are_refused_by_name(tmp_path):
     from edge_stad.models import create_model
 
-    with pytest.raises(ConfigError, match="no strategy for flow-fusion-lite models yet"):
-        build_engine(create_model("flow-fusion-lite", num_classes=2), tmp_path / "e",
+    with pytest.raises(ConfigError, match="no strategy for attention-fusion models"):
+        build_engine(create_model("attention-fusion", num_classes=2), tmp_path / "e",
                      BuildOptions(backend="onnxruntime"), log=quiet)
+    assert not (tmp_path / "e").exists()
 
 
 def test_int8_flavour_resolution():

@@ -279,8 +279,8 @@ def model_kind(config):
     """The build strategy of the model ``config``, or a ConfigError for a family without one yet."""
     name = config.get("name", "amma")
     if name not in STRATEGIES:
-        raise ConfigError(f"edge-stad build has no strategy for {name} models yet (it builds "
-                          f"{', '.join(STRATEGIES)}); evaluate the checkpoint offline with edge-stad eval")
+        raise ConfigError(f"edge-stad build has no strategy for {name} models (it builds the detectors: "
+                          f"{', '.join(STRATEGIES)})")
     return STRATEGIES[name](config)
 
 
