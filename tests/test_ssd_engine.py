@@ -2,6 +2,7 @@
 builds, the engine backends (ONNX Runtime, the TensorRT stand-in, GridSample's TensorRT floor), and the Runtime
 streaming an engine or a checkpoint exactly as the offline path predicts."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -201,6 +202,25 @@ def test_tensorrt_older_than_8_5_refuses_the_flow_graphs_plan(int8_engine, tmp_p
     with pytest.raises(ConfigError, match=r"TensorRT 8\.4\.1 cannot parse GridSample \(TensorRT >= 8\.5\) in flow"):
         tensorrt_plans.build_plan(flow, tmp_path / "flow.plan")
     assert not (tmp_path / "flow.plan").exists()
+
+
+def test_tensorrt_plans_keep_the_flow_network_fp32(int8_engine, monkeypatch):
+    """An INT8 engine's TensorRT plans: the detector at INT8, the flow graph FP32 (no FP16/INT8 builder flags)."""
+    from edge_stad.build import pipeline, tensorrt_plans
+
+    asked = {}
+
+    def build_plan(onnx_path, plan_path, precision, *args, **kwargs):
+        asked[os.path.basename(onnx_path)] = precision
+        return {}
+
+    monkeypatch.setattr(tensorrt_plans, "build_plan", build_plan)
+    monkeypatch.setattr(tensorrt_plans, "verify_plans", lambda folder, plans: {})
+    out, manifest = int8_engine
+    plans, _ = pipeline._plans(str(out), pipeline.model_kind(manifest["model"]), manifest["graphs"], {}, None, None,
+                               None, BuildOptions(precision="int8"), quiet)
+    assert asked == {"flow.onnx": "fp32", "detect.onnx": "int8"} and plans == {"flow": "flow.plan",
+                                                                              "detect": "detect.plan"}
 
 
 def test_the_paper_model_waits_for_its_lookahead_frame(tiny, tmp_path):

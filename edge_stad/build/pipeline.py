@@ -588,8 +588,9 @@ def _plans(folder, kind, graphs, fp32, work, reports, feeds, opts, log):
     for g in kind.graphs:
         _say(log, "tensorrt", f"building {g}.plan")
         plans[g] = f"{g}.plan"
+        precision = opts.precision if g in kind.reduced else "fp32"   # flow fusion's flow network stays FP32
         info = tensorrt_plans.build_plan(os.path.join(folder, graphs[g]), os.path.join(folder, plans[g]),
-                                         opts.precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
+                                         precision, opts.workspace_mb, opts.timing_cache, opts.dla_core,
                                          fp32_scopes=kind.float_scopes)
         if opts.trt_calib_cache and opts.precision == "int8" and g in kind.reduced:
             cache = os.path.join(reports, f"{g}.trt-calibration.cache")
