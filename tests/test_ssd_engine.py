@@ -259,3 +259,10 @@ def test_the_paper_model_exports_and_streams(tmp_path):
     assert runtime.latency_frames == (1, 1) and runtime.push(frames[0]) == []
     results = runtime.push(frames[1]) + runtime.push(frames[2]) + runtime.flush()
     assert [r.frame for r in results] == [1, 2, 3] and runtime.stats()["clips_encoded"] == 3
+    # a gated INT8 build from windows given in Python (no test split: the gate compares outputs only)
+    windows = [example_frames(model.config, batch=1, seed=s) for s in (1, 2)]
+    manifest = build_engine(model, tmp_path / "int8", BuildOptions(precision="int8", backend="onnxruntime",
+                                                                   calibration_dir=str(tmp_path / "calibration")),
+                            log=quiet, calibration=windows)
+    assert manifest["calibration"]["attempts"][0]["agreement"]["windows"] == 2
+    assert isinstance(open_backend(str(tmp_path / "int8")), OnnxRuntimeSsdBackend)
