@@ -95,9 +95,8 @@ def _ssd_io(config):
     """Flow fusion's graphs (:mod:`edge_stad.export.ssd_graphs`): ``flow`` (a frame pair -> its flow) and
     ``detect`` (the key frame and its pairs' flows, or micro-motion's frames -> SSD outputs over the priors)."""
     h, w = config["input_size"]
-    T, C = config["frames"], config["num_classes"]
-    out = [{"loc": (None, len(prior_boxes(config["priors"])), 4),
-            "conf": (None, len(prior_boxes(config["priors"])), C + 1)}]
+    T, C, P = config["frames"], config["num_classes"], len(prior_boxes(config["priors"]))
+    out = [{"loc": (None, P, 4), "conf": (None, P, C + 1)}]
     if config["motion"] == "micro-motion":
         return {"detect": ({"frames": (None, T, h, w, 3)}, out)}
     io = {"detect": ({"frames": (None, 1, h, w, 3), "flows": (None, T - 1, 2, h, w)}, out)}
